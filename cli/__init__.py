@@ -1,0 +1,1 @@
+"""The ``tta`` command line (click). Commands are thin: parse, call tta, print."""

@@ -1,0 +1,49 @@
+"""Human-readable listings of every registry, used by ``tta list``."""
+from __future__ import annotations
+
+from typing import Callable
+
+from .methods import METHODS
+from .models import MODELS
+
+
+def _fmt_opts(opts: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in opts.items()) or "-"
+
+
+def methods() -> list[str]:
+    lines = []
+    for name, cls in METHODS.items():
+        lines.append(f"{name:16s} {cls.summary}")
+        lines.append(f"{'':16s}   paper: {cls.paper}")
+        for dataset, opts in cls.dataset_defaults.items():
+            lines.append(f"{'':16s}   defaults[{dataset}]: {_fmt_opts(opts)}")
+        if cls.min_batch_size > 1:
+            lines.append(f"{'':16s}   needs batches of >= {cls.min_batch_size} images")
+        if cls.notes:
+            lines.append(f"{'':16s}   note: {cls.notes}")
+    return lines
+
+
+def models() -> list[str]:
+    lines = []
+    for name, spec in MODELS.items():
+        alias = f" (robustbench: {spec.robustbench_name})" if spec.robustbench_name else ""
+        lines.append(f"{name:12s} {spec.dataset:9s} {spec.input_size}px {spec.num_classes} classes  {spec.description}{alias}")
+    return lines
+
+
+def _pending(what: str, issue: str) -> Callable[[], list[str]]:
+    def listing() -> list[str]:
+        return [f"no {what} are registered yet ({issue} has not landed)"]
+
+    return listing
+
+
+CATALOGS: dict[str, Callable[[], list[str]]] = {
+    "methods": methods,
+    "models": models,
+    "shifts": _pending("shifts", "the stream engine"),
+    "corruptions": _pending("corruptions", "the corruption generator"),
+    "norms": _pending("normalization layers", "the norms package"),
+}

@@ -1,0 +1,33 @@
+"""Method registry: a new method is one file plus ``@register_method``."""
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from ..registry import Registry
+from .base import Adapter
+
+METHODS: Registry[type[Adapter]] = Registry("method")
+
+A = TypeVar("A", bound=type[Adapter])
+
+
+def register_method(cls: A) -> A:
+    """Class decorator: make ``cls`` available as ``tta.adapt(model, method=cls.name)``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a non-empty `name`")
+    METHODS.add(cls.name, cls)
+    return cls
+
+
+def get_method(name: str) -> type[Adapter]:
+    return METHODS.get(name)
+
+
+def method_defaults(name: str, dataset: str | None = None) -> dict[str, Any]:
+    """The documented defaults of ``name`` for ``dataset`` (or the generic ones)."""
+    cls = METHODS.get(name)
+    table = cls.dataset_defaults
+    return dict(table.get(dataset or "", table.get("default", {})))
+
+
+__all__: list[str] = ["METHODS", "register_method", "get_method", "method_defaults"]

@@ -1,0 +1,187 @@
+"""Backbones by name, and ``load_model``."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+from ..registry import Registry
+from .checkpoint import load_into, read_state_dict
+from .resnet_cifar import CifarResNet
+from .resnet_imagenet import NormalizedResNet50
+from .resnext import CifarResNeXt
+from .wide_resnet import WideResNet
+
+log = logging.getLogger(__name__)
+
+NormFactory = Callable[[int], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a backbone and where its pretrained weights usually live."""
+
+    name: str
+    build: Callable[[NormFactory], nn.Module]
+    dataset: str
+    num_classes: int
+    input_size: int
+    description: str
+    robustbench_name: str | None = None
+    torch_hub_file: str | None = None
+    optional_keys: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = field(default=())
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def _add(spec: ModelSpec) -> None:
+    MODELS.add(spec.name, spec)
+
+
+for _depth in (20, 32, 44, 56):
+    _add(
+        ModelSpec(
+            name=f"resnet{_depth}",
+            build=(lambda norm, d=_depth: CifarResNet(d, 10, norm)),
+            dataset="cifar10",
+            num_classes=10,
+            input_size=32,
+            description=f"CIFAR ResNet-{_depth} (option-A shortcuts); akamaster checkpoints resnet{_depth}.th",
+        )
+    )
+_add(
+    ModelSpec(
+        name="wrn-28-10",
+        build=lambda norm: WideResNet(28, 10, 10, norm),
+        dataset="cifar10",
+        num_classes=10,
+        input_size=32,
+        description="WideResNet-28-10, RobustBench cifar10 'Standard' (no input normalization)",
+        robustbench_name="Standard",
+    )
+)
+_add(
+    ModelSpec(
+        name="resnext-29",
+        build=lambda norm: CifarResNeXt(29, 4, 32, 100, norm),
+        dataset="cifar100",
+        num_classes=100,
+        input_size=32,
+        description="ResNeXt-29 (32x4d) AugMix, RobustBench cifar100 'Hendrycks2020AugMix_ResNeXt'",
+        robustbench_name="Hendrycks2020AugMix_ResNeXt",
+        optional_keys=("mu", "sigma"),
+    )
+)
+_add(
+    ModelSpec(
+        name="resnet50",
+        build=lambda norm: NormalizedResNet50(1000, norm),
+        dataset="imagenet",
+        num_classes=1000,
+        input_size=224,
+        description="torchvision ResNet-50 IMAGENET1K_V1 (RobustBench imagenet 'Standard_R50')",
+        robustbench_name="Standard_R50",
+        torch_hub_file="resnet50-0676ba61.pth",
+    )
+)
+
+_ALIASES = {spec.robustbench_name: spec.name for _, spec in MODELS.items() if spec.robustbench_name}
+
+
+def resolve_model_name(name: str) -> ModelSpec:
+    """Look a backbone up by tta name or by its RobustBench name."""
+    return MODELS.get(_ALIASES.get(name, name))
+
+
+def default_model_dir() -> Path:
+    """RobustBench-style model cache: ``$TTA_MODEL_DIR`` or ``~/.cache/tta/models``."""
+    env = os.environ.get("TTA_MODEL_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "tta" / "models"
+
+
+def find_pretrained(spec: ModelSpec, model_dir: str | Path | None = None) -> Path | None:
+    """Where a pretrained checkpoint for ``spec`` already sits on disk, if anywhere."""
+    candidates: list[Path] = []
+    if spec.robustbench_name and spec.torch_hub_file is None:
+        root = Path(model_dir).expanduser() if model_dir else default_model_dir()
+        candidates.append(root / spec.dataset / "corruptions" / f"{spec.robustbench_name}.pt")
+    if spec.torch_hub_file:
+        candidates.append(Path(torch.hub.get_dir()) / "checkpoints" / spec.torch_hub_file)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def build_model(name: str, norm: NormFactory | str | None = None, **norm_options) -> nn.Module:
+    """Build the architecture ``name`` with random weights (BatchNorm unless ``norm`` is given)."""
+    spec = resolve_model_name(name)
+    if norm is None or norm == "bn":
+        factory: NormFactory = nn.BatchNorm2d
+    elif isinstance(norm, str):
+        from ..norms import norm_factory  # noqa: PLC0415  (tta.norms is optional at import time)
+
+        factory = norm_factory(norm, **norm_options)
+    else:
+        factory = norm
+    return spec.build(factory)
+
+
+def load_model(
+    name: str,
+    checkpoint: str | Path | None = None,
+    *,
+    pretrained: bool = True,
+    model_dir: str | Path | None = None,
+    download: bool = False,
+    norm: str | None = None,
+    **norm_options,
+) -> nn.Module:
+    """Return the backbone ``name`` in eval mode, with weights.
+
+    Weights come from ``checkpoint`` when given; otherwise, with ``pretrained``, from
+    the RobustBench cache layout ``<model_dir>/<dataset>/corruptions/<name>.pt`` (or
+    torchvision's hub cache for ResNet-50), downloading through RobustBench when
+    ``download`` is set. ``pretrained=False`` gives random weights (for training).
+    """
+    spec = resolve_model_name(name)
+    model = build_model(spec.name, norm, **norm_options)
+    path: Path | None = Path(checkpoint).expanduser() if checkpoint is not None else None
+    if path is None and pretrained:
+        path = find_pretrained(spec, model_dir)
+        if path is None and download and spec.robustbench_name:
+            from .robustbench import download_checkpoint  # noqa: PLC0415
+
+            path = download_checkpoint(spec, model_dir or default_model_dir())
+        if path is None:
+            raise CheckpointError(_no_checkpoint_message(spec, model_dir))
+    if path is not None:
+        load_into(model, read_state_dict(path), path, spec.optional_keys)
+        log.info("loaded %s from %s", spec.name, path)
+    return model.eval()
+
+
+def _no_checkpoint_message(spec: ModelSpec, model_dir: str | Path | None) -> str:
+    if spec.torch_hub_file:
+        where = Path(torch.hub.get_dir()) / "checkpoints" / spec.torch_hub_file
+        return (
+            f"no pretrained weights for {spec.name}: {where} is absent; pass checkpoint=<path> "
+            "(torchvision's IMAGENET1K_V1 file) or pretrained=False for random weights"
+        )
+    if spec.robustbench_name:
+        root = Path(model_dir).expanduser() if model_dir else default_model_dir()
+        where = root / spec.dataset / "corruptions" / f"{spec.robustbench_name}.pt"
+        return (
+            f"no pretrained weights for {spec.name}: {where} is absent; place RobustBench's "
+            f"'{spec.robustbench_name}' checkpoint there, pass checkpoint=<path>, or use download=True "
+            "with the robustbench extra (pip install 'tta[robustbench]') and network access"
+        )
+    return (
+        f"no pretrained weights for {spec.name}: pass checkpoint=<path to {spec.name}.th> "
+        "(akamaster/pytorch_resnet_cifar10) or pretrained=False for random weights"
+    )
