@@ -82,6 +82,14 @@ class Adapter(nn.Module):
         # channels_last ran about 3x faster than NCHW for CIFAR ResNets on 2-core CPUs.
         return self.channels_last if self.channels_last is not None else device.type == "cpu"
 
+    @classmethod
+    def defaults_for(cls, dataset: str | None = None, shift: str | None = None) -> dict[str, Any]:
+        """Documented option defaults for a dataset ("cifar10", "cifar100", "imagenet")
+        and shift ("iid", "continual", "mixed", ...). Override where a paper sets
+        per-shift defaults (e.g. UnMix-TNS uses K = 128 for mixed domains)."""
+        table = cls.dataset_defaults
+        return dict(table.get(dataset or "", table.get("default", {})))
+
     def hparams(self) -> dict[str, Any]:
         """The method's hyperparameters, recorded with every result."""
         return {}

@@ -1,7 +1,7 @@
 """Method registry: a new method is one file plus ``@register_method``."""
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ..registry import Registry
 from .base import Adapter
@@ -23,11 +23,9 @@ def get_method(name: str) -> type[Adapter]:
     return METHODS.get(name)
 
 
-def method_defaults(name: str, dataset: str | None = None) -> dict[str, Any]:
-    """The documented defaults of ``name`` for ``dataset`` (or the generic ones)."""
-    cls = METHODS.get(name)
-    table = cls.dataset_defaults
-    return dict(table.get(dataset or "", table.get("default", {})))
+def method_defaults(name: str, dataset: str | None = None, shift: str | None = None) -> dict[str, Any]:
+    """The documented defaults of ``name`` for ``dataset`` and ``shift`` (or the generic ones)."""
+    return METHODS.get(name).defaults_for(dataset, shift)
 
 
 __all__: list[str] = ["METHODS", "register_method", "get_method", "method_defaults"]
