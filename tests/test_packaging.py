@@ -1,0 +1,46 @@
+"""Packaging: every package folder ships, under the tta namespace only."""
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import tta
+from tta.cli.main import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _declared_packages() -> set[str]:
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+
+
+def test_every_package_folder_is_declared():
+    """A package folder missing from pyproject's explicit list would not install."""
+    roots = {"tta": REPO / "tta", "tta.cli": REPO / "cli", "tta.corruptions": REPO / "corruptions"}
+    found = set()
+    for pkg, root in roots.items():
+        for init in root.rglob("__init__.py"):
+            rel = init.parent.relative_to(root).parts
+            found.add(".".join((pkg, *rel)))
+    assert found <= _declared_packages(), f"add to pyproject packages: {sorted(found - _declared_packages())}"
+
+
+def test_no_generic_top_level_names_are_importable_from_tta():
+    assert tta.cli.__name__ == "tta.cli"
+    assert "cli" not in sys.modules and "corruptions" not in sys.modules
+
+
+def test_cli_version_and_listings():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0 and tta.__version__ in result.output
+    result = runner.invoke(cli, ["list", "methods"])
+    assert result.exit_code == 0
+    for name in tta.list_methods():
+        assert any(line.startswith(name + " ") for line in result.output.splitlines())
+    result = runner.invoke(cli, ["list", "models"])
+    assert "wrn-28-10" in result.output and "Standard" in result.output
