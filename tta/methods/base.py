@@ -34,6 +34,10 @@ class Adapter(nn.Module):
     min_batch_size: ClassVar[int] = 1
     #: text after the summary in ``tta list``, e.g. honest caveats
     notes: ClassVar[str] = ""
+    #: defaults that override the dataset ones for a shift, e.g. {"mixed": {"K": 128}}
+    shift_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: why batches below ``min_batch_size`` cannot be adapted on, for the error message
+    min_batch_reason: ClassVar[str] = ""
 
     def __init__(self, model: nn.Module, *, channels_last: bool | None = None) -> None:
         super().__init__()
@@ -67,7 +71,7 @@ class Adapter(nn.Module):
     # -- forward ---------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict logits for ``x`` ((B,3,H,W) float in [0,1]) and adapt on it."""
-        check_batch(x, self.min_batch_size, self.name)
+        check_batch(x, self.min_batch_size, self.name, self.min_batch_reason)
         if self._use_channels_last(x.device):
             x = x.contiguous(memory_format=torch.channels_last)
         if self.needs_grad:
@@ -88,14 +92,18 @@ class Adapter(nn.Module):
         and shift ("iid", "continual", "mixed", ...). Override where a paper sets
         per-shift defaults (e.g. UnMix-TNS uses K = 128 for mixed domains)."""
         table = cls.dataset_defaults
-        return dict(table.get(dataset or "", table.get("default", {})))
+        out = dict(table.get(dataset or "", table.get("default", {})))
+        for key, opts in cls.shift_defaults.items():  # "mixed" also covers "mixed-dirichlet" etc.
+            if shift and shift.startswith(key):
+                out.update(opts)
+        return out
 
     def hparams(self) -> dict[str, Any]:
         """The method's hyperparameters, recorded with every result."""
         return {}
 
 
-def check_batch(x: object, min_batch_size: int, method: str) -> None:
+def check_batch(x: object, min_batch_size: int, method: str, reason: str = "") -> None:
     """Raise ``InputError`` naming the problem and the fix for a malformed batch."""
     if not isinstance(x, torch.Tensor):
         raise InputError(f"expected a torch.Tensor batch, got {type(x).__name__}")
@@ -106,8 +114,9 @@ def check_batch(x: object, min_batch_size: int, method: str) -> None:
             f"expected float images in [0, 1], got dtype {x.dtype}; convert with x.float() / 255"
         )
     if x.shape[0] < min_batch_size:
+        why = f" ({reason})" if reason else ""
         raise InputError(
-            f"method {method!r} needs batches of at least {min_batch_size} images, got {x.shape[0]}; "
+            f"method {method!r} needs batches of at least {min_batch_size} images{why}, got {x.shape[0]}; "
             "use a larger batch or a method that supports single images (e.g. unmix-tns, source)"
         )
     if not torch.isfinite(x).all():

@@ -16,11 +16,13 @@ unbiased variance instead; the two differ by a factor n·H·W/(n·H·W − 1), u
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .base import Adapter
-from .bn_swap import replace_batchnorm
+from .policy import StatsAdapter, check_range
 from .registry import register_method
 from .stats import SourceStatsMixin, batch_stats, normalize
 
@@ -34,11 +36,12 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
         self.prior = float(prior)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.prior == 0:  # pure batch statistics: PyTorch's fused train-mode kernel
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         mean, var = batch_stats(x)
-        if self.prior > 0:
-            w = self.prior / (self.prior + x.shape[0])
-            mean = w * self.source_mean + (1 - w) * mean
-            var = w * self.source_var + (1 - w) * var
+        w = self.prior / (self.prior + x.shape[0])
+        mean = torch.lerp(mean, self.source_mean, w)
+        var = torch.lerp(var, self.source_var, w)
         return normalize(x, mean, var, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
@@ -46,26 +49,25 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
 
 
 @register_method
-class TestBatchNorm(Adapter):
+class TestBatchNorm(StatsAdapter):
     name = "tbn"
     summary = "test-time normalization: batch statistics mixed with a source prior N/(N+n)"
     paper = "Schneider et al., NeurIPS 2020; Nado et al. 2020 (N=0)"
-    dataset_defaults = {"default": {"prior": 0}}
+    option_defaults = {"prior": 0.0}
+    dataset_defaults = {"default": {"prior": 0.0}}
     min_batch_size = 2
+    min_batch_reason = "with prior=0 one image has no batch statistics; pass prior>0"
 
-    def __init__(self, model: nn.Module, *, prior: float = 0, channels_last: bool | None = None) -> None:
-        super().__init__(model, channels_last=channels_last)
-        if prior < 0:
-            raise ValueError(f"prior must be >= 0 (a pseudo-count of source samples), got {prior}")
-        self.prior = float(prior)
-        # One image has no batch statistics across samples; with a prior it still adapts.
-        self.min_batch_size = 1 if self.prior > 0 else 2
-        self.model.eval()
-        replace_batchnorm(self.model, lambda bn: PriorBatchNorm(bn, self.prior), self.name)
-        self.snapshot()
+    @classmethod
+    def validate(cls, options: dict[str, Any]) -> None:
+        check_range("prior", options["prior"], 0.0, float("inf"), cls.name)
+        options["prior"] = float(options["prior"])
 
-    def adapt_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    @classmethod
+    def batch_minimum(cls, options: dict[str, Any]) -> int:
+        # One image has no statistics across samples; with a prior it still adapts.
+        return 1 if options["prior"] > 0 else 2
 
-    def hparams(self) -> dict[str, float]:
-        return {"prior": self.prior}
+    @classmethod
+    def make_layer(cls, bn: nn.Module, prior: float = 0.0) -> nn.Module:
+        return PriorBatchNorm(bn, prior)
