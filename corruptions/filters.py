@@ -1,0 +1,123 @@
+"""Linear filters with the boundary, truncation and sigma conventions of the originals.
+
+Boundary-mode names used by the original libraries and their equivalents here:
+
+- ``skimage.filters.gaussian`` calls ``scipy.ndimage.gaussian_filter`` with
+  ``mode='nearest'`` and ``truncate=4.0`` unless told otherwise; the kernel radius
+  is ``int(truncate * sigma + 0.5)``. We call scipy directly with the same values.
+- OpenCV's default border ``BORDER_REFLECT_101`` (``gfedcb|abcdefgh|gfedcba``) is
+  scipy's ``'mirror'``, numpy's ``np.pad(mode='reflect')`` and torch's ``'reflect'``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+
+def gaussian(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> np.ndarray:
+    """skimage ``gaussian`` on each image of a batch: (N,H,W) or (N,H,W,C), float64 out.
+
+    Only the two spatial axes are filtered (skimage's ``multichannel=True``).
+    """
+    sig = [0.0] * x.ndim
+    sig[1] = sig[2] = float(sigma)
+    return ndimage.gaussian_filter(np.asarray(x, dtype=np.float64), sig, mode=mode, truncate=truncate)
+
+
+def correlate_reflect101(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``cv2.filter2D`` (anchor at the centre, BORDER_REFLECT_101) on (N,H,W,C) float64.
+
+    The kernel must have odd sides. Runs as one grouped float64 convolution.
+    """
+    n, h, w, c = x.shape
+    kh, kw = kernel.shape
+    ry, rx = kh // 2, kw // 2
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).reshape(n * c, 1, h, w)
+    t = torch.nn.functional.pad(t, (rx, rx, ry, ry), mode="reflect")
+    k = torch.from_numpy(np.ascontiguousarray(kernel, dtype=np.float64))[None, None]
+    out = torch.nn.functional.conv2d(t, k)
+    return out.reshape(n, c, h, w).permute(0, 2, 3, 1).numpy()
+
+
+def opencv_gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
+    """``cv2.getGaussianKernel(ksize, sigma)`` for sigma > 0 (computed in double, normalised)."""
+    t = np.arange(ksize) - (ksize - 1) * 0.5
+    g = np.exp(-(t * t) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+@lru_cache(maxsize=64)
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """The original ``disk()``: an aliased disk, normalised, then ``cv2.GaussianBlur``.
+
+    Grid -8..8 (3x3 blur) for radius <= 8, else -radius..radius (5x5 blur), float32,
+    the blur using BORDER_REFLECT_101. Cropped to its non-zero support, which leaves
+    a centred correlation unchanged.
+    """
+    if radius <= 8:
+        grid, ksize = np.arange(-8, 8 + 1), 3
+    else:
+        grid, ksize = np.arange(-radius, radius + 1), 5
+    xx, yy = np.meshgrid(grid, grid)
+    disk = np.array((xx**2 + yy**2) <= radius**2, dtype=np.float32)
+    disk /= np.sum(disk)
+    g = opencv_gaussian_kernel(ksize, alias_blur)
+    out = ndimage.correlate1d(disk.astype(np.float64), g, axis=0, mode="mirror")
+    out = ndimage.correlate1d(out, g, axis=1, mode="mirror").astype(np.float32)
+    centre = out.shape[0] // 2
+    ys, xs = np.nonzero(out)
+    r = int(max(np.abs(ys - centre).max(), np.abs(xs - centre).max()))
+    out = out[centre - r : centre + r + 1, centre - r : centre + r + 1]
+    out.setflags(write=False)
+    return out
+
+
+@lru_cache(maxsize=512)
+def clipped_zoom_matrix(size: int, zoom: float) -> np.ndarray:
+    """(size, size) linear map of the original ``clipped_zoom`` along one axis.
+
+    Central crop of ``ceil(size / zoom)`` pixels, ``scipy.ndimage.zoom(order=1)``
+    (corner-aligned: output o samples input ``o * (ch - 1) / (out - 1)``, output
+    length ``round(ch * zoom)``), then the central ``size`` pixels.
+    """
+    ch = int(np.ceil(size / zoom))
+    top = (size - ch) // 2
+    out_len = int(round(ch * zoom))
+    trim = (out_len - size) // 2
+    o = np.arange(trim, trim + size, dtype=np.float64)
+    coord = o * ((ch - 1) / (out_len - 1)) if out_len > 1 else np.zeros(size)
+    i0 = np.clip(np.floor(coord).astype(np.int64), 0, ch - 1)
+    i1 = np.minimum(i0 + 1, ch - 1)
+    frac = coord - i0
+    m = np.zeros((size, size))
+    rows = np.arange(size)
+    np.add.at(m, (rows, top + i0), 1.0 - frac)
+    np.add.at(m, (rows, top + i1), frac)
+    m.setflags(write=False)
+    return m
+
+
+def clipped_zoom_sum(x: np.ndarray, zooms: np.ndarray | list[float], dtype=np.float64) -> np.ndarray:
+    """Sum over ``zooms`` of ``clipped_zoom(x, z)`` for a batch (N,H,W) or (N,H,W,C).
+
+    Each zoom is separable: ``A_h @ img @ A_w.T``; all zooms of one axis are done as
+    one matrix product on the whole batch.
+    """
+    squeeze = x.ndim == 3
+    if squeeze:
+        x = x[..., None]
+    n, h, w, c = x.shape
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=dtype))  # N,C,H,W
+    ah = torch.from_numpy(np.stack([clipped_zoom_matrix(h, float(z)) for z in zooms]).astype(dtype))  # Z,H,H
+    aw = torch.from_numpy(np.stack([clipped_zoom_matrix(w, float(z)) for z in zooms]).astype(dtype))  # Z,W,W
+    # columns: (N*C*H, W) @ (W, Z*W)
+    cols = t.reshape(-1, w) @ aw.permute(2, 0, 1).reshape(w, -1)
+    cols = cols.reshape(n, c, h, len(zooms), w).permute(3, 0, 1, 2, 4)  # Z,N,C,H,W
+    out = torch.zeros((n, c, h, w), dtype=t.dtype)
+    for zi in range(len(zooms)):
+        out += torch.matmul(ah[zi], cols[zi])
+    res = out.permute(0, 2, 3, 1).numpy()
+    return res[..., 0] if squeeze else res

@@ -1,0 +1,1 @@
+"""Spatter (water drops or mud), one of the four extra corruptions."""
