@@ -129,7 +129,10 @@ def build_model(name: str, norm: NormFactory | str | None = None, **norm_options
         factory = norm_factory(norm, **norm_options)
     else:
         factory = norm
-    return spec.build(factory)
+    model = spec.build(factory)
+    # a norm kind that also changes the convs (e.g. "bcn": Weight-Standardized convs) converts them here
+    finish = getattr(factory, "finish_model", None)
+    return finish(model) if finish is not None else model
 
 
 def load_model(
