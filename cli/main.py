@@ -11,6 +11,7 @@ from tta.errors import TTAError
 
 from .list_cmd import list_cmd
 from .reserved import RESERVED
+from .run_cmd import run_cmd
 
 
 class _Group(click.Group):
@@ -39,5 +40,6 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(list_cmd)
+cli.add_command(run_cmd)
 for _cmd in RESERVED:
     cli.add_command(_cmd)

@@ -6,7 +6,6 @@ import click
 from tta.errors import NotImplementedYet
 
 _PENDING = {
-    "run": "run a model through a test stream and report online error",
     "corrupt": "generate CIFAR-10-C / ImageNet-C style corruptions",
     "bench": "run the performance benchmarks",
     "data": "fetch and check datasets",

@@ -5,6 +5,7 @@ from typing import Callable
 
 from .methods import METHODS
 from .models import MODELS
+from .streams.shifts import listing as shifts
 
 
 def _fmt_opts(opts: dict) -> str:
@@ -49,7 +50,7 @@ def norms() -> list[str]:
 CATALOGS: dict[str, Callable[[], list[str]]] = {
     "methods": methods,
     "models": models,
-    "shifts": _pending("shifts", "the stream engine"),
+    "shifts": shifts,
     "corruptions": _pending("corruptions", "the corruption generator"),
     "norms": norms,
 }

@@ -1,0 +1,111 @@
+"""``tta run``: adapt a model online over a test stream and report its error."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from tta.errors import InputError
+from tta.evaluate import evaluate
+from tta.experiment import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY, RunConfig, finish, prepare
+from tta.results import DEMO_BANNER, check_writable, markdown_table, write_json
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--option expects KEY=VALUE, got {pair!r}; e.g. --option prior=16")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _parse_delta(value: str | None) -> float | str | None:
+    if value is None or value == "default":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"--delta expects a number such as 0.1, got {value!r}") from None
+
+
+@click.command("run")
+@click.option("--method", "-m", default="source", show_default=True, help="Adaptation method (tta list methods).")
+@click.option("--shift", "-s", default="continual", show_default=True, help="iid | continual | mixed | gradual (tta list shifts).")
+@click.option("--dataset", default="auto", show_default=True,
+              help="auto | cifar10 | cifar100 | imagenet | demo. auto: CIFAR-10-C if found or fetchable, else the demo.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder holding CIFAR-10-C/ etc. [default: $TTA_DATA or ~/.cache/tta/data]")
+@click.option("--model", default=None, help="Backbone (tta list models). [default: RobustBench's, per dataset]")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Weights file for --model.")
+@click.option("--option", "-O", "options", multiple=True, metavar="KEY=VALUE", help="Method hyperparameter; repeatable.")
+@click.option("--domains", default=None, help="Comma-separated corruptions, in stream order. [default: the canonical 15]")
+@click.option("--severity", default=DEFAULT_SEVERITY, show_default=True, type=int)
+@click.option("--batch-size", "-b", default=DEFAULT_BATCH_SIZE, show_default=True, type=int)
+@click.option("--n-examples", default=None, type=int, help="Subsample each domain to this many images.")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int, help="Determines the stream order.")
+@click.option("--delta", default=None, is_flag=False, flag_value="default",
+              help="Dirichlet label correlation; alone: 0.1 CIFAR, 0.01 ImageNet.")
+@click.option("--sorted", "sort_labels", is_flag=True, help="Class-sorted stream.")
+@click.option("--order", "order_file", type=click.Path(dir_okay=False), default=None, help="Replay this exported order (.json/.npy).")
+@click.option("--export-order", type=click.Path(dir_okay=False), default=None, help="Write the stream order (.json/.npy).")
+@click.option("--download", is_flag=True, help="Download CIFAR-C from Zenodo when it is not under --data-dir.")
+@click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads (1 is fastest on shared 2-core CPUs).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
+@click.option("--workers", default=None, type=int, help="DataLoader workers. [default: 0 for arrays, 4 for image files]")
+@click.option("--imagenet-subset", default="5000", show_default=True, help="5000 (RobustBench list) | 50000 | FILE")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Result JSON. [default: tta-results/<dataset>-<method>-<shift>-s<seed>.json]")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save the error curve (needs matplotlib).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def run_cmd(**kw) -> None:
+    """Run a model through a shifting test stream, adapting online, and report the error.
+
+    \b
+    tta run --method unmix-tns --shift continual
+    tta run --dataset demo --method unmix-tns --shift continual
+    """
+    config = RunConfig(
+        method=kw["method"], shift=kw["shift"], dataset=kw["dataset"], data_dir=kw["data_dir"],
+        model=kw["model"], checkpoint=kw["checkpoint"], options=_parse_options(kw["options"]),
+        domains=[d.strip() for d in kw["domains"].split(",") if d.strip()] if kw["domains"] else None,
+        severity=kw["severity"], batch_size=kw["batch_size"], n_examples=kw["n_examples"], seed=kw["seed"],
+        delta=_parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
+        download=kw["download"], threads=kw["threads"], device=kw["device"], workers=kw["workers"],
+        imagenet_subset=kw["imagenet_subset"],
+    )
+    # Every output path is checked before the run, so a bad one costs nothing.
+    outputs = [p for p in (kw["output"], kw["export_order"], kw["plot"]) if p]
+    for path in outputs:
+        check_writable(path)
+    if kw["plot"]:
+        try:
+            import matplotlib  # noqa: F401, PLC0415
+        except ImportError:
+            raise InputError("--plot needs matplotlib; pip install 'tta[plot]' or drop --plot") from None
+    interactive = sys.stdin.isatty() and sys.stderr.isatty()
+    prepared = prepare(config, confirm_download=(lambda q: click.confirm(q, err=True)) if interactive else None)
+    for note in prepared.notes:
+        click.echo(note, err=True)
+    if prepared.source.is_demo:
+        click.secho(f"*** {DEMO_BANNER} ***", err=True, bold=True)
+    if kw["export_order"]:
+        prepared.stream.export_order(kw["export_order"])
+    metrics = evaluate(prepared.adapted, prepared.stream, device=prepared.device, progress=not kw["quiet"])
+    doc = finish(prepared, metrics)
+    output = kw["output"] or str(
+        Path("tta-results") / f"{prepared.source.dataset}-{config.method}-{config.shift}-s{config.seed}.json"
+    )
+    write_json(check_writable(output), doc)
+    if kw["plot"]:
+        from tta.plotting import plot_error_curve  # noqa: PLC0415  (matplotlib is optional)
+
+        plot_error_curve(doc, kw["plot"])
+    click.echo(markdown_table(doc))
+    click.echo(f"\nresult: {output}", err=True)

@@ -1,0 +1,105 @@
+"""`tta run` on a small CIFAR-10-C-layout folder built from the real CIFAR-10 test images."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tta import load_model
+from tta.cli.main import cli
+
+from conftest import to_tensor
+
+N_PER_CLASS = 20  # 200 images per severity
+SIGMAS = {"noise_low": 0.04, "noise_high": 0.12}
+
+
+@pytest.fixture(scope="module")
+def cifar_c_dir(tmp_path_factory, cifar10_test):
+    """<tmp>/CIFAR-10-C/{noise_low,noise_high}.npy (5N,32,32,3) uint8 + labels.npy (5N,)."""
+    images, labels = cifar10_test
+    pick = np.concatenate([np.flatnonzero(labels == k)[:N_PER_CLASS] for k in range(10)])
+    clean, y = np.asarray(images[pick]), labels[pick]
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "CIFAR-10-C"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, sigma in SIGMAS.items():
+        sev = []
+        for s in range(1, 6):  # severity s: noise std sigma * s / 5
+            noisy = clean / 255.0 + rng.normal(0, sigma * s / 5, clean.shape)
+            sev.append((np.clip(noisy, 0, 1) * 255).astype(np.uint8))
+        np.save(folder / f"{name}.npy", np.concatenate(sev))
+    np.save(folder / "labels.npy", np.tile(y, 5).astype(np.uint8))
+    return root
+
+
+def _run(args):
+    result = CliRunner().invoke(cli, ["run", "-q", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def _direct_errors(folder, order, model_fn, batch_size, reset_each):
+    """Per-domain error computed here from the saved order, the .npy files and the model."""
+    labels = np.load(folder / "labels.npy").astype(np.int64)
+    n = len(labels) // 5
+    errors, adapted = {}, None
+    for d, dom in enumerate(order["domains"]):
+        assert dom["severity"] == 5
+        images = np.load(folder / f"{dom['name']}.npy")[4 * n : 5 * n]
+        y = labels[4 * n : 5 * n]
+        idx = np.asarray(order["blocks"][d]["index"])
+        assert order["blocks"][d]["domain"] == d
+        if adapted is None or reset_each:
+            adapted = model_fn()
+        wrong = 0
+        for i in range(0, len(idx), batch_size):
+            b = idx[i : i + batch_size]
+            with torch.no_grad():
+                pred = adapted(to_tensor(images[b])).argmax(1).numpy()
+            wrong += int(np.sum(pred != y[b]))
+        errors[dom["name"]] = 100 * wrong / len(idx)
+    return errors
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(
+    "method,shift",
+    [("source", "iid"), ("tbn", "continual")],
+)
+def test_run_matches_direct_computation(cifar_c_dir, resnet20_checkpoint, tmp_path, method, shift):
+    out, order_path = tmp_path / "r.json", tmp_path / "order.json"
+    result = _run([
+        "--method", method, "--shift", shift, "--data-dir", str(cifar_c_dir), "--model", "resnet20",
+        "--checkpoint", str(resnet20_checkpoint), "--domains", "noise_low,noise_high", "--batch-size", "50",
+        "--output", str(out), "--export-order", str(order_path),
+    ])
+    doc = json.loads(out.read_text())
+    order = json.loads(order_path.read_text())
+    model = load_model("resnet20", checkpoint=resnet20_checkpoint)
+
+    def fresh():
+        if method == "source":
+            return model.eval()
+        m = load_model("resnet20", checkpoint=resnet20_checkpoint)
+        return m.train()  # tbn with prior 0 is train-mode BatchNorm, whose running stats never feed back
+
+    expected = _direct_errors(cifar_c_dir / "CIFAR-10-C", order, fresh, 50, reset_each=True)
+    got = doc["metrics"]["domain_errors"]
+    assert set(got) == set(SIGMAS)
+    for name in SIGMAS:
+        assert got[name] == pytest.approx(expected[name], abs=1e-9)
+    assert doc["metrics"]["mean_domain_error"] == pytest.approx(np.mean(list(expected.values())))
+    # the stronger noise hurts the unadapted model more
+    if method == "source":
+        assert got["noise_high"] > got["noise_low"]
+    assert doc["stream"]["fingerprint"] == order["fingerprint"]
+    assert doc["method"]["name"] == method and doc["demo"] is False
+    assert doc["model"]["checkpoint_sha256"] and len(doc["model"]["checkpoint_sha256"]) == 64
+    assert doc["runtime"]["threads"] == 1
+    assert set(doc["versions"]) >= {"tta", "torch", "numpy"}
+    assert f"| error % ({method}) |" in result.output

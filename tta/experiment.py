@@ -1,0 +1,157 @@
+"""One run: data -> stream -> model -> adapter -> online metrics -> result document.
+
+``run_experiment(RunConfig(...))`` is what ``tta run`` calls; it returns the same
+result document the CLI writes as JSON.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from .adapt import adapt
+from .data import default_data_dir, open_source
+from .data.source import DomainSource
+from .errors import CheckpointError, InputError
+from .evaluate import OnlineMetrics, evaluate
+from .methods import method_defaults
+from .models import load_model, resolve_model_name
+from .models.registry import default_model_dir, find_pretrained
+from .results import build_result, sha256_file
+from .runtime import configure_threads, pick_device, runtime_info, versions
+from .streams import Stream, make_stream
+
+log = logging.getLogger(__name__)
+
+#: default model per dataset (RobustBench's corruption-benchmark BN backbones)
+DEFAULT_MODELS = {"cifar10": "wrn-28-10", "cifar100": "resnext-29", "imagenet": "resnet50"}
+#: default Dirichlet δ for ``--delta`` without a value (spec §1.10: UnMix-TNS protocol)
+DEFAULT_DELTA = {"cifar10": 0.1, "cifar100": 0.1, "imagenet": 0.01, "demo": 0.1}
+DEFAULT_SEED = 2020
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_SEVERITY = 5
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run. Defaults follow the UnMix-TNS CIFAR protocol."""
+
+    method: str = "source"
+    shift: str = "continual"
+    dataset: str = "auto"
+    data_dir: str | None = None
+    model: str | None = None
+    checkpoint: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    domains: list[str] | None = None
+    severity: int = DEFAULT_SEVERITY
+    batch_size: int = DEFAULT_BATCH_SIZE
+    n_examples: int | None = None
+    seed: int = DEFAULT_SEED
+    delta: float | str | None = None  # a float, "default" (per dataset) or None (no correlation)
+    sort_labels: bool = False
+    order_file: str | None = None
+    download: bool = False
+    threads: int | None = 1
+    device: str = "auto"
+    workers: int | None = None
+    imagenet_subset: str = "5000"
+
+
+@dataclass
+class Prepared:
+    """The pieces of a run before the loop starts."""
+
+    config: RunConfig
+    source: DomainSource
+    stream: Stream
+    adapted: nn.Module
+    model_info: dict[str, Any]
+    hparams: dict[str, Any]
+    notes: list[str]
+    device: Any
+
+
+def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = None) -> Prepared:
+    """Resolve data, stream, model and method; fails fast, before any image is adapted on."""
+    threads = configure_threads(config.threads)
+    device = pick_device(config.device)
+    data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
+    source, notes = open_source(
+        config.dataset, data_dir, download=config.download, confirm_download=confirm_download,
+        imagenet_subset=config.imagenet_subset,
+    )
+    delta = config.delta
+    if delta == "default":
+        delta = DEFAULT_DELTA.get(source.dataset, 0.1)
+    stream = make_stream(
+        source, config.shift, domains=config.domains, severity=config.severity, batch_size=config.batch_size,
+        seed=config.seed, n_examples=config.n_examples, delta=delta, sort_labels=config.sort_labels,
+        order_file=config.order_file, num_workers=config.workers,
+    )
+    model, model_info = _load_model(config, source)
+    opts = {**method_defaults(config.method, source.dataset, config.shift), **config.options}
+    adapted = adapt(model.to(device), method=config.method, **opts)
+    hparams = adapted.hparams() or opts
+    log.info("%s on %s with %d thread(s)", config.method, source.label, threads)
+    return Prepared(config, source, stream, adapted, model_info, hparams, notes, device)
+
+
+def _load_model(config: RunConfig, source: DomainSource) -> tuple[nn.Module, dict[str, Any]]:
+    if source.is_demo:
+        if config.model or config.checkpoint:
+            raise InputError("the demo brings its own source model; drop --model/--checkpoint or pick another --dataset")
+        from .data.demo_model import load_demo_model  # noqa: PLC0415
+
+        model, path = load_demo_model()
+        return model, {"name": "demo-cnn", "checkpoint": str(path), "checkpoint_sha256": sha256_file(path)}
+    name = config.model
+    if name is None:
+        name = DEFAULT_MODELS[source.dataset]
+        spec = resolve_model_name(name)
+        if config.checkpoint is None and find_pretrained(spec) is None:
+            where = default_model_dir() / spec.dataset / "corruptions" / f"{spec.robustbench_name}.pt"
+            raise CheckpointError(
+                f"no --model given and the default, RobustBench's '{spec.robustbench_name}' {spec.name}, is not at {where}; "
+                f"pass --model {spec.name} --checkpoint /path/to/{spec.robustbench_name}.pt, or a CIFAR ResNet such as "
+                "--model resnet20 --checkpoint /path/to/resnet20.th, or place the file at that path ($TTA_MODEL_DIR)"
+            )
+    spec = resolve_model_name(name)
+    if spec.num_classes != source.num_classes:
+        raise InputError(
+            f"model {spec.name} predicts {spec.num_classes} classes but {source.label} has {source.num_classes}; "
+            "pick a model trained on that dataset (tta list models)"
+        )
+    model = load_model(name, checkpoint=config.checkpoint)
+    ckpt = Path(config.checkpoint).expanduser() if config.checkpoint else find_pretrained(spec)
+    return model, {
+        "name": spec.name,
+        "checkpoint": str(ckpt) if ckpt else None,
+        "checkpoint_sha256": sha256_file(ckpt) if ckpt else None,
+    }
+
+
+def finish(prepared: Prepared, metrics: OnlineMetrics) -> dict[str, Any]:
+    """The result document of a finished run."""
+    cfg = prepared.config
+    stream_info = prepared.stream.describe()
+    return build_result(
+        method=cfg.method,
+        hparams=prepared.hparams,
+        model=prepared.model_info,
+        data={**prepared.source.describe(), "notes": prepared.notes},
+        stream=stream_info,
+        metrics=metrics.as_dict(),
+        runtime={**runtime_info(prepared.device), "config": {k: v for k, v in asdict(cfg).items()}},
+        versions=versions(),
+    )
+
+
+def run_experiment(config: RunConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Prepare, run the online loop once, and return the result document."""
+    prepared = prepare(config)
+    metrics = evaluate(prepared.adapted, prepared.stream, device=prepared.device, progress=progress)
+    return finish(prepared, metrics)

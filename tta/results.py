@@ -1,0 +1,164 @@
+"""Run results: one versioned JSON schema for the CLI and Python, a Markdown table, atomic writes.
+
+Schema ``tta.result`` version 1 (top-level keys)::
+
+    schema, schema_version, created_utc, demo,
+    method {name, hparams}, model {name, checkpoint, checkpoint_sha256},
+    data {dataset, label, demo, ...}, stream {fingerprint, seed, shift, severity,
+    batch_size, n_examples, delta, sorted, num_samples, num_batches, domains, blocks},
+    metrics {domain_errors, overall_error, mean_domain_error, ece, batch_errors,
+    batch_domains, num_samples, wall_time_s, images_per_s, peak_memory_mb, memory_kind},
+    runtime {threads, device, ...}, versions {tta, torch, numpy, python}
+
+Errors and ECE are in percent.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+SCHEMA = "tta.result"
+SCHEMA_VERSION = 1
+DEMO_BANNER = "DEMO RUN: embedded scikit-learn digits, NOT CIFAR-10-C; the numbers are not benchmark results"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_result(
+    *,
+    method: str,
+    hparams: dict[str, Any],
+    model: dict[str, Any],
+    data: dict[str, Any],
+    stream: dict[str, Any],
+    metrics: dict[str, Any],
+    runtime: dict[str, Any],
+    versions: dict[str, str],
+) -> dict[str, Any]:
+    """Assemble a result document in the current schema."""
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "demo": bool(data.get("demo")),
+        **({"notice": DEMO_BANNER} if data.get("demo") else {}),
+        "method": {"name": method, "hparams": hparams},
+        "model": model,
+        "data": data,
+        "stream": stream,
+        "metrics": metrics,
+        "runtime": runtime,
+        "versions": versions,
+    }
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail before a run starts when ``path`` cannot be written."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise InputError(f"output path {path} is a directory; pass a file name such as {path / 'result.json'}")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the result to {path} ({exc.strerror or exc}); pass --output in a writable folder"
+        ) from None
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash or Ctrl-C leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, doc: dict[str, Any]) -> None:
+    atomic_write_bytes(path, (json.dumps(_clean(doc), indent=2) + "\n").encode())
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    doc = json.loads(Path(path).read_text())
+    if doc.get("schema") != SCHEMA:
+        raise InputError(f"{path} is not a tta result (schema {doc.get('schema')!r}); pass a file written by tta run")
+    return doc
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf become None, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        try:
+            obj = obj.item()
+        except (ValueError, TypeError):
+            return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def markdown_table(doc: dict[str, Any]) -> str:
+    """Error % per domain plus the mean, with a header naming the setting."""
+    m = doc["metrics"]
+    s = doc["stream"]
+    hp = ", ".join(f"{k}={v}" for k, v in doc["method"]["hparams"].items()) or "defaults"
+    lines = []
+    if doc.get("demo"):
+        lines += [f"**{DEMO_BANNER}**", ""]
+    lines.append(
+        f"{doc['method']['name']} ({hp}) on {doc['data']['label']}: shift {s['shift']}, severity {s['severity']}, "
+        f"batch {s['batch_size']}, seed {s['seed']}, stream {s['fingerprint']}"
+    )
+    lines.append("")
+    keys = list(m["domain_errors"])
+    lines.append("| domain | " + " | ".join(keys) + " | mean |")
+    lines.append("|---|" + "---|" * (len(keys) + 1))
+    lines.append(
+        f"| error % ({doc['method']['name']}) | " + " | ".join(f"{m['domain_errors'][k]:.1f}" for k in keys)
+        + f" | {m['mean_domain_error']:.1f} |"
+    )
+    lines.append("")
+    lines.append(
+        f"overall error {m['overall_error']:.2f}% over {m['num_samples']} images, ECE {m['ece']:.2f}%, "
+        f"{m['images_per_s']:.0f} images/s, {m['wall_time_s']:.1f} s, peak memory {m['peak_memory_mb']:.0f} MB, "
+        f"{doc['runtime']['threads']} thread(s) on {doc['runtime']['device']}"
+    )
+    return "\n".join(lines)

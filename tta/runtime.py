@@ -1,0 +1,60 @@
+"""CPU runtime settings for a run, and the versions recorded with every result."""
+from __future__ import annotations
+
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+#: ``tta run`` uses one torch thread unless told otherwise: on 2-core machines
+#: torch's default of 2 threads ran up to 7x slower whenever other work shared the CPU.
+DEFAULT_THREADS = 1
+
+
+def configure_threads(threads: int | None = DEFAULT_THREADS) -> int:
+    """Set torch's intra-op threads (``None`` keeps torch's default) and return the count in use."""
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` is CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}; pass --device cpu, cuda or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but no CUDA GPU is visible; pass --device cpu")
+    return device
+
+
+def versions() -> dict[str, str]:
+    """Versions of tta, torch, numpy and Python."""
+    try:
+        tta_version = version("tta")
+    except PackageNotFoundError:
+        tta_version = "0.0.0+unknown"
+    return {"tta": tta_version, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def runtime_info(device: torch.device) -> dict[str, Any]:
+    """Threads, device and host facts stored with a result."""
+    info: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,0 +1,75 @@
+"""Label-temporal correlation: the Dirichlet sort of NOTE / UnMix-TNS.
+
+The procedure (spec §1.10, after NOTE's ``learner/dnn.py`` and IBM's PFNM split):
+the stream is cut into C chunks (C = number of classes); each class k spreads its
+shuffled samples over the chunks with proportions p ~ Dir(δ·1_C), where chunks
+already holding N/C samples get no more; this is redrawn until every chunk holds
+at least 10 samples. The chunks are then emitted in order, and inside a chunk the
+classes come in random order, each class's samples contiguous.
+
+Small δ puts each class almost entirely in one chunk (long single-class runs);
+large δ gives every chunk the same class mix. Because classes stay contiguous
+inside a chunk, even δ → ∞ keeps runs of about N/C² samples: the chunks mix like
+an i.i.d. stream, the order inside a chunk does not.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+
+MIN_CHUNK = 10
+MAX_TRIES = 10_000
+
+
+def dirichlet_order(labels: np.ndarray, delta: float, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of ``range(len(labels))`` correlated by label with concentration ``delta``."""
+    labels = np.asarray(labels)
+    if delta <= 0:
+        raise InputError(f"--delta must be > 0 for the Dirichlet sort, got {delta}; use --sorted for a class-sorted stream")
+    n = len(labels)
+    num_classes = int(labels.max()) + 1 if n else 0
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    cap = n / num_classes
+    # A stream too short for C chunks of 10 gets the largest threshold it can meet.
+    need = min(MIN_CHUNK, n // num_classes)
+    by_class = [np.flatnonzero(labels == k) for k in range(num_classes)]
+    for _ in range(MAX_TRIES):
+        sizes = np.zeros(num_classes, dtype=np.int64)
+        parts: list[list[np.ndarray]] = [[] for _ in range(num_classes)]  # parts[chunk][class]
+        for idx_k in by_class:
+            idx_k = rng.permutation(idx_k)
+            p = rng.dirichlet(np.full(num_classes, float(delta)))
+            p = p * (sizes < cap)
+            p = p / p.sum()
+            cuts = (np.cumsum(p) * len(idx_k)).astype(np.int64)[:-1]
+            for j, piece in enumerate(np.split(idx_k, cuts)):
+                parts[j].append(piece)
+                sizes[j] += len(piece)
+        if sizes.min() >= need:
+            break
+    else:
+        raise InputError(
+            f"could not spread {n} samples over {num_classes} label chunks with delta={delta}; "
+            "use a larger --delta or more --n-examples"
+        )
+    out = []
+    for chunk in parts:
+        for k in rng.permutation(num_classes):
+            out.append(chunk[k])
+    return np.concatenate(out).astype(np.int64)
+
+
+def class_sorted_order(labels: np.ndarray) -> np.ndarray:
+    """Stable sort by label: the samples of class 0, then class 1, ... (δ = 0 in the spec)."""
+    return np.argsort(np.asarray(labels), kind="stable").astype(np.int64)
+
+
+def mean_run_length(labels: np.ndarray) -> float:
+    """Mean length of the maximal runs of equal consecutive labels."""
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return 0.0
+    runs = 1 + int(np.count_nonzero(labels[1:] != labels[:-1]))
+    return len(labels) / runs

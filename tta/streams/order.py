@@ -1,0 +1,207 @@
+"""The order of a stream: blocks of (domain id, sample index), computed up front from a seed.
+
+An order is saved as JSON (human-readable, carries the domain list) or as ``.npy``
+(an int64 array with one row per sample: block, domain id, sample index; the
+domain ids refer to the run's own ``--domains`` list).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import DataError, InputError
+from .dirichlet import class_sorted_order, dirichlet_order
+
+ORDER_FORMAT = "tta.order"
+ORDER_VERSION = 1
+
+
+@dataclass
+class Block:
+    """Consecutive samples of a stream; with an ``iid`` shift the model resets before each block."""
+
+    domain: np.ndarray  # int64 domain id per sample
+    index: np.ndarray  # int64 sample index within its domain
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass
+class StreamOrder:
+    """Every sample of a stream, in order, grouped in blocks, with the domains they refer to."""
+
+    domains: list[dict[str, Any]]  # name, severity, size of each domain id
+    blocks: list[Block]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.blocks)
+
+    def fingerprint(self) -> str:
+        """sha256 (first 16 hex digits) of the domain list and every (block, domain, index)."""
+        h = hashlib.sha256()
+        h.update(json.dumps([[d["name"], d["severity"], d["size"]] for d in self.domains]).encode())
+        for block in self.blocks:
+            h.update(b"|")
+            h.update(np.ascontiguousarray(block.domain, dtype="<i8").tobytes())
+            h.update(np.ascontiguousarray(block.index, dtype="<i8").tobytes())
+        return h.hexdigest()[:16]
+
+    def as_rows(self) -> np.ndarray:
+        """(T, 3) int64: block, domain id, sample index, in stream order."""
+        rows = [np.stack([np.full(len(b), i, dtype=np.int64), b.domain, b.index], axis=1) for i, b in enumerate(self.blocks)]
+        return np.concatenate(rows) if rows else np.zeros((0, 3), dtype=np.int64)
+
+    def validate(self, sizes: Sequence[int]) -> None:
+        """Check that every domain id and sample index exists in domains of ``sizes``."""
+        for b, block in enumerate(self.blocks):
+            if len(block) == 0:
+                raise InputError(f"block {b} of the order is empty; remove it from the order file")
+            if block.domain.min() < 0 or block.domain.max() >= len(sizes):
+                raise InputError(
+                    f"block {b} of the order refers to domain {int(block.domain.max())}, but the run has "
+                    f"{len(sizes)} domains; pass the same --domains/--shift as the run that exported it"
+                )
+            limit = np.asarray(sizes)[block.domain]
+            bad = np.flatnonzero((block.index < 0) | (block.index >= limit))
+            if len(bad):
+                i = bad[0]
+                raise InputError(
+                    f"block {b} of the order asks for sample {int(block.index[i])} of a domain with {int(limit[i])} "
+                    "samples; pass the dataset and --severity of the run that exported it"
+                )
+
+    # -- files --------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the order as ``.json`` or ``.npy`` (chosen by the suffix), atomically."""
+        from ..results import atomic_write_bytes  # noqa: PLC0415
+
+        path = Path(path)
+        if path.suffix == ".npy":
+            import io  # noqa: PLC0415
+
+            buf = io.BytesIO()
+            np.save(buf, self.as_rows())
+            atomic_write_bytes(path, buf.getvalue())
+        elif path.suffix == ".json":
+            doc = {
+                "format": ORDER_FORMAT,
+                "version": ORDER_VERSION,
+                "fingerprint": self.fingerprint(),
+                "meta": self.meta,
+                "domains": self.domains,
+                "blocks": [_block_json(b) for b in self.blocks],
+            }
+            atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
+        else:
+            raise InputError(f"order file {path} must end in .json or .npy; rename it")
+
+    @classmethod
+    def load(cls, path: str | Path, domains: list[dict[str, Any]]) -> "StreamOrder":
+        """Read an order written by ``save`` (or by hand); ``domains`` is the run's domain list."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"order file {path} is missing; pass a file written by --export-order")
+        if path.suffix == ".npy":
+            try:
+                rows = np.load(path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise DataError(f"order file {path} is not a readable .npy ({exc}); re-export it with --export-order") from None
+            if rows.ndim != 2 or rows.shape[1] != 3 or not np.issubdtype(rows.dtype, np.integer):
+                raise DataError(
+                    f"order file {path} holds a {rows.dtype} array of shape {rows.shape}; "
+                    "expected integer rows (block, domain id, sample index)"
+                )
+            rows = rows.astype(np.int64)
+            starts = np.flatnonzero(np.r_[True, rows[1:, 0] != rows[:-1, 0]]) if len(rows) else np.zeros(0, int)
+            blocks = [Block(r[:, 1].copy(), r[:, 2].copy()) for r in np.split(rows, starts[1:])] if len(rows) else []
+            order = cls(domains, blocks, {"replayed_from": str(path)})
+        elif path.suffix == ".json":
+            try:
+                doc = json.loads(path.read_text())
+                blocks = [_block_from_json(b) for b in doc["blocks"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"order file {path} is not a tta order ({exc}); re-export it with --export-order") from None
+            saved = doc.get("domains")
+            if saved is not None:
+                want = [(d["name"], d["severity"]) for d in domains]
+                got = [(d["name"], d["severity"]) for d in saved]
+                if want != got:
+                    raise InputError(
+                        f"order file {path} was made for domains {_fmt_domains(got)}, this run has {_fmt_domains(want)}; "
+                        "pass the same --domains, --severity and --shift as the exporting run"
+                    )
+            order = cls(domains, blocks, {"replayed_from": str(path)})
+        else:
+            raise InputError(f"order file {path} must end in .json or .npy; rename it")
+        if not order.blocks:
+            raise DataError(f"order file {path} holds no samples; re-export it with --export-order")
+        order.validate([d["size"] for d in domains])
+        return order
+
+
+def _fmt_domains(keys: list[tuple[str, int]]) -> str:
+    text = ",".join(f"{n}@{s}" for n, s in keys[:4])
+    return text + (",..." if len(keys) > 4 else "")
+
+
+def _block_json(block: Block) -> dict[str, Any]:
+    ids = np.unique(block.domain)
+    domain: int | list[int] = int(ids[0]) if len(ids) == 1 else block.domain.tolist()
+    return {"domain": domain, "index": block.index.tolist()}
+
+
+def _block_from_json(obj: dict[str, Any]) -> Block:
+    index = np.asarray(obj["index"], dtype=np.int64)
+    dom = obj["domain"]
+    domain = np.full(len(index), int(dom), dtype=np.int64) if isinstance(dom, int) else np.asarray(dom, dtype=np.int64)
+    if domain.shape != index.shape:
+        raise ValueError("'domain' and 'index' lengths differ")
+    return Block(domain, index)
+
+
+def build_order(
+    labels: Sequence[np.ndarray],
+    block_domains: Sequence[Sequence[int]],
+    seed: int,
+    *,
+    n_examples: int | None = None,
+    delta: float | None = None,
+    sort_labels: bool = False,
+) -> list[Block]:
+    """Blocks of a stream, following the UnMix-TNS construction (spec §1.10).
+
+    Per block: each domain's samples are shuffled and subsampled to ``n_examples``;
+    a block of several domains is pooled and shuffled again; then the labels are
+    correlated by the Dirichlet sort (``delta``) or sorted by class (``sort_labels``).
+    One ``numpy.random.Generator`` seeded with ``seed`` draws everything, in order.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for members in block_domains:
+        doms, idxs = [], []
+        for d in members:
+            perm = rng.permutation(len(labels[d]))
+            if n_examples is not None:
+                perm = perm[:n_examples]
+            doms.append(np.full(len(perm), d, dtype=np.int64))
+            idxs.append(perm.astype(np.int64))
+        domain, index = np.concatenate(doms), np.concatenate(idxs)
+        if len(members) > 1:
+            mix = rng.permutation(len(index))
+            domain, index = domain[mix], index[mix]
+        if sort_labels or delta is not None:
+            y_all = np.concatenate([labels[d] for d in members])
+            offset = np.zeros(max(members) + 1, dtype=np.int64)
+            offset[list(members)] = np.cumsum([0] + [len(labels[d]) for d in members])[:-1]
+            y_stream = y_all[offset[domain] + index]
+            perm = class_sorted_order(y_stream) if sort_labels or delta == 0 else dirichlet_order(y_stream, delta, rng)
+            domain, index = domain[perm], index[perm]
+        blocks.append(Block(domain, index))
+    return blocks
