@@ -11,6 +11,7 @@ from tta.errors import TTAError
 
 from .list_cmd import list_cmd
 from .reserved import RESERVED
+from .train_cmd import train_cmd
 from .run_cmd import run_cmd
 
 
@@ -40,6 +41,7 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(list_cmd)
+cli.add_command(train_cmd)
 cli.add_command(run_cmd)
 for _cmd in RESERVED:
     cli.add_command(_cmd)

@@ -9,7 +9,6 @@ _PENDING = {
     "corrupt": "generate CIFAR-10-C / ImageNet-C style corruptions",
     "bench": "run the performance benchmarks",
     "data": "fetch and check datasets",
-    "train": "train a source backbone with a chosen normalization layer",
 }
 
 

@@ -1,0 +1,56 @@
+"""``tta train``: train a source backbone with a chosen normalization layer."""
+from __future__ import annotations
+
+import click
+
+from tta.errors import InputError
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    opts: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"norm option {pair!r} is not KEY=VALUE; write e.g. --norm-option num_groups=8")
+        for cast in (int, float):
+            try:
+                opts[key] = cast(raw)
+                break
+            except ValueError:
+                continue
+        else:
+            opts[key] = {"true": True, "false": False}.get(raw.lower(), raw)
+    return opts
+
+
+@click.command("train")
+@click.option("--model", default="resnet20", show_default=True, help="Backbone name (tta list models).")
+@click.option("--norm", default="bn", show_default=True, help="Normalization layer (tta list norms).")
+@click.option("--norm-option", "norm_option", multiple=True, metavar="KEY=VALUE", help="Option of the norm layer; repeatable.")
+@click.option("--data", required=True, type=click.Path(), help="train_images.npy (labels beside it), its folder, or a torchvision CIFAR root.")
+@click.option("--test-data", type=click.Path(), default=None, help="Test split for the clean accuracy (default: beside --data).")
+@click.option("--epochs", default=30, show_default=True, type=int)
+@click.option("--batch-size", default=128, show_default=True, type=int)
+@click.option("--lr", default=0.2, show_default=True, type=float, help="Peak (onecycle) or initial (cosine) learning rate.")
+@click.option("--schedule", type=click.Choice(["onecycle", "cosine"]), default="onecycle", show_default=True)
+@click.option("--weight-decay", default=5e-4, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--limit-train", type=int, default=None, help="Train on a seeded random subset of this many images.")
+@click.option("--limit-test", type=int, default=None, help="Evaluate on the first N test images only.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Final checkpoint (state_dict); the record goes beside it as .json.")
+@click.option("--resume", is_flag=True, help="Continue from <out stem>.resume.pt written after each epoch.")
+@click.option("--stop-after", type=int, default=None, help="End this run after epoch N (continue later with --resume).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def train_cmd(norm_option: tuple[str, ...], resume: bool, stop_after: int | None, no_progress: bool, **kwargs) -> None:
+    """Train a backbone on a clean set and write a checkpoint plus a JSON record."""
+    from tta.training import TrainConfig, train  # noqa: PLC0415  (keeps `tta --help` fast)
+
+    cfg = TrainConfig(norm_options=_parse_options(norm_option), **kwargs)
+    record = train(cfg, resume=resume, progress=not no_progress, stop_after=stop_after)
+    if "stopped_after_epoch" in record:
+        click.echo(f"stopped after epoch {record['stopped_after_epoch']}; continue with --resume ({record['resume_checkpoint']})")
+        return
+    click.echo(
+        f"{cfg.model} norm={cfg.norm}: clean test accuracy {record['test_accuracy']:.4f} "
+        f"on {record['test_images']} images; checkpoint {cfg.out}"
+    )

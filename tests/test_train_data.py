@@ -1,0 +1,78 @@
+"""Training data: readers of the clean sets and the batch augmentation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tta.errors import DataError
+from tta.training import load_images, random_crop_flip
+from tta.training.data import find_test_split
+
+
+def _candidates(image: torch.Tensor, padding: int = 4) -> list[torch.Tensor]:
+    """Every crop (and its mirror) of the zero-padded image, built one by one."""
+    h, w, _ = image.shape
+    padded = F.pad(image, (0, 0, padding, padding, padding, padding))
+    out = []
+    for dy in range(2 * padding + 1):
+        for dx in range(2 * padding + 1):
+            crop = padded[dy : dy + h, dx : dx + w]
+            out += [crop, crop.flip(1)]
+    return out
+
+
+def test_random_crop_flip_yields_a_padded_crop_or_its_mirror() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (6, 8, 8, 3), dtype=torch.uint8, generator=g)
+    out = random_crop_flip(images, torch.Generator().manual_seed(1))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    for img, aug in zip(images, out):
+        assert any(torch.equal(aug, c) for c in _candidates(img))
+
+
+def test_random_crop_flip_is_seeded_and_varies_per_image() -> None:
+    images = torch.arange(64 * 8 * 8 * 3, dtype=torch.int64).remainder(251).add(1).to(torch.uint8).view(64, 8, 8, 3)
+    a = random_crop_flip(images, torch.Generator().manual_seed(5))
+    b = random_crop_flip(images, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    same = torch.stack([images[0]] * 64)
+    out = random_crop_flip(same, torch.Generator().manual_seed(2))
+    distinct = {tuple(o.flatten().tolist()) for o in out}
+    assert len(distinct) > 20  # 162 possible crops: 64 draws are far from all equal
+    # zero padding shows up as black borders in some crops
+    assert (out == 0).any()
+
+
+def _write(tmp_path, split: str, n: int = 12, dtype=np.uint8) -> None:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / f"{split}_images.npy", rng.integers(0, 256, (n, 32, 32, 3)).astype(dtype))
+    np.save(tmp_path / f"{split}_labels.npy", rng.integers(0, 10, n))
+
+
+def test_load_images_from_file_or_folder_and_find_test_split(tmp_path) -> None:
+    _write(tmp_path, "train", 12)
+    _write(tmp_path, "test", 5)
+    by_file = load_images(tmp_path / "train_images.npy")
+    by_dir = load_images(tmp_path)
+    assert len(by_file) == len(by_dir) == 12
+    assert isinstance(by_file.images, np.memmap)
+    np.testing.assert_array_equal(by_file.labels, np.load(tmp_path / "train_labels.npy"))
+    assert len(find_test_split(tmp_path / "train_images.npy")) == 5
+    assert len(find_test_split(tmp_path)) == 5
+
+
+def test_load_images_errors_name_the_fix(tmp_path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_images(tmp_path / "nothing")
+    _write(tmp_path, "train", 4, dtype=np.float32)
+    with pytest.raises(DataError, match="uint8"):
+        load_images(tmp_path)
+    np.save(tmp_path / "train_images.npy", np.zeros((4, 32, 32, 3), np.uint8))
+    np.save(tmp_path / "train_labels.npy", np.zeros(3, np.int64))
+    with pytest.raises(DataError, match="4 images but labels"):
+        load_images(tmp_path)
+    (tmp_path / "train_labels.npy").unlink()
+    with pytest.raises(DataError, match="train_labels.npy does not exist"):
+        load_images(tmp_path / "train_images.npy")

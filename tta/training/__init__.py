@@ -1,0 +1,6 @@
+"""Training source backbones (any normalization layer) on a clean image set."""
+from .augment import random_crop_flip
+from .data import ImageArrays, load_images
+from .trainer import TrainConfig, evaluate, train
+
+__all__ = ["ImageArrays", "TrainConfig", "evaluate", "load_images", "random_crop_flip", "train"]
