@@ -9,6 +9,7 @@ import click
 from tta import __version__
 from tta.errors import TTAError
 
+from .corrupt_cmd import corrupt_cmd
 from .list_cmd import list_cmd
 from .reserved import RESERVED
 from .train_cmd import train_cmd
@@ -40,6 +41,7 @@ def cli(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+cli.add_command(corrupt_cmd)
 cli.add_command(list_cmd)
 cli.add_command(train_cmd)
 cli.add_command(run_cmd)

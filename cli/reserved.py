@@ -6,7 +6,6 @@ import click
 from tta.errors import NotImplementedYet
 
 _PENDING = {
-    "corrupt": "generate CIFAR-10-C / ImageNet-C style corruptions",
     "bench": "run the performance benchmarks",
     "data": "fetch and check datasets",
 }

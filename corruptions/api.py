@@ -77,7 +77,7 @@ def corrupt(
     ``images`` is a numpy array or a uint8 torch tensor; the result has the same
     type, shape and device. ``indices`` are the images' global sample indices
     (default ``arange(N)``): every random draw for image i depends only on
-    ``(seed, name, severity, indices[i])``, so results do not depend on batch size
+    ``(seed, name, indices[i])`` (the same draws at every severity), so results do not depend on batch size
     or chunking. Torch tensors are processed through numpy on the CPU and moved
     back to their device. ``frost_dir`` overrides where frost textures are read.
     """
@@ -104,7 +104,7 @@ def corrupt(
     step = max(1, _PIXELS_PER_CHUNK // (arr.shape[1] * arr.shape[2]))
     for start in range(0, n, step):
         part = np.ascontiguousarray(arr[start : start + step])
-        draws = Draws(seed, name_id, int(severity), idx[start : start + step])
+        draws = Draws(seed, name_id, idx[start : start + step])
         res = fn(part, param, draws, ctx)
         # np.uint8(float) truncates; the originals store np.uint8(f(x)) with f in [0, 255]
         out[start : start + step] = res if res.dtype == np.uint8 else res.astype(np.uint8)

@@ -1,8 +1,11 @@
-"""Counter-based random numbers keyed by (seed, corruption, severity, image index).
+"""Counter-based random numbers keyed by (seed, corruption, image index).
 
-Every draw for image ``i`` is a pure function of ``(seed, name, severity, site,
+Every draw for image ``i`` is a pure function of ``(seed, name, site,
 indices[i], position)``, so results do not depend on batch size, chunking or
-order. Draws are computed for the whole batch at once: a SplitMix64 stream per
+order. The severity is deliberately left out of the key: an image gets the same
+noise field, angle or crop at every severity and only the parameters change, so
+severity curves compare like with like (the original drew them independently
+from numpy's global generator; each severity's distribution is unchanged). Draws are computed for the whole batch at once: a SplitMix64 stream per
 image (its start hashed from the key and the image index), advanced by the
 position of the value inside that image's draw.
 """
@@ -26,17 +29,16 @@ def _mix(z: np.ndarray) -> np.ndarray:
 class Draws:
     """Random draws for a batch; ``site`` separates independent draws of one corruption."""
 
-    def __init__(self, seed: int, name_id: int, severity: int, indices: np.ndarray) -> None:
+    def __init__(self, seed: int, name_id: int, indices: np.ndarray) -> None:
         self.seed = int(seed)
         self.name_id = int(name_id)
-        self.severity = int(severity)
         self.indices = np.asarray(indices, dtype=np.uint64)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def _bits(self, site: int, count: int) -> np.ndarray:
-        key = np.random.SeedSequence([self.seed, self.name_id, self.severity, site]).generate_state(1, np.uint64)[0]
+        key = np.random.SeedSequence([self.seed, self.name_id, site]).generate_state(1, np.uint64)[0]
         with np.errstate(over="ignore"):
             start = _mix(key ^ _mix(self.indices + _GOLDEN))
             steps = np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN

@@ -34,6 +34,24 @@ def models() -> list[str]:
     return lines
 
 
+def corruptions() -> list[str]:
+    from .corruptions import ALL_CORRUPTIONS, CORRUPTIONS, PRESETS
+
+    lines = []
+    for name in ALL_CORRUPTIONS:
+        kind = "standard" if name in CORRUPTIONS else "extra"
+        lines.append(f"{name:18s} {kind}")
+        for preset in PRESETS.values():
+            lines.append(f"{'':18s}   {preset.name}: {', '.join(map(_fmt_param, preset.params[name]))}")
+    return lines
+
+
+def _fmt_param(p) -> str:
+    if hasattr(p, "tolist"):  # zoom factors
+        return f"zooms {p[0]:g}..{p[-1]:g}"
+    return f"{p}"
+
+
 def _pending(what: str, issue: str) -> Callable[[], list[str]]:
     def listing() -> list[str]:
         return [f"no {what} are registered yet ({issue} has not landed)"]
@@ -51,6 +69,6 @@ CATALOGS: dict[str, Callable[[], list[str]]] = {
     "methods": methods,
     "models": models,
     "shifts": shifts,
-    "corruptions": _pending("corruptions", "the corruption generator"),
+    "corruptions": corruptions,
     "norms": norms,
 }
