@@ -23,7 +23,7 @@ class Domain:
     def __init__(self, name: str, severity: int | None, labels: np.ndarray, source: str) -> None:
         self.name = name
         self.severity = severity
-        self.labels = np.asarray(labels, dtype=np.int64)
+        self.labels = np.array(labels, dtype=np.int64)  # small; a private, writable copy
         self.source = source
 
     def __len__(self) -> int:
