@@ -19,6 +19,8 @@ def methods() -> list[str]:
         lines.append(f"{'':16s}   paper: {cls.paper}")
         for dataset, opts in cls.dataset_defaults.items():
             lines.append(f"{'':16s}   defaults[{dataset}]: {_fmt_opts(opts)}")
+        for shift, opts in getattr(cls, "shift_defaults", {}).items():
+            lines.append(f"{'':16s}   defaults[shift={shift}]: {_fmt_opts(opts)}")
         if cls.min_batch_size > 1:
             lines.append(f"{'':16s}   needs batches of >= {cls.min_batch_size} images")
         if cls.notes:

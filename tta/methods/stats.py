@@ -1,8 +1,13 @@
 """Shared tensor helpers for normalization-statistics methods."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from ..errors import TTAError
 
 
 def reduce_dims(x: torch.Tensor) -> list[int]:
@@ -36,8 +41,14 @@ def normalize(
     bias: torch.Tensor | None,
     eps: float,
 ) -> torch.Tensor:
-    """y = weight * (x - mean) / sqrt(var + eps) + bias with per-channel (C,) statistics."""
-    return torch.nn.functional.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+    """y = weight * (x - mean) / sqrt(var + eps) + bias with per-channel (C,) statistics.
+
+    Differentiable in ``mean`` and ``var`` too (gradient methods on mixed statistics),
+    which PyTorch's eval-mode ``batch_norm`` kernel is not.
+    """
+    if not (mean.requires_grad or var.requires_grad):
+        return torch.nn.functional.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+    return normalize_per_sample(x, mean.unsqueeze(0), var.unsqueeze(0), weight, bias, eps)
 
 
 def normalize_per_sample(
@@ -59,6 +70,110 @@ def normalize_per_sample(
     return torch.addcmul(shift.view(view), x, scale.view(view))
 
 
+def needs_exact_grad(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
+    """Whether autograd must see the whole computation (gradient methods): then use the plain path."""
+    if not torch.is_grad_enabled():
+        return False
+    return x.requires_grad or any(p is not None and p.requires_grad for p in params)
+
+
+class Scratch:
+    """One reusable buffer for a layer-input-sized temporary, shared by the layers of a model.
+
+    Not state: it is never saved, and it is reallocated when the device, dtype or
+    inference-mode flag changes. On CPU a fresh activation-sized allocation costs more
+    (page faults) than the arithmetic that fills it.
+    """
+
+    def __init__(self) -> None:
+        self.buf: torch.Tensor | None = None
+
+    def like(self, x: torch.Tensor) -> torch.Tensor:
+        """An uninitialized tensor with the shape and strides of ``x`` (dense ``x`` only)."""
+        b = self.buf
+        if (b is None or b.numel() < x.numel() or b.device != x.device or b.dtype != x.dtype
+                or b.is_inference() != torch.is_inference_mode_enabled()):
+            b = self.buf = torch.empty(x.numel(), device=x.device, dtype=x.dtype)
+        return b.as_strided(x.shape, x.stride())
+
+    def __deepcopy__(self, memo: dict) -> "Scratch":
+        return Scratch()
+
+
+def _dense(x: torch.Tensor) -> bool:
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+
+
+def fast_instance_stats(x: torch.Tensor, scratch: Scratch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(sample, channel) mean and biased variance as plain sums, outside autograd.
+
+    ``torch.var_mean`` (Welford) runs several times slower than a sum on CPU for
+    channels_last tensors; sums of x and x^2 are cheap. The one-pass variance
+    E[x^2] - E[x]^2 loses digits only when |mean| >> std, far from BatchNorm inputs.
+    """
+    dims = list(range(2, x.dim()))
+    length = x[0, 0].numel()
+    m = x.sum(dims) / length
+    sq = torch.mul(x, x, out=scratch.like(x)) if scratch is not None and _dense(x) else x * x
+    v = (sq.sum(dims) / length - m.square()).clamp_min_(0.0)
+    return m, v
+
+
+def batch_normalize_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One fused pass of train-mode BatchNorm: z = (x - mean) / sqrt(var + eps), mean and biased var (C,)."""
+    C = x.shape[1]
+    mean, var = x.new_zeros(C), x.new_zeros(C)  # receive this batch's statistics (momentum 1)
+    z = F.batch_norm(x, mean, var, None, None, True, 1.0, eps)
+    n = x.numel() // C
+    return z, mean, var.mul_((n - 1) / n)  # PyTorch stores the unbiased variance
+
+
+def renormalize_(
+    z: torch.Tensor,
+    z_mean: torch.Tensor,
+    z_var: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+) -> torch.Tensor:
+    """Turn z = (x - z_mean) / sqrt(z_var + eps) into weight * (x - mean) / sqrt(var + eps) + bias, in place.
+
+    Exact algebra: x - mean = (x - z_mean) + (z_mean - mean); all statistics are (C,).
+    """
+    inv = torch.rsqrt(var + eps)
+    scale = torch.sqrt(z_var + eps) * inv
+    shift = (z_mean - mean) * inv
+    if weight is not None:
+        scale = scale * weight
+        shift = shift * weight
+    if bias is not None:
+        shift = shift + bias
+    view = scale.shape + (1,) * (z.dim() - 2)
+    return torch.addcmul(shift.view(view), z, scale.view(view), out=z)
+
+
+StatsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def normalize_with_batch_stats(
+    x: torch.Tensor, stats_fn: StatsFn, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """Normalize with (mean, var) = stats_fn(batch_mean, biased batch_var, x), all per channel.
+
+    Outside autograd this is one fused pass plus an in-place affine; under autograd it is
+    the plain differentiable computation.
+    """
+    if needs_exact_grad(x, weight, bias) or x.numel() == x.shape[1]:  # the fused kernel needs 2+ values
+        bm, bv = batch_stats(x)
+        mean, var = stats_fn(bm, bv, x)
+        return normalize(x, mean, var, weight, bias, eps)
+    z, bm, bv = batch_normalize_stats(x, eps)
+    mean, var = stats_fn(bm, bv, x)
+    return renormalize_(z, bm, bv, mean, var, weight, bias, eps)
+
+
 class SourceStatsMixin:
     """Copies a BatchNorm's affine parameters and source statistics into the new layer."""
 
@@ -70,7 +185,10 @@ class SourceStatsMixin:
         self.weight = None if bn.weight is None else nn.Parameter(bn.weight.detach().clone())
         self.bias = None if bn.bias is None else nn.Parameter(bn.bias.detach().clone())
         if bn.running_mean is None:
-            raise ValueError("BatchNorm layer has no running statistics (track_running_stats=False)")
+            raise TTAError(
+                "a BatchNorm layer has no running statistics (track_running_stats=False), so there is no "
+                "source to adapt from; use a model whose BatchNorm layers track running statistics"
+            )
         self.register_buffer("source_mean", bn.running_mean.detach().clone())
         self.register_buffer("source_var", bn.running_var.detach().clone())
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from .policy import StatsAdapter, check_range
 from .registry import register_method
-from .stats import SourceStatsMixin, batch_stats, normalize
+from .stats import SourceStatsMixin, normalize_with_batch_stats
 
 
 class PriorBatchNorm(SourceStatsMixin, nn.Module):
@@ -36,13 +36,13 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
         self.prior = float(prior)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.prior == 0:  # pure batch statistics: PyTorch's fused train-mode kernel
+        if self.prior == 0:  # train-mode BatchNorm without running statistics (TENT's BN), one fused kernel
             return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        mean, var = batch_stats(x)
+        return normalize_with_batch_stats(x, self.mix, self.weight, self.bias, self.eps)
+
+    def mix(self, mean: torch.Tensor, var: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.prior / (self.prior + x.shape[0])
-        mean = torch.lerp(mean, self.source_mean, w)
-        var = torch.lerp(var, self.source_var, w)
-        return normalize(x, mean, var, self.weight, self.bias, self.eps)
+        return torch.lerp(mean, self.source_mean, w), torch.lerp(var, self.source_var, w)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, prior={self.prior}"

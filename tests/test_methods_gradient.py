@@ -1,0 +1,131 @@
+"""TENT and Core against naive re-implementations written here."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import tta
+from tta.catalog import methods as list_methods
+from tta.errors import TTAError
+from tta.methods.core import Core, class_confusion_loss
+from test_methods_stats import batches, tiny_net
+
+
+def naive_tent(net: nn.Module, xs, make_opt):
+    """Official TENT: train-mode BN without running stats, entropy, one step, pre-update logits."""
+    model = copy.deepcopy(net).train()
+    params = []
+    for m in model.modules():
+        m.requires_grad_(False)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)):
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.track_running_stats, m.running_mean, m.running_var = False, None, None
+            m.requires_grad_(True)
+            params += [m.weight, m.bias]
+    opt = make_opt(params)
+    outs = []
+    for x in xs:
+        logits = model(x)
+        loss = -(logits.softmax(1) * logits.log_softmax(1)).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        outs.append(logits.detach())
+    return outs
+
+
+def test_tent_matches_official_tent_step_by_step():
+    net, xs = tiny_net(), batches(3)
+    a = tta.adapt(net, "tent")
+    expected = naive_tent(net, xs, lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.9, 0.999)))
+    for x, e in zip(xs, expected):
+        assert torch.allclose(a(x), e, atol=1e-5)
+    assert {s["step"].item() for s in a.optimizer.state.values()} == {3.0}  # exactly one step per batch
+
+
+def test_tent_sgd_option_and_imagenet_defaults():
+    net, xs = tiny_net(), batches(3)
+    opts = tta.methods.method_defaults("tent", "imagenet")
+    assert opts["optimizer"] == "sgd" and opts["lr"] == 2.5e-4
+    a = tta.adapt(net, "tent", **{**opts, "lr": 0.05})
+    expected = naive_tent(net, xs, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
+    for x, e in zip(xs, expected):
+        assert torch.allclose(a(x), e, atol=1e-5)
+
+
+def test_tent_returns_pre_update_logits_and_counts_one_step_per_batch(monkeypatch):
+    net, xs = tiny_net(), batches(2)
+    a = tta.adapt(net, "tent")
+    calls = []
+    step = a.optimizer.step
+    monkeypatch.setattr(a.optimizer, "step", lambda *args, **kw: (calls.append(1), step(*args, **kw))[1])
+    with torch.no_grad():
+        before = copy.deepcopy(net).train()(xs[0])  # batch statistics, source affine
+    assert torch.allclose(a(xs[0]), before, atol=1e-5)
+    a(xs[1])
+    assert len(calls) == 2
+
+
+def test_tent_reset_restores_parameters_and_optimizer_moments():
+    net, xs = tiny_net(), batches(3)
+    a = tta.adapt(net, "tent")
+    first = [a(x) for x in xs]
+    a.reset()
+    assert not a.optimizer.state  # fresh moments
+    again = [a(x) for x in xs]
+    assert all(torch.equal(u, v) for u, v in zip(first, again))
+
+
+def test_tent_adapts_groupnorm_affine_on_a_model_without_batchnorm():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    xs = batches(3)
+    a = tta.adapt(net, "tent")
+    expected = naive_tent(net, xs, lambda p: torch.optim.Adam(p, lr=1e-3))
+    for x, e in zip(xs, expected):
+        assert torch.allclose(a(x), e, atol=1e-5)
+    assert a.hparams()["norm"] == "none"
+    with pytest.raises(TTAError, match="no BatchNorm"):
+        tta.adapt(net, "tbn")
+    with pytest.raises(TTAError, match="no BatchNorm"):
+        tta.adapt(net, "tent", norm="unmix-tns")
+
+
+def test_gradient_methods_refuse_inference_mode():
+    a = tta.adapt(tiny_net(), "tent")
+    with torch.inference_mode(), pytest.raises(TTAError, match="inference_mode"):
+        a(batches(1)[0])
+
+
+def test_class_confusion_loss_matches_a_loop_over_classes():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4) * 2
+    T = 2.5
+    p = torch.softmax(logits / T, 1)
+    h = -(p * p.log()).sum(1)
+    w = (1 + torch.exp(-h))
+    w = 6 * w / w.sum()
+    K = 4
+    corr = [[sum(w[b] * p[b, i] * p[b, j] for b in range(6)) for j in range(K)] for i in range(K)]
+    total = 0.0
+    for i in range(K):
+        row = sum(corr[i])
+        total += sum(corr[i][j] / row for j in range(K) if j != i)
+    assert class_confusion_loss(logits, T).item() == pytest.approx(float(total) / K, rel=1e-5)
+    # confident one-hot predictions have no confusion
+    assert class_confusion_loss(torch.eye(4) * 100, T).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_core_uses_alpha_bn_statistics_and_is_honest_about_its_loss():
+    net, xs = tiny_net(), batches(2)
+    a = tta.adapt(net, "core", norm_options={"source_weight": 1.0})
+    with torch.no_grad():
+        src = net(xs[0])
+    assert torch.allclose(a(xs[0]), src, atol=1e-5)  # pre-update logits with source statistics
+    assert not torch.equal(a.model[1].weight, net[1].weight)  # gamma took a step
+    assert a.hparams()["norm"] == "alpha-bn" and a.hparams()["temperature"] == 2.5
+    assert "stand-in" in Core.notes.lower()
+    assert any("core" in line for line in list_methods()) and any("STAND-IN" in line for line in list_methods())

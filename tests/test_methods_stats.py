@@ -1,0 +1,238 @@
+"""Math of the BatchNorm-statistics methods against independent computations written here.
+
+Each reference replaces the BatchNorm layers of a copy of the network by a module that
+computes the statistics with plain torch reductions, following the papers' formulas.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import tta
+from tta.methods.adab2n import BalancedBatchNorm
+
+
+def tiny_net(seed: int = 0) -> nn.Module:
+    """Conv + BN2d + ReLU + pool + Linear + BN1d + Linear, with non-trivial source statistics."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3),
+    )
+    for bn in (net[1], net[6]):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        nn.init.uniform_(bn.weight, 0.5, 1.5)
+        nn.init.uniform_(bn.bias, -0.5, 0.5)
+    return net.eval()
+
+
+class Ref(nn.Module):
+    def __init__(self, bn: nn.Module, fn) -> None:
+        super().__init__()
+        self.bn, self.fn = bn, fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(self.bn, x)
+
+
+def reference(net: nn.Module, fn) -> nn.Module:
+    ref = copy.deepcopy(net)
+    for i, m in enumerate(ref):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            ref[i] = Ref(m, fn)
+    return ref
+
+
+def apply_bn(bn: nn.Module, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    xhat = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + bn.eps)
+    return xhat * bn.weight.view(shape) + bn.bias.view(shape)
+
+
+def bstats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dims = [0] + list(range(2, x.dim()))
+    return x.mean(dims), x.var(dims, unbiased=False)
+
+
+def batches(n: int = 3, b: int = 5, seed: int = 1) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(b, 3, 8, 8, generator=g) * (1 + i) for i in range(n)]
+
+
+# -- tbn ---------------------------------------------------------------------------
+def test_tbn_prior_zero_equals_train_mode_batchnorm_including_bn1d():
+    net = tiny_net()
+    x = batches(1)[0]
+    with torch.no_grad():
+        expected = copy.deepcopy(net).train()(x)
+    assert torch.allclose(tta.adapt(net, "tbn")(x), expected, atol=1e-5)
+
+
+def test_tbn_huge_prior_equals_source():
+    net = tiny_net()
+    x = batches(1)[0]
+    with torch.no_grad():
+        assert torch.allclose(tta.adapt(net, "tbn", prior=1e12)(x), net(x), atol=1e-5)
+
+
+def test_tbn_prior_mixes_with_weight_n_over_n_plus_n():
+    net = tiny_net()
+    x = batches(1, b=4)[0]
+    w = 8 / (8 + 4)
+
+    def mixed(bn, h):
+        mu, var = bstats(h)
+        return apply_bn(bn, h, w * bn.running_mean + (1 - w) * mu, w * bn.running_var + (1 - w) * var)
+
+    with torch.no_grad():
+        assert torch.allclose(tta.adapt(net, "tbn", prior=8)(x), reference(net, mixed)(x), atol=1e-5)
+
+
+# -- alpha-bn ------------------------------------------------------------------------
+def test_alpha_bn_source_weight_one_is_source_and_zero_is_batch_statistics():
+    net = tiny_net()
+    x = batches(1)[0]
+    with torch.no_grad():
+        assert torch.allclose(tta.adapt(net, "alpha-bn", source_weight=1.0)(x), net(x), atol=1e-5)
+        assert torch.allclose(tta.adapt(net, "alpha-bn", source_weight=0.0)(x), copy.deepcopy(net).train()(x), atol=1e-5)
+
+
+def test_alpha_bn_is_a_stateless_fixed_mix():
+    net = tiny_net()
+    a = tta.adapt(net, "alpha-bn", source_weight=0.3)
+
+    def mixed(bn, h):
+        mu, var = bstats(h)
+        return apply_bn(bn, h, 0.3 * bn.running_mean + 0.7 * mu, 0.3 * bn.running_var + 0.7 * var)
+
+    ref = reference(net, mixed)
+    with torch.no_grad():
+        for x in batches(3):  # same answer whatever came before: no state
+            assert torch.allclose(a(x), ref(x), atol=1e-5)
+
+
+# -- EMA-style running statistics --------------------------------------------------------
+def ema_reference(net: nn.Module, rate_for_step, unbiased: bool) -> nn.Module:
+    """Update running stats with rate_for_step(k) (k = 0, 1, ...) then normalize with them."""
+    state: dict[int, list] = {}
+
+    def fn(bn, h):
+        rm, rv, k = state.setdefault(id(bn), [bn.running_mean.clone(), bn.running_var.clone(), 0])
+        mu, var = bstats(h)
+        if unbiased:
+            n = h.numel() // h.shape[1]
+            var = var * n / (n - 1)
+        r = rate_for_step(k)
+        rm, rv = (1 - r) * rm + r * mu, (1 - r) * rv + r * var
+        state[id(bn)] = [rm, rv, k + 1]
+        return apply_bn(bn, h, rm, rv)
+
+    return reference(net, fn)
+
+
+def test_tbn_ema_updates_like_train_mode_bn_then_normalizes_with_the_update():
+    net = tiny_net()
+    a = tta.adapt(net, "tbn-ema", momentum=0.2)
+    ref = ema_reference(net, lambda k: 0.2, unbiased=True)
+    with torch.no_grad():
+        for x in batches(3):
+            assert torch.allclose(a(x), ref(x), atol=1e-5)
+
+
+def test_momentum_decay_follows_eta0_exp_minus_k():
+    net = tiny_net()
+    a = tta.adapt(net, "momentum-decay", eta0=0.5, decay=1.0)
+    ref = ema_reference(net, lambda k: 0.5 * math.exp(-k), unbiased=True)
+    with torch.no_grad():
+        for x in batches(4):
+            assert torch.allclose(a(x), ref(x), atol=1e-5)
+
+
+def test_momentum_decay_without_decay_is_tbn_ema():
+    net = tiny_net()
+    a, b = tta.adapt(net, "momentum-decay", eta0=0.3, decay=0.0), tta.adapt(net, "tbn-ema", momentum=0.3)
+    with torch.no_grad():
+        for x in batches(3):
+            assert torch.allclose(a(x), b(x), atol=1e-6)
+
+
+# -- adab2n ------------------------------------------------------------------------
+def test_adab2n_kappa_one_is_a_plain_ema_with_the_bn_momentum():
+    net = tiny_net()
+    a = tta.adapt(net, "adab2n", kappa=1.0)
+    ref = ema_reference(net, lambda k: 0.1, unbiased=False)  # official AdaB2N: biased batch variance
+    with torch.no_grad():
+        for x in batches(3):
+            assert torch.allclose(a(x), ref(x), atol=1e-5)
+
+
+def test_adab2n_kappa_zero_is_the_cumulative_average_of_batch_statistics():
+    net = tiny_net()
+    a = tta.adapt(net, "adab2n", kappa=0.0)
+    xs = batches(4)
+    with torch.no_grad():
+        for x in xs:
+            a(x)
+        feats = [net[0](x) for x in xs]
+    means = torch.stack([bstats(f)[0] for f in feats])
+    vars_ = torch.stack([bstats(f)[1] for f in feats])
+    layer = a.model[1]
+    assert torch.allclose(layer.running_mean, means.mean(0), atol=1e-5)  # eta_1 = 1 forgets the source
+    assert torch.allclose(layer.running_var, vars_.mean(0), atol=1e-5)
+
+
+@pytest.mark.parametrize("kappa", [0.1, 0.4, 0.7])
+def test_adab2n_eta_recursion_matches_its_closed_form_and_fixed_point(kappa):
+    m, c = 0.1, 0.9**kappa
+    layer = BalancedBatchNorm(nn.BatchNorm2d(2), kappa=kappa, momentum=None, normalize="running", domain_prior=1.0)
+    x = torch.randn(3, 2, 4, 4)
+    etas = []
+    with torch.no_grad():
+        for _ in range(60):
+            layer(x)
+            etas.append(layer.eta.item())
+    # 1/eta_t = c/eta_{t-1} + 1  =>  1/eta_t = c^(t-1)/m^kappa + (1 - c^(t-1))/(1 - c)
+    closed = [1.0 / (c ** (t - 1) / m**kappa + (1 - c ** (t - 1)) / (1 - c)) for t in range(1, 61)]
+    assert etas == pytest.approx(closed, rel=1e-4)
+    assert etas[0] == pytest.approx(m**kappa, rel=1e-6)
+    assert etas[-1] > 1 - c and closed[-1] - (1 - c) < (c**59) * (m**kappa)  # decreasing to 1 - (1-m)^kappa
+    if kappa == 0.4:  # the values the spec lists: 0.398, 0.293, 0.234, ... -> 0.0413
+        assert etas[:3] == pytest.approx([0.398, 0.293, 0.234], abs=1e-3)
+        assert 1 - c == pytest.approx(0.0413, abs=1e-4)
+
+
+def test_adab2n_batch_normalization_variant_uses_batch_statistics():
+    net = tiny_net()
+    x = batches(1)[0]
+    with torch.no_grad():
+        out = tta.adapt(net, "adab2n", normalize="batch")(x)
+        assert torch.allclose(out, copy.deepcopy(net).train()(x), atol=1e-5)
+
+
+def test_adab2n_domain_weighting_matches_a_per_sample_loop():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    x = torch.rand(7, 3, 6, 6)
+    ids = torch.tensor([0, 0, 0, 0, 0, 2, 2])  # domain 1 absent, domain 0 floods the batch
+    a = tta.adapt(net, "adab2n", normalize="batch", domain_prior=1.0)
+    with torch.no_grad():
+        out = a(x, domain_ids=ids)
+        h = net[0](x)
+    counts = {d: int((ids == d).sum()) for d in range(3)}
+    conc = {d: 1.0 + counts[d] for d in range(3)}
+    total = sum(conc.values())
+    w = [conc[int(d)] / total / counts[int(d)] for d in ids]
+    s = sum(w)
+    w = [wi / s for wi in w]
+    mean = sum(w[i] * h[i].mean((1, 2)) for i in range(7))
+    var = sum(w[i] * ((h[i] - mean.view(-1, 1, 1)) ** 2).mean((1, 2)) for i in range(7))
+    assert torch.allclose(out, apply_bn(net[1], h, mean, var), atol=1e-5)
+    # one domain only: the weighting reduces to plain batch statistics
+    b = tta.adapt(net, "adab2n", normalize="batch")
+    with torch.no_grad():
+        assert torch.allclose(b(x, domain_ids=torch.zeros(7, dtype=torch.long)), apply_bn(net[1], h, *bstats(h)), atol=1e-5)

@@ -1,0 +1,161 @@
+"""``unmix-tns``: Un-Mixing Test-Time Normalization Statistics (Tomar et al., ICLR 2024).
+
+Every BatchNorm2d becomes a layer holding K statistics components (one (K, C) tensor
+of means and one of variances), initialized from the source statistics with noise
+drawn once from ``seed`` (spec §1.2, the official code's independent noise per (k, c))::
+
+    mu_k  = mu_s + sqrt(alpha K/(K-1)) * sigma_s * zeta_kc,   zeta ~ N(0, 1)
+    var_k = (1 - alpha) * var_s                               (K = 1: mu_s, var_s, alpha = 0)
+
+For a batch z (B, C, H, W), with instance statistics m_b, v_b (biased, over H, W)::
+
+    p_bk   = softmax_k(cos(m_b, mu_k) / tau)                  (no gradient through p)
+    mh_bkc = (1 - p_bk) mu_kc  + p_bk m_bc
+    vh_bkc = (1 - p_bk) var_kc + p_bk v_bc
+    mean_bc = mean_k mh_bkc
+    var_bc  = mean_k vh_bkc + mean_k mh_bkc^2 - mean_bc^2    (law of total variance)
+    y = gamma (z - mean) / sqrt(var + eps) + beta
+
+and only then the components move (no gradient)::
+
+    mu_k  += lam * mean_b p_bk (m_b - mu_k)
+    var_k += lam * mean_b p_bk (v_b - var_k),     lam = 1 - (1 - m_bn)^(B / B_max)
+
+m_bn is the source BatchNorm's momentum. The (B, K, C) mixtures are never built: the
+K-means above are expanded into (B, K) x (K, C) matrix products.
+
+B in lam: the official code uses the configured test batch size. Here ``batch_size=None``
+(the default) uses the actual size of each batch, which equals the official value for
+every full batch and scales lam down for a short last batch or single images
+(B = 1, B_max = 64 gives lam = 0.0016449). Pass ``batch_size`` to pin it.
+
+BatchNorm1d layers keep the source statistics, as in the official ``UnMixTNS1d``.
+The layer adapts on every forward, whatever ``self.training`` says.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .policy import StatsAdapter, check_range
+from .registry import register_method
+from .stats import (
+    Scratch,
+    SourceBatchNorm,
+    SourceStatsMixin,
+    fast_instance_stats,
+    instance_stats,
+    needs_exact_grad,
+    normalize_per_sample,
+)
+
+
+def unmix_momentum(bn_momentum: float, batch_size: int, batch_size_max: int) -> float:
+    """lam = 1 - (1 - m)^(B / B_max), the official batch-size-corrected momentum."""
+    return 1.0 - (1.0 - bn_momentum) ** (batch_size / batch_size_max)
+
+
+class UnMixTNS2d(SourceStatsMixin, nn.Module):
+    """BatchNorm2d replacement that mixes instance statistics with K running components."""
+
+    def __init__(
+        self,
+        bn: nn.Module,
+        K: int,
+        noise: torch.Tensor | None,
+        alpha: float,
+        tau: float,
+        batch_size: int | None,
+        batch_size_max: int,
+        scratch: Scratch | None = None,
+    ) -> None:
+        super().__init__()
+        self.copy_from_bn(bn)
+        self.scratch = scratch
+        self.K, self.tau = K, tau
+        self.batch_size, self.batch_size_max = batch_size, batch_size_max
+        mu = self.source_mean.expand(K, -1).clone()
+        var = self.source_var.expand(K, -1).clone()
+        if K > 1:
+            assert noise is not None
+            mu = mu + (alpha * K / (K - 1)) ** 0.5 * var.sqrt() * noise.to(mu)
+            var = (1.0 - alpha) * var
+        self.register_buffer("mu_k", mu)
+        self.register_buffer("var_k", var)
+
+    def momentum_for(self, n: int) -> float:
+        return unmix_momentum(self.source_momentum, self.batch_size or n, self.batch_size_max)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        exact = needs_exact_grad(x, self.weight, self.bias)
+        m, v = instance_stats(x) if exact else fast_instance_stats(x, self.scratch)  # (B, C) each
+        with torch.no_grad():
+            sim = F.normalize(m, dim=1) @ F.normalize(self.mu_k, dim=1).T
+            p = torch.softmax(sim / self.tau, dim=1)  # (B, K)
+        q = 1.0 - p
+        K = self.K
+        # mean_k of mh, vh and mh^2, using sum_k p_bk = 1
+        mean = (q @ self.mu_k + m) / K
+        second = (q.square() @ self.mu_k.square() + 2.0 * ((q * p) @ self.mu_k) * m
+                  + p.square().sum(1, keepdim=True) * m.square()) / K
+        var = (q @ self.var_k + v) / K + second - mean.square()
+        out = normalize_per_sample(x, mean, var, self.weight, self.bias, self.eps)
+        with torch.no_grad():
+            rate = self.momentum_for(x.shape[0]) / x.shape[0]
+            resp = p.sum(0).unsqueeze(1)  # (K, 1)
+            self.mu_k.add_((p.T @ m.detach() - resp * self.mu_k).mul_(rate))
+            self.var_k.add_((p.T @ v.detach() - resp * self.var_k).mul_(rate))
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, K={self.K}, tau={self.tau}, B={self.batch_size}, B_max={self.batch_size_max}"
+
+
+@register_method
+class UnMixTNS(StatsAdapter):
+    name = "unmix-tns"
+    summary = "UnMix-TNS: instance statistics mixed with K running source-initialized components"
+    paper = "Tomar, Vray, Thiran, Bozorgtabar, ICLR 2024; devavratTomar/unmixtns"
+    option_defaults = {"K": 16, "batch_size": None, "batch_size_max": 64, "alpha": 0.5, "tau": 0.07, "seed": 0}
+    dataset_defaults = {
+        "cifar10": {"K": 16, "batch_size_max": 64},
+        "cifar100": {"K": 16, "batch_size_max": 64},
+        "imagenet": {"K": 16, "batch_size_max": 16},
+    }
+    shift_defaults = {"mixed": {"K": 128}}
+    notes = "K=128 for mixed domains; batch_size=None: lam uses each batch's size (B=1 works, lam scaled)"
+
+    @classmethod
+    def validate(cls, options: dict[str, Any]) -> None:
+        for key in ("K", "batch_size_max", "seed"):
+            if not isinstance(options[key], int) or isinstance(options[key], bool):
+                raise InputError(f"method 'unmix-tns': {key} must be an integer, got {options[key]!r}; pass an int")
+        check_range("K", options["K"], 1, float("inf"), cls.name)
+        check_range("batch_size_max", options["batch_size_max"], 1, float("inf"), cls.name)
+        if options["batch_size"] is not None:
+            check_range("batch_size", options["batch_size"], 1, float("inf"), cls.name)
+            options["batch_size"] = int(options["batch_size"])
+        check_range("alpha", options["alpha"], 0.0, 1.0, cls.name)
+        check_range("tau", options["tau"], 1e-8, float("inf"), cls.name)
+        options["alpha"], options["tau"] = float(options["alpha"]), float(options["tau"])
+
+    @classmethod
+    def layer_factory(cls, options: dict[str, Any]) -> Callable[[nn.Module], nn.Module]:
+        # One generator for the whole model: the noise of each layer follows from the seed
+        # and the layer's position in module order.
+        gen = torch.Generator().manual_seed(options["seed"])
+        K = options["K"]
+        scratch = Scratch()  # layers run one after another, so one temporary buffer serves all
+
+        def make(bn: nn.Module) -> nn.Module:
+            if isinstance(bn, nn.BatchNorm1d):
+                return SourceBatchNorm(bn)
+            noise = torch.randn(K, bn.num_features, generator=gen) if K > 1 else None
+            return UnMixTNS2d(bn, K, noise, options["alpha"], options["tau"],
+                              options["batch_size"], options["batch_size_max"], scratch)
+
+        return make
