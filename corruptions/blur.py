@@ -61,7 +61,7 @@ def glass_blur(x: np.ndarray, c: tuple, draws: Draws, ctx: Context) -> np.ndarra
             nxt = jumped
         # the value at p is the value the chain's last visited pixel copied from
         source = final[nrow, nxt]
-        flat_img = flat_img[nrow, source]
+        flat_img = np.take(flat_img.reshape(n * h * w, 3), source + nrow * (h * w), axis=0)
     img = flat_img.reshape(n, h, w, 3)
     return np.clip(gaussian(img / 255.0, sigma), 0, 1) * 255
 

@@ -9,15 +9,21 @@ def rgb2hsv(rgb: np.ndarray) -> np.ndarray:
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     v = rgb.max(-1)
     delta = np.ptp(rgb, axis=-1)
+    blue, green = b == v, g == v
+    # skimage assigns the red, green, blue cases in turn, so blue wins ties, then green
+    num = np.where(blue, r - g, np.where(green, b - r, g - b))
+    base = np.where(blue, 4.0, np.where(green, 2.0, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         s = delta / v
-        h = np.where(r == v, (g - b) / delta, 0.0)
-        h = np.where(g == v, 2.0 + (b - r) / delta, h)
-        h = np.where(b == v, 4.0 + (r - g) / delta, h)
+        h = base + num / delta
     s[delta == 0.0] = 0.0
     h = (h / 6.0) % 1.0
     h[delta == 0.0] = 0.0
     return np.stack([h, s, v], axis=-1)
+
+
+# hsv2rgb: which of (v, t, p, q) each RGB channel takes in each of the six hue sectors
+_SECTOR = np.array([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]])
 
 
 def hsv2rgb(hsv: np.ndarray) -> np.ndarray:
@@ -27,9 +33,6 @@ def hsv2rgb(hsv: np.ndarray) -> np.ndarray:
     p = v * (1 - s)
     q = v * (1 - f * s)
     t = v * (1 - (1 - f) * s)
-    hi = hi.astype(np.uint8) % 6
-    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    out = np.empty(hsv.shape, dtype=np.float64)
-    for ch in range(3):
-        out[..., ch] = np.choose(hi, [c[ch] for c in choices])
-    return out
+    sector = hi.astype(np.uint8) % 6
+    cand = np.stack([v, t, p, q], axis=-1)
+    return np.take_along_axis(cand, _SECTOR[sector], axis=-1)

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from scipy import ndimage
+from scipy import ndimage, signal
 
 
 def gaussian(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> np.ndarray:
@@ -30,16 +30,26 @@ def gaussian(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float
 def correlate_reflect101(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``cv2.filter2D`` (anchor at the centre, BORDER_REFLECT_101) on (N,H,W,C) float64.
 
-    The kernel must have odd sides. Runs as one grouped float64 convolution.
+    The kernel must have odd sides. Small kernels run as shifted multiply-adds over
+    the batch; larger ones through the FFT, as OpenCV itself does for kernels of
+    11x11 and more.
     """
     n, h, w, c = x.shape
     kh, kw = kernel.shape
     ry, rx = kh // 2, kw // 2
-    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).reshape(n * c, 1, h, w)
-    t = torch.nn.functional.pad(t, (rx, rx, ry, ry), mode="reflect")
-    k = torch.from_numpy(np.ascontiguousarray(kernel, dtype=np.float64))[None, None]
-    out = torch.nn.functional.conv2d(t, k)
-    return out.reshape(n, c, h, w).permute(0, 2, 3, 1).numpy()
+    if kh * kw <= 49:
+        p = np.pad(x, ((0, 0), (ry, ry), (rx, rx), (0, 0)), mode="reflect")
+        out = np.zeros(x.shape)
+        tmp = np.empty(x.shape)
+        for i in range(kh):
+            for j in range(kw):
+                if kernel[i, j] != 0:
+                    np.multiply(p[:, i : i + h, j : j + w], kernel[i, j], out=tmp)
+                    out += tmp
+        return out
+    p = np.pad(x, ((0, 0), (ry, ry), (rx, rx), (0, 0)), mode="reflect")
+    flipped = kernel[::-1, ::-1][None, :, :, None]  # correlation = convolution with the flipped kernel
+    return signal.fftconvolve(p, flipped, mode="valid", axes=(1, 2))
 
 
 def opencv_gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
@@ -103,21 +113,21 @@ def clipped_zoom_matrix(size: int, zoom: float) -> np.ndarray:
 def clipped_zoom_sum(x: np.ndarray, zooms: np.ndarray | list[float], dtype=np.float64) -> np.ndarray:
     """Sum over ``zooms`` of ``clipped_zoom(x, z)`` for a batch (N,H,W) or (N,H,W,C).
 
-    Each zoom is separable: ``A_h @ img @ A_w.T``; all zooms of one axis are done as
-    one matrix product on the whole batch.
+    Each zoom is separable, ``A_h @ img @ A_w.T``: the row maps of all zooms are
+    applied in one matrix product over the whole batch, then each zoom's column map
+    in one product.
     """
     squeeze = x.ndim == 3
     if squeeze:
         x = x[..., None]
     n, h, w, c = x.shape
-    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=dtype))  # N,C,H,W
-    ah = torch.from_numpy(np.stack([clipped_zoom_matrix(h, float(z)) for z in zooms]).astype(dtype))  # Z,H,H
-    aw = torch.from_numpy(np.stack([clipped_zoom_matrix(w, float(z)) for z in zooms]).astype(dtype))  # Z,W,W
-    # columns: (N*C*H, W) @ (W, Z*W)
-    cols = t.reshape(-1, w) @ aw.permute(2, 0, 1).reshape(w, -1)
-    cols = cols.reshape(n, c, h, len(zooms), w).permute(3, 0, 1, 2, 4)  # Z,N,C,H,W
-    out = torch.zeros((n, c, h, w), dtype=t.dtype)
-    for zi in range(len(zooms)):
-        out += torch.matmul(ah[zi], cols[zi])
-    res = out.permute(0, 2, 3, 1).numpy()
+    nz = len(zooms)
+    ah = torch.from_numpy(np.concatenate([clipped_zoom_matrix(h, float(z)) for z in zooms]).astype(dtype))  # Z*H,H
+    aw = torch.from_numpy(np.stack([clipped_zoom_matrix(w, float(z)).T for z in zooms]).astype(dtype))  # Z,W,W
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 3, 2), dtype=dtype)).reshape(h, n * c * w)  # H,(N,C,W)
+    rows = (ah @ t).reshape(nz, h * n * c, w)
+    out = torch.zeros((h * n * c, w), dtype=t.dtype)
+    for zi in range(nz):
+        out.addmm_(rows[zi], aw[zi])
+    res = out.reshape(h, n, c, w).permute(1, 0, 3, 2).numpy()
     return res[..., 0] if squeeze else res

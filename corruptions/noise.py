@@ -19,27 +19,41 @@ def gaussian_noise(x: np.ndarray, c: float, draws: Draws, ctx: Context) -> np.nd
     return np.clip(xf + draws.normal(0, x.shape[1:], scale=c), 0, 1) * 255
 
 
+_GUIDE = 256  # buckets of the inversion guide table
+
+
 @lru_cache(maxsize=32)
-def _poisson_table(c: float) -> tuple[np.ndarray, int]:
-    """Cumulative Poisson(lam = v/255 * c) probabilities for every grey level v, rows offset by 2v."""
+def _poisson_tables(c: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """CDF of Poisson(v/255 * c) for every grey level v (flattened rows) and a guide table.
+
+    ``guide[v, j]`` is the smallest k with ``cdf[v, k] >= j / _GUIDE``: a search for u
+    can start there, since the answer is never below it.
+    """
     lam = np.arange(256) / 255.0 * c
     kmax = int(np.ceil(c + 12 * np.sqrt(c) + 30))
     cdf = stats.poisson.cdf(np.arange(kmax)[None, :], lam[:, None])
     cdf[:, -1] = 1.0
-    return (cdf + 2.0 * np.arange(256)[:, None]).ravel(), kmax
+    levels = np.arange(_GUIDE) / _GUIDE
+    guide = np.stack([np.searchsorted(row, levels, side="left") for row in cdf])  # 256 rows, once per c
+    return cdf.ravel(), guide.ravel(), kmax
 
 
 def shot_noise(x: np.ndarray, c: float, draws: Draws, ctx: Context) -> np.ndarray:
     """``clip(Poisson(x/255 * c) / c, 0, 1) * 255``.
 
-    The Poisson draw inverts the exact CDF of ``Poisson(v/255 * c)`` (one table per
-    grey level v, all rows searched in one call), so each value uses one uniform.
+    The Poisson draw inverts the exact CDF of ``Poisson(v/255 * c)`` for each value's
+    grey level v: start from a guide table, then step up while ``cdf[k] < u``.
     """
-    table, kmax = _poisson_table(float(c))
-    u = draws.uniform(0, x.shape[1:])
-    row = x.astype(np.int64)
-    k = np.searchsorted(table, u + 2.0 * row, side="left") - row * kmax
-    return np.clip(k / c, 0, 1) * 255
+    cdf, guide, kmax = _poisson_tables(float(c))
+    u = draws.uniform(0, x.shape[1:]).ravel()
+    row = x.ravel().astype(np.int64)
+    k = guide[row * _GUIDE + (u * _GUIDE).astype(np.int64)]
+    base = row * kmax
+    todo = np.nonzero(cdf[base + k] < u)[0]
+    while todo.size:
+        k[todo] += 1
+        todo = todo[cdf[base[todo] + k[todo]] < u[todo]]
+    return np.clip(k.reshape(x.shape) / c, 0, 1) * 255
 
 
 def impulse_noise(x: np.ndarray, c: float, draws: Draws, ctx: Context) -> np.ndarray:

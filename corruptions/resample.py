@@ -4,6 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 _PIL_BITS = 22  # Pillow's PRECISION_BITS for 8-bit images (32 - 8 - 2)
 
@@ -42,13 +43,14 @@ def pil_box_resize(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     n, h, w, c = x.shape
     half = 1 << (_PIL_BITS - 1)
     if out_w != w:
-        kw = pil_box_weights(w, out_w)
-        t = np.einsum("ox,nyxc->nyoc", kw, x.astype(np.int64), optimize=True)
-        x = np.clip((t + half) >> _PIL_BITS, 0, 255).astype(np.uint8)
+        kw = pil_box_weights(w, out_w).astype(np.float64)
+        # one matrix product over the batch; sums stay exact integers < 2**53
+        t = np.tensordot(x.astype(np.float64), kw, axes=([2], [1])).transpose(0, 1, 3, 2)
+        x = np.clip(np.floor((t + half) / (1 << _PIL_BITS)), 0, 255).astype(np.uint8)
     if out_h != h:
-        kh = pil_box_weights(h, out_h)
-        t = np.einsum("oy,nyxc->noxc", kh, x.astype(np.int64), optimize=True)
-        x = np.clip((t + half) >> _PIL_BITS, 0, 255).astype(np.uint8)
+        kh = pil_box_weights(h, out_h).astype(np.float64)
+        t = np.tensordot(x.astype(np.float64), kh, axes=([1], [1])).transpose(0, 3, 1, 2)
+        x = np.clip(np.floor((t + half) / (1 << _PIL_BITS)), 0, 255).astype(np.uint8)
     return x
 
 
@@ -89,43 +91,32 @@ def reflect101(i: np.ndarray, n: int) -> np.ndarray:
     return np.where(i >= n, period - i, i)
 
 
-def _gather(img: np.ndarray, yi: np.ndarray, xi: np.ndarray) -> np.ndarray:
-    n, h, w = img.shape[:3]
-    flat = img.reshape(n * h * w, *img.shape[3:])
-    idx = (np.arange(n).reshape((n,) + (1,) * (yi.ndim - 1)) * h + yi) * w + xi
-    return flat[idx]
-
-
 def bilinear(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, border: str) -> np.ndarray:
     """Bilinear sampling of (N,H,W,C) at per-pixel coordinates ys, xs of shape (N,h,w).
 
-    border='reflect101': OpenCV remap/warpAffine with BORDER_REFLECT_101 (each of
-    the four taps mapped separately). border='reflect': scipy ``map_coordinates``
-    ``order=1, mode='reflect'``: the coordinate is first reflected about the pixel
-    edges -0.5 and n-0.5 (half-sample symmetric), then the taps are clamped.
+    border='reflect101': OpenCV remap/warpAffine with BORDER_REFLECT_101. Mapping
+    each tap through reflect-101 equals reflecting the coordinate about pixel
+    centres 0 and n-1, which is torch ``grid_sample(align_corners=True,
+    padding_mode='reflection')``. border='reflect': scipy ``map_coordinates(order=1,
+    mode='reflect')``: the coordinate is reflected about the pixel edges -0.5 and
+    n-0.5 and the taps clamped, which is ``grid_sample(align_corners=False,
+    padding_mode='reflection')``. Computed in float64, returned in img's dtype.
     """
-    n, h, w = img.shape[:3]
-    if border == "reflect":
-        ys = _reflect_coord(ys, h)
-        xs = _reflect_coord(xs, w)
-    y0 = np.floor(ys)
-    x0 = np.floor(xs)
-    fy = (ys - y0).astype(img.dtype)[..., None]
-    fx = (xs - x0).astype(img.dtype)[..., None]
-    y0 = y0.astype(np.int64)
-    x0 = x0.astype(np.int64)
-    if border == "reflect":
-        ya, yb = np.clip(y0, 0, h - 1), np.clip(y0 + 1, 0, h - 1)
-        xa, xb = np.clip(x0, 0, w - 1), np.clip(x0 + 1, 0, w - 1)
-    elif border == "reflect101":
-        ya, yb = reflect101(y0, h), reflect101(y0 + 1, h)
-        xa, xb = reflect101(x0, w), reflect101(x0 + 1, w)
+    n, h, w, c = img.shape
+    if border == "reflect101":
+        gx = xs * (2.0 / (w - 1)) - 1.0 if w > 1 else np.zeros_like(xs)
+        gy = ys * (2.0 / (h - 1)) - 1.0 if h > 1 else np.zeros_like(ys)
+        corners = True
+    elif border == "reflect":
+        gx = (xs + 0.5) * (2.0 / w) - 1.0
+        gy = (ys + 0.5) * (2.0 / h) - 1.0
+        corners = False
     else:
         raise ValueError(f"unknown border {border!r}")
-    one = np.ones((), dtype=img.dtype)
-    top = _gather(img, ya, xa) * (one - fx) + _gather(img, ya, xb) * fx
-    bottom = _gather(img, yb, xa) * (one - fx) + _gather(img, yb, xb) * fx
-    return top * (one - fy) + bottom * fy
+    t = torch.from_numpy(np.ascontiguousarray(img.transpose(0, 3, 1, 2), dtype=np.float64))
+    grid = torch.from_numpy(np.stack([gx, gy], axis=-1).astype(np.float64))
+    out = torch.nn.functional.grid_sample(t, grid, mode="bilinear", padding_mode="reflection", align_corners=corners)
+    return out.permute(0, 2, 3, 1).numpy().astype(img.dtype)
 
 
 def _reflect_coord(c: np.ndarray, n: int) -> np.ndarray:

@@ -38,6 +38,7 @@ class Draws:
         return len(self.indices)
 
     def _bits(self, site: int, count: int) -> np.ndarray:
+        """(N, count) uint64 hashes: a SplitMix64 stream per image."""
         key = np.random.SeedSequence([self.seed, self.name_id, site]).generate_state(1, np.uint64)[0]
         with np.errstate(over="ignore"):
             start = _mix(key ^ _mix(self.indices + _GOLDEN))
@@ -45,10 +46,15 @@ class Draws:
             return _mix(start[:, None] + steps[None, :])
 
     def uniform(self, site: int, shape: tuple[int, ...], low: float = 0.0, high: float = 1.0) -> np.ndarray:
-        """Uniform float64 in the open interval (low, high), shape (N, *shape)."""
+        """Uniform float64 in the open interval (low, high), shape (N, *shape), 32-bit resolution.
+
+        Each 64-bit hash gives two values (its high and low halves).
+        """
         count = int(np.prod(shape, dtype=np.int64))
-        u = (self._bits(site, count) >> np.uint64(11)).astype(np.float64)
-        u = (u + 0.5) * (1.0 / 2.0**53)
+        bits = self._bits(site, (count + 1) // 2).view(np.uint32).reshape(len(self), -1)[:, :count]
+        u = bits.astype(np.float64)
+        u += 0.5
+        u *= 1.0 / 2.0**32
         if low != 0.0 or high != 1.0:
             u = low + (high - low) * u
         return u.reshape((len(self),) + tuple(shape))
