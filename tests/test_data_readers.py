@@ -43,6 +43,11 @@ def test_imagenet_c_labels_follow_canonical_list_not_present_folders(tmp_path):
     (batch,) = list(stream)
     assert batch.x.shape == (6, 3, 8, 8) and 0 <= float(batch.x.min()) and float(batch.x.max()) <= 1
     assert np.array_equal(batch.y.numpy(), dom.labels[batch.index.numpy()])
+    # lazy decoding in DataLoader worker processes gives the same batches
+    in_workers = make_stream(src, "iid", domains=["fog"], batch_size=2, seed=0, num_workers=2)
+    in_main = make_stream(src, "iid", domains=["fog"], batch_size=2, seed=0, num_workers=0)
+    pairs = list(zip(in_workers, in_main))
+    assert len(pairs) == 3 and all(torch.equal(a.x, b.x) and torch.equal(a.y, b.y) for a, b in pairs)
 
 
 def test_torchvision_cifar_folder_is_read_without_md5(tmp_path):

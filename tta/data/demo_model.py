@@ -48,8 +48,9 @@ def demo_weights_path() -> Path:
     return cache_dir() / "demo" / WEIGHTS_NAME
 
 
-def train_demo_model(epochs: int = EPOCHS) -> DemoCNN:
+def train_demo_model(epochs: int | None = None) -> DemoCNN:
     """Train the demo CNN on the 1,000 clean training digits (deterministic on CPU)."""
+    epochs = epochs or EPOCHS
     (images, labels), _ = demo_split()
     gen = torch.Generator().manual_seed(TRAIN_SEED)
     torch.manual_seed(TRAIN_SEED)

@@ -1,6 +1,7 @@
 """A domain: one (corruption, severity) set of labelled images, read a batch at a time."""
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,26 @@ class ArrayDomain(Domain):
         super().__init__(name, severity, labels, source)
         self.images = images
 
+    #: bytes read from a memory map before its pages are dropped from this process's RSS
+    release_every: int = 32 << 20
+
     def load(self, indices: np.ndarray) -> torch.Tensor:
-        return to_float_nchw(self.images[np.asarray(indices)], f"{self.source} ({self.key})")
+        rows = self.images[np.asarray(indices)]
+        self._release_pages(rows.nbytes)
+        return to_float_nchw(rows, f"{self.source} ({self.key})")
+
+    def _release_pages(self, nbytes: int) -> None:
+        # Pages of a read-only file mapping stay resident (and count in RSS) once
+        # touched; dropping them now and then keeps a pass over a 150 MB file from
+        # growing the process by the file's size. They are re-read from the page
+        # cache if touched again.
+        mm = getattr(self.images, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        self._since_release = getattr(self, "_since_release", 0) + nbytes
+        if self._since_release >= self.release_every:
+            mm.madvise(mmap.MADV_DONTNEED)
+            self._since_release = 0
 
 
 def to_float_nchw(rows: np.ndarray, where: str) -> torch.Tensor:

@@ -62,6 +62,15 @@ class GeneratedSource(DomainSource):
         super().__init__(f"{dataset} test set from {origin}, corruptions generated (seed {seed})", names, num_classes)
         self.images, self.labels, self.seed, self.preset, self.origin = images, labels, seed, preset, origin
 
+    def check_domains(self, names: list[str]) -> None:
+        """Corrupt one image per domain up front, so a missing dependency (e.g. frost textures)
+        stops the run before it starts rather than halfway through."""
+        super().check_domains(names)
+        mod = corruptions_module()
+        probe = np.ascontiguousarray(self.images[:1])
+        for name in names:
+            mod.corrupt(probe, name, 1, preset=self.preset, seed=self.seed, indices=np.zeros(1, dtype=np.int64))
+
     def _make(self, name: str, severity: int) -> GeneratedDomain:
         return GeneratedDomain(self.images, self.labels, name, severity, self.seed, self.preset, self.origin)
 

@@ -104,7 +104,7 @@ class Stream:
             return
         loader = torch.utils.data.DataLoader(
             _Batches(self), batch_size=None, shuffle=False, num_workers=self.num_workers,
-            collate_fn=lambda b: b, persistent_workers=False,
+            collate_fn=_identity, persistent_workers=False,
         )
         yield from loader
 
@@ -122,6 +122,10 @@ class Stream:
 
     def export_order(self, path: str | Path) -> None:
         self.order.save(path)
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
 
 
 class _Batches(torch.utils.data.Dataset):
