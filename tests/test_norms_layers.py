@@ -9,8 +9,8 @@ from torch import nn
 from tta.errors import InputError
 from tta.norms.power_norm import _PowerFunction
 from tta.norms import (
-    BatchChannelNorm2d, CRMSNorm, EstBN, GhostBatchNorm2d, LayerNorm2d, PowerNorm2d, RMSNorm, RMSNorm2d,
-    ScaledStdConv2d, WSConv2d, crms_norm, group_norm, instance_norm, standardize,
+    NORMS, BatchChannelNorm2d, CRMSNorm, EstBN, GhostBatchNorm2d, LayerNorm2d, PowerNorm2d, RMSNorm, RMSNorm2d,
+    ScaledStdConv2d, WSConv2d, crms_norm, group_norm, instance_norm, norm_factory, standardize,
 )
 
 
@@ -277,3 +277,14 @@ def test_crms_norm_is_layer_norm_of_the_implied_zero_mean_vector() -> None:
     ln = F.layer_norm(full, (9,), eps=1e-5)
     torch.testing.assert_close(crms_norm(compressed), ln[:, :-1])
     torch.testing.assert_close(CRMSNorm(8).double()(compressed), ln[:, :-1])
+
+
+# ---------------------------------------------------------------- every kind: shapes and modes
+@pytest.mark.parametrize("kind", sorted(NORMS))
+def test_every_kind_keeps_the_shape_in_train_and_eval(kind: str) -> None:
+    layer = norm_factory(kind, **({"num_groups": 4} if kind in ("gn", "bcn") else {}))(8).double()
+    x = _x(2, 8, 5, 7)
+    assert layer.train()(x).shape == x.shape
+    single = _x(1, 8, 3, 1)  # one image, odd spatial size: fine at test time for every kind
+    out = layer.eval()(single)
+    assert out.shape == single.shape and torch.isfinite(out).all()
