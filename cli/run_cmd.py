@@ -10,6 +10,7 @@ import click
 from tta.errors import InputError
 from tta.evaluate import evaluate
 from tta.experiment import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY, RunConfig, finish, prepare
+from tta.resume import load_partial, partial_path, run_key, save_partial
 from tta.results import DEMO_BANNER, check_writable, markdown_table, write_json
 
 
@@ -63,6 +64,9 @@ def _parse_delta(value: str | None) -> float | str | None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Result JSON. [default: tta-results/<dataset>-<method>-<shift>-s<seed>.json]")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save the error curve (needs matplotlib).")
+@click.option("--checkpoint-every", default=120.0, show_default=True, type=float,
+              help="Seconds between saves of the run's progress (<output>.partial.pt), for resuming.")
+@click.option("--fresh", is_flag=True, help="Ignore saved progress of an interrupted run and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run_cmd(**kw) -> None:
     """Run a model through a shifting test stream, adapting online, and report the error.
@@ -97,12 +101,24 @@ def run_cmd(**kw) -> None:
         click.secho(f"*** {DEMO_BANNER} ***", err=True, bold=True)
     if kw["export_order"]:
         prepared.stream.export_order(kw["export_order"])
-    metrics = evaluate(prepared.adapted, prepared.stream, device=prepared.device, progress=not kw["quiet"])
-    doc = finish(prepared, metrics)
-    output = kw["output"] or str(
-        Path("tta-results") / f"{prepared.source.dataset}-{config.method}-{config.shift}-s{config.seed}.json"
+    output = check_writable(kw["output"] or Path("tta-results") / (
+        f"{prepared.source.dataset}-{config.method}-{config.shift}-s{config.seed}.json"))
+    # Progress of a long run is saved beside the result; rerunning the same command resumes it.
+    partial = partial_path(output)
+    key = run_key(prepared.stream.fingerprint(), config.method, prepared.hparams, prepared.model_info["checkpoint_sha256"])
+    resumed = None if kw["fresh"] else load_partial(partial, key, prepared.adapted)
+    start, tally = resumed if resumed else (0, None)
+    if resumed:
+        click.echo(f"resuming at batch {start} of {len(prepared.stream)} from {partial} (--fresh to start over)", err=True)
+    metrics = evaluate(
+        prepared.adapted, prepared.stream, device=prepared.device, progress=not kw["quiet"], start_batch=start,
+        tally=tally, checkpoint=lambda nxt, t: save_partial(partial, key, nxt, t, prepared.adapted),
+        checkpoint_every_s=kw["checkpoint_every"],
     )
-    write_json(check_writable(output), doc)
+    doc = finish(prepared, metrics)
+    doc["stream"]["resumed_at_batch"] = start
+    write_json(output, doc)
+    partial.unlink(missing_ok=True)
     if kw["plot"]:
         from tta.plotting import plot_error_curve  # noqa: PLC0415  (matplotlib is optional)
 

@@ -10,7 +10,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -64,6 +64,53 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return (rss / 2**20 if sys.platform == "darwin" else rss / 1024), "process_peak_rss"
 
 
+class Tally:
+    """Running counts of an online pass; ``state()`` / ``from_state`` make a pass resumable."""
+
+    def __init__(self, n_domains: int) -> None:
+        self.wrong = np.zeros(n_domains, dtype=np.int64)
+        self.seen = np.zeros(n_domains, dtype=np.int64)
+        self.conf: list[np.ndarray] = []
+        self.correct: list[np.ndarray] = []
+        self.preds: list[np.ndarray] = []
+        self.batch_errors: list[float] = []
+        self.batch_domains: list[int] = []
+        self.elapsed = 0.0
+
+    def add(self, pred: torch.Tensor, conf: torch.Tensor, y: torch.Tensor, domain: torch.Tensor, keep: bool) -> None:
+        ok = (pred == y).numpy()
+        dom = domain.numpy()
+        np.add.at(self.seen, dom, 1)
+        np.add.at(self.wrong, dom, (~ok).astype(np.int64))
+        self.conf.append(conf.numpy())
+        self.correct.append(ok)
+        self.batch_errors.append(float(100 * (1 - ok.mean())))
+        self.batch_domains.append(int(dom[0]))
+        if keep:
+            self.preds.append(pred.numpy())
+
+    def state(self) -> dict[str, Any]:
+        """Tensors and plain lists only, so ``torch.load(weights_only=True)`` reads it back."""
+        cat = lambda xs, dt: torch.from_numpy(np.concatenate(xs)) if xs else torch.zeros(0, dtype=dt)  # noqa: E731
+        return {
+            "wrong": torch.from_numpy(self.wrong.copy()), "seen": torch.from_numpy(self.seen.copy()),
+            "conf": cat(self.conf, torch.float32), "correct": cat(self.correct, torch.bool),
+            "preds": cat(self.preds, torch.int64), "batch_errors": list(self.batch_errors),
+            "batch_domains": list(self.batch_domains), "elapsed": float(self.elapsed),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Tally":
+        t = cls(len(state["wrong"]))
+        t.wrong, t.seen = state["wrong"].numpy().copy(), state["seen"].numpy().copy()
+        t.conf = [state["conf"].numpy()] if len(state["conf"]) else []
+        t.correct = [state["correct"].numpy()] if len(state["correct"]) else []
+        t.preds = [state["preds"].numpy()] if len(state["preds"]) else []
+        t.batch_errors, t.batch_domains = list(state["batch_errors"]), list(state["batch_domains"])
+        t.elapsed = float(state["elapsed"])
+        return t
+
+
 def evaluate(
     adapted: torch.nn.Module,
     stream: Any,
@@ -71,57 +118,61 @@ def evaluate(
     device: str | torch.device = "cpu",
     progress: bool = True,
     keep_predictions: bool = False,
+    start_batch: int = 0,
+    tally: Tally | None = None,
+    checkpoint: Callable[[int, Tally], None] | None = None,
+    checkpoint_every_s: float = 300.0,
 ) -> OnlineMetrics:
     """Run ``adapted`` once over ``stream`` and measure online error, calibration and speed.
 
     ``adapted.reset()`` is called before every batch the stream marks ``reset``
-    (the start, and every block under the ``iid`` shift).
+    (the start, and every block under the ``iid`` shift). To resume an interrupted
+    pass, give the adapter its saved state, ``start_batch`` and the saved ``tally``;
+    ``checkpoint(next_batch, tally)`` is called at most every ``checkpoint_every_s``
+    seconds so that such a state can be saved.
     """
     device = torch.device(device)
-    n_dom = len(stream.domains)
-    wrong = np.zeros(n_dom, dtype=np.int64)
-    seen = np.zeros(n_dom, dtype=np.int64)
-    conf_all, correct_all, preds = [], [], []
-    batch_errors, batch_domains = [], []
+    tally = tally or Tally(len(stream.domains))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    for batch in tqdm(stream, total=len(stream), disable=not progress, desc="tta run", unit="batch", leave=False):
+    start = last_saved = time.perf_counter()
+    base_elapsed = tally.elapsed
+    batches = stream.batches(start_batch)
+    for i, batch in enumerate(
+        tqdm(batches, total=len(stream), initial=start_batch, disable=not progress, desc="tta run", unit="batch", leave=False),
+        start=start_batch,
+    ):
         if batch.reset and hasattr(adapted, "reset"):
             adapted.reset()
         logits = adapted(batch.x.to(device, non_blocking=True))
         with torch.no_grad():
             prob = torch.softmax(logits.detach().float(), dim=1).cpu()
         conf, pred = prob.max(dim=1)
-        ok = (pred == batch.y).numpy()
-        dom = batch.domain.numpy()
-        np.add.at(seen, dom, 1)
-        np.add.at(wrong, dom, (~ok).astype(np.int64))
-        conf_all.append(conf.numpy())
-        correct_all.append(ok)
-        batch_errors.append(float(100 * (1 - ok.mean())))
-        batch_domains.append(int(dom[0]))
-        if keep_predictions:
-            preds.append(pred.numpy())
-    wall = time.perf_counter() - start
+        tally.add(pred, conf, batch.y, batch.domain, keep_predictions)
+        now = time.perf_counter()
+        tally.elapsed = base_elapsed + now - start
+        if checkpoint is not None and i + 1 < len(stream) and now - last_saved >= checkpoint_every_s:
+            checkpoint(i + 1, tally)
+            last_saved = time.perf_counter()
+    wall = tally.elapsed
     # plain corruption names when every domain has the same severity
     same = len({d.severity for d in stream.domains}) == 1 and len({d.name for d in stream.domains}) == len(stream.domains)
     keys = [d.name if same else d.key for d in stream.domains]
-    per_domain = {k: float(100 * w / s) for k, w, s in zip(keys, wrong, seen) if s > 0}
-    total = int(seen.sum())
+    per_domain = {k: float(100 * w / s) for k, w, s in zip(keys, tally.wrong, tally.seen) if s > 0}
+    total = int(tally.seen.sum())
     peak, kind = peak_memory_mb(device)
     return OnlineMetrics(
         domain_keys=keys,
         domain_errors=per_domain,
-        overall_error=float(100 * wrong.sum() / max(total, 1)),
+        overall_error=float(100 * tally.wrong.sum() / max(total, 1)),
         mean_domain_error=float(np.mean(list(per_domain.values()))) if per_domain else 0.0,
-        ece=expected_calibration_error(np.concatenate(conf_all), np.concatenate(correct_all)) if conf_all else 0.0,
-        batch_errors=batch_errors,
-        batch_domains=batch_domains,
+        ece=expected_calibration_error(np.concatenate(tally.conf), np.concatenate(tally.correct)) if tally.conf else 0.0,
+        batch_errors=tally.batch_errors,
+        batch_domains=tally.batch_domains,
         num_samples=total,
         wall_time_s=wall,
         images_per_s=total / wall if wall > 0 else 0.0,
         peak_memory_mb=peak,
         memory_kind=kind,
-        predictions=np.concatenate(preds) if keep_predictions and preds else None,
+        predictions=np.concatenate(tally.preds) if keep_predictions and tally.preds else None,
     )

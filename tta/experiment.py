@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from .adapt import adapt
@@ -94,6 +95,7 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
     )
     model, model_info = _load_model(config, source)
     opts = {**method_defaults(config.method, source.dataset, config.shift), **config.options}
+    torch.manual_seed(config.seed)  # methods that draw from torch's global RNG are reproducible too
     adapted = adapt(model.to(device), method=config.method, **opts)
     hparams = adapted.hparams() or opts
     log.info("%s on %s with %d thread(s)", config.method, source.label, threads)

@@ -98,12 +98,16 @@ class Stream:
         return Batch(x, y, dom_t, idx_t, b, reset)
 
     def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+    def batches(self, start: int = 0) -> Iterator[Batch]:
+        """The batches from number ``start`` on (to resume an interrupted pass)."""
         if self.num_workers <= 0:
-            for i in range(len(self.plan)):
+            for i in range(start, len(self.plan)):
                 yield self.batch(i)
             return
         loader = torch.utils.data.DataLoader(
-            _Batches(self), batch_size=None, shuffle=False, num_workers=self.num_workers,
+            _Batches(self, start), batch_size=None, shuffle=False, num_workers=self.num_workers,
             collate_fn=_identity, persistent_workers=False,
         )
         yield from loader
@@ -129,14 +133,15 @@ def _identity(batch: Batch) -> Batch:
 
 
 class _Batches(torch.utils.data.Dataset):
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Stream, start: int = 0) -> None:
         self.stream = stream
+        self.start = start
 
     def __len__(self) -> int:
-        return len(self.stream)
+        return len(self.stream) - self.start
 
     def __getitem__(self, i: int) -> Batch:
-        return self.stream.batch(i)
+        return self.stream.batch(self.start + i)
 
 
 def make_stream(
