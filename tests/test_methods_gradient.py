@@ -129,3 +129,27 @@ def test_core_uses_alpha_bn_statistics_and_is_honest_about_its_loss():
     assert a.hparams()["norm"] == "alpha-bn" and a.hparams()["temperature"] == 2.5
     assert "stand-in" in Core.notes.lower()
     assert any("core" in line for line in list_methods()) and any("STAND-IN" in line for line in list_methods())
+
+
+def test_tent_finds_custom_norm_layers_by_name_and_nothing_else():
+    class ScaleNorm2d(nn.Module):  # a custom norm: recognized by its class name
+        def __init__(self) -> None:
+            super().__init__()
+            self.gain = nn.Parameter(torch.ones(1, 4, 1, 1))
+
+        def forward(self, x):
+            return self.gain * x / x.pow(2).mean((1, 2, 3), keepdim=True).add(1e-5).sqrt()
+
+    class NormalizedInput(nn.Module):  # not a norm layer, despite the word
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x * self.scale
+
+    net = nn.Sequential(NormalizedInput(), nn.Conv2d(3, 4, 3), ScaleNorm2d(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    a = tta.adapt(net, "tent", lr=0.1)
+    a(batches(1)[0])
+    assert [id(p) for p in a.params] == [id(a.model[2].gain)]
+    assert not torch.equal(a.model[2].gain, net[2].gain) and torch.equal(a.model[0].scale, net[0].scale)

@@ -11,6 +11,7 @@ affine parameters of those layers when no ``norm`` is asked for.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
 import torch
@@ -26,13 +27,14 @@ from .stats import SourceStatsMixin
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "sgd")
+_NORM_NAME = re.compile(r"Norm(\d+d)?$")
 
 
 def is_norm_layer(module: nn.Module) -> bool:
     """Whether ``module`` is a normalization layer whose parameters a TTA objective may adapt."""
     torch_norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
-    # Custom norms from other packages (e.g. an RMSNorm) are recognized by their class name.
-    return isinstance(module, (*torch_norms, SourceStatsMixin)) or "Norm" in type(module).__name__
+    # Custom norms (RMSNorm, PowerNorm2d, ...) are recognized by a class name ending in "Norm" or "NormNd".
+    return isinstance(module, (*torch_norms, SourceStatsMixin)) or bool(_NORM_NAME.search(type(module).__name__))
 
 
 def norm_parameters(model: nn.Module) -> list[nn.Parameter]:

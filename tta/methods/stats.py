@@ -80,8 +80,8 @@ def needs_exact_grad(x: torch.Tensor, *params: torch.Tensor | None) -> bool:
 class Scratch:
     """One reusable buffer for a layer-input-sized temporary, shared by the layers of a model.
 
-    Not state: it is never saved, and it is reallocated when the device, dtype or
-    inference-mode flag changes. On CPU a fresh activation-sized allocation costs more
+    Not state: it is never saved, and it is reallocated when the device or dtype changes
+    or when a buffer made under ``torch.inference_mode()`` is needed outside it. On CPU a fresh activation-sized allocation costs more
     (page faults) than the arithmetic that fills it.
     """
 
@@ -91,8 +91,9 @@ class Scratch:
     def like(self, x: torch.Tensor) -> torch.Tensor:
         """An uninitialized tensor with the shape and strides of ``x`` (dense ``x`` only)."""
         b = self.buf
+        # an inference tensor cannot be written outside inference mode (the reverse is fine)
         if (b is None or b.numel() < x.numel() or b.device != x.device or b.dtype != x.dtype
-                or b.is_inference() != torch.is_inference_mode_enabled()):
+                or (b.is_inference() and not torch.is_inference_mode_enabled())):
             b = self.buf = torch.empty(x.numel(), device=x.device, dtype=x.dtype)
         return b.as_strided(x.shape, x.stride())
 

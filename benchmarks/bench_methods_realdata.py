@@ -1,0 +1,74 @@
+"""Online error of every method on the shared CIFAR-10 test set with Gaussian noise, i.i.d. vs class-sorted.
+
+The full-size version of tests/test_methods_realdata.py: the shared ResNet-20, all 10,000
+shared CIFAR-10 test images plus N(0, 0.1^2) noise (seed 0, clipped to [0, 1]), batch 64,
+one pass. "sorted" is the stored class-sorted row order (a fully label-correlated stream);
+"iid" is a seeded shuffle (seed 1).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_methods_realdata.py [--shared ../shared] [--step 1]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import tta
+
+METHODS: list[tuple[str, dict]] = [
+    ("source", {}),
+    ("tbn", {}),
+    ("tbn-ema", {}),
+    ("alpha-bn", {}),
+    ("adab2n", {}),
+    ("momentum-decay", {}),
+    ("unmix-tns", {"K": 16}),
+    ("tent", {}),
+    ("tent", {"norm": "unmix-tns", "norm_options": {"K": 16}, "lr": 1e-5}),
+    ("core", {}),
+]
+
+
+def online_error(adapter, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
+    wrong = 0
+    for i in range(0, len(x), batch):
+        wrong += int((adapter(x[i : i + batch]).argmax(1) != y[i : i + batch]).sum())
+    return 100.0 * wrong / len(x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", default=os.environ.get("TTA_SHARED", str(Path(__file__).resolve().parents[2] / "shared")))
+    parser.add_argument("--step", type=int, default=1, help="use every step-th image (1 = all 10,000)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--sigma", type=float, default=0.1)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shared = Path(args.shared)
+    images = np.load(shared / "data/cifar10/test_images.npy", mmap_mode="r")
+    labels = np.load(shared / "data/cifar10/test_labels.npy")
+    idx = np.arange(0, len(images), args.step)
+    x = torch.from_numpy(np.array(images[idx])).permute(0, 3, 1, 2).float().div_(255)
+    x = (x + args.sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp_(0, 1)
+    y = torch.from_numpy(labels[idx])
+    shuffle = torch.randperm(len(idx), generator=torch.Generator().manual_seed(1))
+    model = tta.load_model("resnet20", checkpoint=shared / "models/cifar10/resnet20.th")
+    print(f"ResNet-20, {len(idx)} CIFAR-10 test images + N(0, {args.sigma}^2) noise, batch {args.batch}, "
+          f"{torch.get_num_threads()} thread(s); online error %")
+    print("| method | options | iid | class-sorted | seconds |")
+    print("|---|---|---|---|---|")
+    for name, opts in METHODS:
+        t0 = time.perf_counter()
+        iid = online_error(tta.adapt(model, name, **opts), x[shuffle], y[shuffle], args.batch)
+        srt = online_error(tta.adapt(model, name, **opts), x, y, args.batch)
+        shown = ", ".join(f"{k}={v}" for k, v in opts.items()) or "-"
+        print(f"| {name} | {shown} | {iid:.2f} | {srt:.2f} | {time.perf_counter() - t0:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
