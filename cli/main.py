@@ -10,6 +10,7 @@ from tta import __version__
 from tta.errors import TTAError
 
 from .corrupt_cmd import corrupt_cmd
+from .data_cmd import data_cmd
 from .list_cmd import list_cmd
 from .reserved import RESERVED
 from .train_cmd import train_cmd
@@ -42,6 +43,7 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(corrupt_cmd)
+cli.add_command(data_cmd)
 cli.add_command(list_cmd)
 cli.add_command(train_cmd)
 cli.add_command(run_cmd)

@@ -7,7 +7,6 @@ from tta.errors import NotImplementedYet
 
 _PENDING = {
     "bench": "run the performance benchmarks",
-    "data": "fetch and check datasets",
 }
 
 

@@ -1,0 +1,50 @@
+"""``tta data``: where datasets are looked for, check a CIFAR-C folder, download one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from tta.data import default_data_dir
+from tta.data.check import check_cifar_c
+from tta.data.download import download_cifar_c, network_available
+from tta.errors import DataError
+
+_DATASET = click.option("--dataset", type=click.Choice(["cifar10", "cifar100"]), default="cifar10", show_default=True)
+_DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                         help="[default: $TTA_DATA or ~/.cache/tta/data]")
+
+
+@click.group("data")
+def data_cmd() -> None:
+    """Fetch and check datasets."""
+
+
+@data_cmd.command("where")
+def where() -> None:
+    """Print the folder `tta run` reads datasets from by default."""
+    click.echo(default_data_dir())
+
+
+@data_cmd.command("check")
+@_DATASET
+@_DATA_DIR
+def check(dataset: str, data_dir: str | None) -> None:
+    """Check every file of a CIFAR-C folder (shapes, dtypes, sizes); exit 2 if any is missing or broken."""
+    rows = check_cifar_c(Path(data_dir) if data_dir else default_data_dir(), dataset)
+    for name, ok, detail in rows:
+        click.echo(f"{'ok ' if ok else 'BAD'} {name:24s} {detail}")
+    bad = [name for name, ok, _ in rows if not ok]
+    if bad:
+        raise DataError(f"{len(bad)} file(s) missing or broken: {', '.join(bad)}; re-download with `tta data fetch`")
+
+
+@data_cmd.command("fetch")
+@_DATASET
+@_DATA_DIR
+def fetch(dataset: str, data_dir: str | None) -> None:
+    """Download CIFAR-10-C / CIFAR-100-C from Zenodo (MD5-checked, resumable) and unpack it."""
+    root = Path(data_dir) if data_dir else default_data_dir()
+    if not network_available():
+        raise DataError("zenodo.org cannot be reached from here; download the archive elsewhere and unpack it into " + str(root))
+    click.echo(download_cifar_c(root, dataset))
