@@ -43,6 +43,7 @@ class CifarCSource(DomainSource):
         ]
         super().__init__(f"{FOLDERS[dataset]} ({self.root})", names, NUM_CLASSES[dataset])
         self.labels_all = self._read_labels()
+        self._maps: dict[str, np.ndarray] = {}
         self.per_severity = len(self.labels_all) // SEVERITIES
 
     def _read_labels(self) -> np.ndarray:
@@ -83,6 +84,8 @@ class CifarCSource(DomainSource):
             )
         if dtype != np.uint8 and dtype not in (np.float32, np.float64):
             raise DataError(f"corruption file {path} holds {dtype}; expected uint8 (0..255) or float in [0, 1]")
-        images = open_npy(path, "corruption file")
+        if name not in self._maps:  # one mapping per file, shared by its five severities
+            self._maps[name] = open_npy(path, "corruption file")
+        images = self._maps[name]
         lo, hi = (severity - 1) * self.per_severity, severity * self.per_severity
         return ArrayDomain(images[lo:hi], self.labels_all[lo:hi], name, severity, str(path))

@@ -55,7 +55,7 @@ class ArrayDomain(Domain):
         self.images = images
 
     #: bytes read from a memory map before its pages are dropped from this process's RSS
-    release_every: int = 32 << 20
+    release_every: int = 8 << 20
 
     def load(self, indices: np.ndarray) -> torch.Tensor:
         rows = self.images[np.asarray(indices)]
