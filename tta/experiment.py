@@ -114,6 +114,12 @@ def _load_model(config: RunConfig, source: DomainSource) -> tuple[nn.Module, dic
     if name is None:
         name = DEFAULT_MODELS[source.dataset]
         spec = resolve_model_name(name)
+        if config.checkpoint is None and find_pretrained(spec) is None and spec.torch_hub_file:
+            where = Path(torch.hub.get_dir()) / "checkpoints" / spec.torch_hub_file
+            raise CheckpointError(
+                f"no --model given and the default, torchvision's {spec.name} ({spec.torch_hub_file}), is not at {where}; "
+                f"pass --model {spec.name} --checkpoint /path/to/{spec.torch_hub_file} or place the file there"
+            )
         if config.checkpoint is None and find_pretrained(spec) is None:
             where = default_model_dir() / spec.dataset / "corruptions" / f"{spec.robustbench_name}.pt"
             raise CheckpointError(
