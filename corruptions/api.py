@@ -78,17 +78,14 @@ def corrupt(
     type, shape and device. ``indices`` are the images' global sample indices
     (default ``arange(N)``): every random draw for image i depends only on
     ``(seed, name, indices[i])`` (the same draws at every severity), so results do not depend on batch size
-    or chunking. Torch tensors are processed through numpy on the CPU and moved
-    back to their device. ``frost_dir`` overrides where frost textures are read.
+    or chunking. For tensors, the pixel-wise corruptions (gaussian, speckle and
+    impulse noise, contrast, brightness, saturate, fog) run in torch on the tensor's
+    device; the others run through numpy on the CPU and are moved back.
+    ``frost_dir`` overrides where frost textures are read.
     """
     _check(images, name, severity, preset, seed)
     is_torch = type(images).__module__.startswith("torch")
-    if is_torch:
-        device = images.device
-        arr = images.detach().cpu().numpy()
-    else:
-        arr = np.asarray(images)
-    n = arr.shape[0]
+    n = images.shape[0]
     if indices is None:
         idx = np.arange(n, dtype=np.int64)
     else:
@@ -100,6 +97,15 @@ def corrupt(
     ctx = Context(PRESETS[preset], frost_dir)
     param = ctx.preset.param(name, int(severity))
     name_id = ALL_CORRUPTIONS.index(name)
+    if is_torch:
+        from .torch_ops import TORCH_FUNCTIONS
+
+        if name in TORCH_FUNCTIONS:
+            return _corrupt_torch(images, TORCH_FUNCTIONS[name], param, seed, name_id, idx, ctx)
+        device = images.device
+        arr = images.detach().cpu().numpy()
+    else:
+        arr = np.asarray(images)
     out = np.empty_like(arr)
     step = max(1, _PIXELS_PER_CHUNK // (arr.shape[1] * arr.shape[2]))
     for start in range(0, n, step):
@@ -112,4 +118,17 @@ def corrupt(
         import torch
 
         return torch.from_numpy(out).to(device)
+    return out
+
+
+def _corrupt_torch(images: Any, fn: Callable, param: Any, seed: int, name_id: int, idx: np.ndarray, ctx: Context) -> Any:
+    """Pixel-wise corruptions on the tensor's own device (same bytes as the numpy path)."""
+    import torch
+
+    out = torch.empty_like(images)
+    step = max(1, _PIXELS_PER_CHUNK // (images.shape[1] * images.shape[2]))
+    for start in range(0, images.shape[0], step):
+        draws = Draws(seed, name_id, idx[start : start + step])
+        # float -> uint8 in torch truncates toward zero, like np.uint8 on values >= 0
+        out[start : start + step] = fn(images[start : start + step], param, draws, ctx).to(torch.uint8)
     return out

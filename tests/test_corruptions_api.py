@@ -72,6 +72,18 @@ def test_torch_tensor_in_torch_tensor_out():
     np.testing.assert_array_equal(y.numpy(), corrupt(x, "fog", 2, seed=3))
 
 
+@pytest.mark.parametrize("name", ["gaussian_noise", "speckle_noise", "impulse_noise", "contrast", "brightness",
+                                  "saturate", "fog"])
+def test_torch_path_gives_the_numpy_bytes(name):
+    from tta.corruptions.torch_ops import TORCH_FUNCTIONS
+
+    assert name in TORCH_FUNCTIONS  # these run in torch, on the tensor's device
+    x = _mixed(5)
+    for severity in (1, 5):
+        got = corrupt(torch.from_numpy(x), name, severity, seed=2, indices=np.arange(10, 15))
+        np.testing.assert_array_equal(got.numpy(), corrupt(x, name, severity, seed=2, indices=np.arange(10, 15)))
+
+
 def _grey(n=64, v=128, size=32):
     return np.full((n, size, size, 3), v, np.uint8)
 
