@@ -15,7 +15,7 @@ from tta.methods import method_defaults
 from test_methods_stats import batches, tiny_net
 
 STATS = ["tbn", "tbn-ema", "alpha-bn", "unmix-tns", "adab2n", "momentum-decay"]
-GRAD = ["tent", "core"]
+GRAD = ["tent", "core", "momentum-decay-hbs"]
 EXTRA = {"tbn": {"prior": 4}, "unmix-tns": {"K": 3}}  # options that exercise the stateful paths
 
 

@@ -153,3 +153,29 @@ def test_tent_finds_custom_norm_layers_by_name_and_nothing_else():
     a(batches(1)[0])
     assert [id(p) for p in a.params] == [id(a.model[2].gain)]
     assert not torch.equal(a.model[2].gain, net[2].gain) and torch.equal(a.model[0].scale, net[0].scale)
+
+
+def test_momentum_decay_hbs_loss_matches_a_loop_and_starts_from_momentum_decay():
+    net, xs = tiny_net(), batches(2)
+    a = tta.adapt(net, "momentum-decay-hbs", entropy_weight=0.5)
+    plain = tta.adapt(net, "momentum-decay")
+    with torch.no_grad():
+        expected = plain(xs[0])
+    assert torch.allclose(a(xs[0]), expected, atol=1e-5)  # pre-update logits, same statistics
+    with torch.no_grad():
+        for layer, src in zip(a.layers, (net[1], net[6])):
+            layer.weight.copy_(src.weight + 0.1)
+            layer.bias.copy_(src.bias - 0.2)
+    total = 0.0
+    for layer, src in zip(a.layers, (net[1], net[6])):
+        C, eps = layer.num_features, layer.eps
+        d = [abs(float(src.running_mean[c] / (src.running_var[c] + eps) ** 0.5
+                       - layer.running_mean[c] / (layer.running_var[c] + eps) ** 0.5)) for c in range(C)]
+        s = sum(1 / (1 + dc) for dc in d)
+        for c in range(C):
+            alpha = C * (1 / (1 + d[c])) / s
+            dw, db = float(layer.weight.data[c] - src.weight.data[c]), float(layer.bias.data[c] - src.bias.data[c])
+            total += (1 + alpha) * (abs(dw) + abs(db))
+    assert a.consistency().item() == pytest.approx(total, rel=1e-5)
+    assert total == pytest.approx(0.3 * sum(2 * layer.num_features for layer in a.layers), rel=1e-5)  # sum(1+alpha) = 2C
+    assert a.hparams()["entropy_weight"] == 0.5

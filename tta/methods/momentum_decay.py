@@ -14,7 +14,7 @@ statistics. The statistics adapt fast at first and freeze: with the defaults
 (eta_0 = the source BN momentum 0.1, decay = 1) the source keeps about 85% of the
 weight for good. That suits one fixed target domain, as in the paper, and is fragile
 for continual streams. The paper's channel-transferability weighted consistency loss
-on gamma, beta is not implemented here.
+on gamma, beta (plus entropy) is the gradient method ``momentum-decay-hbs``.
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class MomentumDecay(StatsAdapter):
     dataset_defaults = {"default": {"eta0": None, "decay": 1.0}}
     min_batch_size = 2
     min_batch_reason = "one image gives no batch variance for fully connected BatchNorm1d layers"
-    notes = "reconstructed from the abstract (no code): eta0=None takes the source BN momentum; no consistency loss"
+    notes = "reconstructed from the abstract (no code): eta0=None takes the source BN momentum; + loss: momentum-decay-hbs"
 
     @classmethod
     def validate(cls, options: dict[str, Any]) -> None:
