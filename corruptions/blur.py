@@ -48,19 +48,23 @@ def glass_blur(x: np.ndarray, c: tuple, draws: Draws, ctx: Context) -> np.ndarra
         src = pos[None, :] + off[..., 1] * w + off[..., 0]  # (N, npos)
         # source visited earlier (a larger raveled position inside the region) -> follow it
         follow = in_region[src] & (src > pos[None, :])
-        nxt = np.tile(np.arange(h * w), (n, 1))
-        final = nxt.copy()
-        nxt[:, pos] = np.where(follow, src, pos[None, :])
-        final[:, pos] = src
         nrow = np.arange(n)[:, None]
-        # pointer jumping over 'follow' links; terminals point to themselves
-        while True:
-            jumped = np.take_along_axis(nxt, nxt, axis=1)
-            if np.array_equal(jumped, nxt):
-                break
-            nxt = jumped
-        # the value at p is the value the chain's last visited pixel copied from
-        source = final[nrow, nxt]
+        source = np.tile(np.arange(h * w), (n, 1))
+        if not follow.any():  # max_delta 1: every source is read before it is overwritten
+            source[:, pos] = src
+        else:
+            nxt = source.copy()
+            final = source.copy()
+            nxt[:, pos] = np.where(follow, src, pos[None, :])
+            final[:, pos] = src
+            # pointer jumping over 'follow' links; terminals point to themselves
+            while True:
+                jumped = np.take_along_axis(nxt, nxt, axis=1)
+                if np.array_equal(jumped, nxt):
+                    break
+                nxt = jumped
+            # the value at p is the value the chain's last visited pixel copied from
+            source = final[nrow, nxt]
         flat_img = np.take(flat_img.reshape(n * h * w, 3), source + nrow * (h * w), axis=0)
     img = flat_img.reshape(n, h, w, 3)
     return np.clip(gaussian(img / 255.0, sigma), 0, 1) * 255

@@ -34,6 +34,22 @@ def test_names_and_presets():
         assert all(len(v) == 5 for v in p.params.values())
 
 
+def test_non_monotone_rows_are_kept_as_published():
+    # numbers from the spec's tables of make_cifar_c.py / make_imagenet_c.py
+    cifar, imnet = PRESETS["cifar"].params, PRESETS["imagenet"].params
+    assert cifar["glass_blur"] == ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2))
+    assert imnet["glass_blur"] == ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))
+    np.testing.assert_allclose(cifar["elastic_transform"], [(0, 0, 2.56), (1.6, 6.4, 2.24), (2.56, 1.92, 1.92),
+                                                            (3.2, 1.28, 1.6), (3.2, 0.96, 0.96)])
+    np.testing.assert_allclose(imnet["elastic_transform"], [(488, 170.8, 24.4), (488, 19.52, 48.8), (12.2, 2.44, 4.88),
+                                                            (17.08, 2.44, 4.88), (29.28, 2.44, 4.88)])
+    assert [p[2] for p in cifar["snow"]] == [1, 1, 1.75, 2.25, 1.25]
+    assert cifar["frost"] == ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45))
+    assert [len(z) for z in cifar["zoom_blur"]] == [len(np.arange(1, e, 0.01)) for e in (1.06, 1.11, 1.16, 1.21, 1.26)]
+    assert (PRESETS["cifar"].frost_scale, PRESETS["tiny"].frost_scale, PRESETS["imagenet"].frost_scale) == (0.2, 0.3, 1)
+    assert (PRESETS["cifar"].fog_mapsize, PRESETS["imagenet"].fog_mapsize) == (32, 256)
+
+
 @pytest.mark.parametrize("name", ALL_CORRUPTIONS)
 def test_every_corruption_is_seeded_and_chunk_independent(name):
     x = _mixed(6)
