@@ -37,8 +37,12 @@ class _Drift(Adapter):
         return logits - 3 * self.mean + 0.01 * torch.randn(10)  # also exercises the saved RNG state
 
 
-if "test-drift" not in METHODS:
+@pytest.fixture(autouse=True)
+def _registered():
+    """Register the test method only while these tests run, so other tests never see it."""
     register_method(_Drift)
+    yield
+    del METHODS._items[_Drift.name]  # noqa: SLF001
 
 
 @pytest.fixture()
