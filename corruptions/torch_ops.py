@@ -51,6 +51,8 @@ def contrast(x: torch.Tensor, c: float, draws: Draws, ctx: Context) -> torch.Ten
 
 
 def _rgb2hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """skimage ``rgb2hsv`` arithmetic; skimage assigns the red, green, blue cases in turn,
+    so blue wins ties, then green."""
     r, g, b = rgb.unbind(-1)
     v = rgb.amax(-1)
     delta = v - rgb.amin(-1)
@@ -67,6 +69,7 @@ _SECTOR = np.array([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2
 
 
 def _hsv2rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """skimage ``hsv2rgb``: each channel takes v, t, p or q depending on the hue sector."""
     h, s, v = hsv.unbind(-1)
     hi = torch.floor(h * 6)
     f = h * 6 - hi
