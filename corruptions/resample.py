@@ -82,15 +82,6 @@ def cv2_linear_resize(img: np.ndarray, scale: float) -> np.ndarray:
     return np.floor(out + 0.5).clip(0, 255).astype(np.uint8)
 
 
-def reflect101(i: np.ndarray, n: int) -> np.ndarray:
-    """OpenCV ``borderInterpolate(i, n, BORDER_REFLECT_101)`` for any integer array."""
-    if n == 1:
-        return np.zeros_like(i)
-    period = 2 * n - 2
-    i = np.abs(i) % period
-    return np.where(i >= n, period - i, i)
-
-
 def bilinear(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, border: str) -> np.ndarray:
     """Bilinear sampling of (N,H,W,C) at per-pixel coordinates ys, xs of shape (N,h,w).
 
@@ -117,10 +108,3 @@ def bilinear(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, border: str) -> np
     grid = torch.from_numpy(np.stack([gx, gy], axis=-1).astype(np.float64))
     out = torch.nn.functional.grid_sample(t, grid, mode="bilinear", padding_mode="reflection", align_corners=corners)
     return out.permute(0, 2, 3, 1).numpy().astype(img.dtype)
-
-
-def _reflect_coord(c: np.ndarray, n: int) -> np.ndarray:
-    period = 2.0 * n
-    t = np.mod(c + 0.5, period)
-    t = np.where(t >= n, period - t, t)
-    return t - 0.5
