@@ -7,6 +7,7 @@ domain ids refer to the run's own ``--domains`` list).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataError, InputError
+from ..results import atomic_write_bytes
 from .dirichlet import class_sorted_order, dirichlet_order
 
 ORDER_FORMAT = "tta.order"
@@ -80,12 +82,8 @@ class StreamOrder:
     # -- files --------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write the order as ``.json`` or ``.npy`` (chosen by the suffix), atomically."""
-        from ..results import atomic_write_bytes  # noqa: PLC0415
-
         path = Path(path)
         if path.suffix == ".npy":
-            import io  # noqa: PLC0415
-
             buf = io.BytesIO()
             np.save(buf, self.as_rows())
             atomic_write_bytes(path, buf.getvalue())
