@@ -110,8 +110,6 @@ def test_default_model_missing_says_which_flags(setup, tmp_path, monkeypatch):
 
 
 def test_interrupted_run_leaves_no_result(setup, tmp_path, monkeypatch):
-    import tta.evaluate as ev
-
     def boom(*a, **k):
         raise KeyboardInterrupt
 
@@ -119,5 +117,5 @@ def test_interrupted_run_leaves_no_result(setup, tmp_path, monkeypatch):
     out = tmp_path / "o" / "r.json"
     result = CliRunner().invoke(cli, ["run", "-q", *_base(setup), "--domains", "gaussian_noise", "--batch-size", "4",
                                       "--output", str(out)])
-    assert result.exit_code != 0 and ev is not None
+    assert result.exit_code != 0
     assert not out.exists() and not list(out.parent.glob("*"))
