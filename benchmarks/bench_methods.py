@@ -9,7 +9,7 @@ methods alike. Ratios are against ``source`` measured in the same run.
     OMP_NUM_THREADS=1 python benchmarks/bench_methods.py --quick    # ResNet-20 only
 
 Targets: normalization-only methods <= 1.15x source, unmix-tns (K = 16) <= 1.25x.
-Gradient methods (tent, core) include their backward pass and optimizer step.
+Gradient methods (tent, core, momentum-decay-hbs) include their backward pass and optimizer step.
 """
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ METHODS: list[tuple[str, dict]] = [
     ("unmix-tns", {"K": 16}),
     ("tent", {}),
     ("core", {}),
+    ("momentum-decay-hbs", {}),
 ]
+GRAD = ("tent", "core", "momentum-decay-hbs")
 SETTINGS = [("resnet20", 200, 32), ("resnet50", 64, 224)]
 
 
@@ -54,11 +56,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; best time is kept")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="ResNet-20 only")
-    parser.add_argument("--skip-grad", action="store_true", help="leave out tent and core")
+    parser.add_argument("--skip-grad", action="store_true", help="leave out the gradient methods")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    methods = [m for m in METHODS if not (args.skip_grad and m[0] in ("tent", "core"))]
+    methods = [m for m in METHODS if not (args.skip_grad and m[0] in GRAD)]
     settings = SETTINGS[:1] if args.quick else SETTINGS
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} thread(s), float32, "
           f"channels_last (the Adapter default on CPU), best of {args.rounds} interleaved rounds")

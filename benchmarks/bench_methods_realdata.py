@@ -30,6 +30,7 @@ METHODS: list[tuple[str, dict]] = [
     ("tent", {}),
     ("tent", {"norm": "unmix-tns", "norm_options": {"K": 16}, "lr": 1e-5}),
     ("core", {}),
+    ("momentum-decay-hbs", {}),
 ]
 
 
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--sigma", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="*", default=None, help="method names to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shared = Path(args.shared)
@@ -63,6 +65,8 @@ def main() -> None:
     print("| method | options | iid | class-sorted | seconds |")
     print("|---|---|---|---|---|")
     for name, opts in METHODS:
+        if args.only and name not in args.only:
+            continue
         t0 = time.perf_counter()
         iid = online_error(tta.adapt(model, name, **opts), x[shuffle], y[shuffle], args.batch)
         srt = online_error(tta.adapt(model, name, **opts), x, y, args.batch)

@@ -102,7 +102,7 @@ class UnMixTNS2d(SourceStatsMixin, nn.Module):
         mean = (q @ self.mu_k + m) / K
         second = (q.square() @ self.mu_k.square() + 2.0 * ((q * p) @ self.mu_k) * m
                   + p.square().sum(1, keepdim=True) * m.square()) / K
-        var = (q @ self.var_k + v) / K + second - mean.square()
+        var = ((q @ self.var_k + v) / K + second - mean.square()).clamp_min(0.0)  # rounding can go below 0
         out = normalize_per_sample(x, mean, var, self.weight, self.bias, self.eps)
         with torch.no_grad():
             rate = self.momentum_for(x.shape[0]) / x.shape[0]
