@@ -29,26 +29,49 @@ def gaussian(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float
 def correlate_reflect101(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """``cv2.filter2D`` (anchor at the centre, BORDER_REFLECT_101) on (N,H,W,C) float64.
 
-    The kernel must have odd sides. Small kernels run as shifted multiply-adds over
-    the batch; larger ones through the FFT, as OpenCV itself does for kernels of
-    11x11 and more.
+    The kernel must have odd sides. Small kernels run as one sparse (H*W, H*W)
+    operator on the whole batch; larger ones through the FFT, as OpenCV itself does
+    for kernels of 11x11 and more.
     """
     n, h, w, c = x.shape
     kh, kw = kernel.shape
     ry, rx = kh // 2, kw // 2
     if kh * kw <= 49:
-        p = np.pad(x, ((0, 0), (ry, ry), (rx, rx), (0, 0)), mode="reflect")
-        out = np.zeros(x.shape)
-        tmp = np.empty(x.shape)
-        for i in range(kh):
-            for j in range(kw):
-                if kernel[i, j] != 0:
-                    np.multiply(p[:, i : i + h, j : j + w], kernel[i, j], out=tmp)
-                    out += tmp
-        return out
+        return apply_operator(_correlation_operator(h, w, kernel.tobytes(), kh, kw), x, np.float64)
     p = np.pad(x, ((0, 0), (ry, ry), (rx, rx), (0, 0)), mode="reflect")
     flipped = kernel[::-1, ::-1][None, :, :, None]  # correlation = convolution with the flipped kernel
     return signal.fftconvolve(p, flipped, mode="valid", axes=(1, 2))
+
+
+@lru_cache(maxsize=64)
+def _correlation_operator(h: int, w: int, kernel_bytes: bytes, kh: int, kw: int) -> sparse.csr_matrix:
+    """(H*W, H*W) sparse matrix of a centred correlation with BORDER_REFLECT_101 taps."""
+    kernel = np.frombuffer(kernel_bytes, dtype=np.float64).reshape(kh, kw)
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    rows, cols, vals = [], [], []
+    for i in range(kh):
+        for j in range(kw):
+            if kernel[i, j] != 0:
+                sy = _reflect101(yy + i - kh // 2, h)
+                sx = _reflect101(xx + j - kw // 2, w)
+                rows.append((yy * w + xx).ravel())
+                cols.append((sy * w + sx).ravel())
+                vals.append(np.full(h * w, kernel[i, j]))
+    # duplicate (row, col) pairs near the border are summed, as the taps coincide there
+    return sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(h * w, h * w))
+
+
+def _reflect101(i: np.ndarray, n: int) -> np.ndarray:
+    period = 2 * n - 2
+    i = np.abs(i) % period
+    return np.where(i >= n, period - i, i)
+
+
+def apply_operator(op: sparse.csr_matrix, x: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Apply an (H*W, H*W) operator to every channel of every image of (N,H,W,C)."""
+    n, h, w, c = x.shape
+    cols = np.ascontiguousarray(x.reshape(n, h * w, c).transpose(1, 0, 2), dtype=np.float64).reshape(h * w, n * c)
+    return (op @ cols).reshape(h * w, n, c).transpose(1, 0, 2).reshape(n, h, w, c).astype(dtype, copy=False)
 
 
 def opencv_gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
@@ -131,7 +154,5 @@ def clipped_zoom_sum(x: np.ndarray, zooms: np.ndarray | list[float], dtype=np.fl
     if squeeze:
         x = x[..., None]
     n, h, w, c = x.shape
-    op = _zoom_operator(h, w, tuple(float(z) for z in zooms))
-    cols = np.ascontiguousarray(x.reshape(n, h * w, c).transpose(1, 0, 2), dtype=np.float64).reshape(h * w, n * c)
-    out = (op @ cols).reshape(h * w, n, c).transpose(1, 0, 2).reshape(n, h, w, c).astype(dtype)
+    out = apply_operator(_zoom_operator(h, w, tuple(float(z) for z in zooms)), x, dtype)
     return out[..., 0] if squeeze else out
