@@ -22,7 +22,7 @@ ENV_VAR = "TTA_FROST_DIR"
 _WHEELS = ("imagecorruptions", "imagecorruptions-imaug")
 _HOWTO = (
     f"pass frost_dir=... (CLI: --frost-dir), set ${ENV_VAR} to a folder holding {', '.join(FROST_FILES)}, "
-    "or `pip install imagecorruptions` (its wheel ships them)"
+    "or `pip install --no-deps imagecorruptions` (its wheel ships them; they are read without importing it)"
 )
 
 

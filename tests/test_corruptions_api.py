@@ -206,8 +206,30 @@ def test_error_missing_frost_dir(tmp_path, monkeypatch):
         find_frost_dir(tmp_path)
     monkeypatch.delenv("TTA_FROST_DIR")
     monkeypatch.setattr("tta.corruptions.frost._from_wheel", lambda: None)
-    with pytest.raises(DataError, match="pip install imagecorruptions"):
+    with pytest.raises(DataError, match="pip install --no-deps imagecorruptions"):
         find_frost_dir()
+
+
+def test_frost_textures_found_in_an_installed_wheel_without_importing_it(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    from tta.corruptions.frost import FROST_FILES, _from_wheel
+
+    site = tmp_path / "site"
+    pkg = site / "imagecorruptions" / "frost"
+    pkg.mkdir(parents=True)
+    for f in FROST_FILES:
+        shutil.copy(shared_path("data", "frost", f), pkg / f)
+    info = site / "imagecorruptions-1.1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: imagecorruptions\nVersion: 1.1.2\n")
+    (info / "RECORD").write_text("".join(f"imagecorruptions/frost/{f},,\n" for f in FROST_FILES))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("TTA_FROST_DIR")
+    assert _from_wheel() == pkg
+    assert find_frost_dir() == pkg
+    assert "imagecorruptions" not in sys.modules
 
 
 def test_frost_dir_lookup_order(tmp_path, monkeypatch):
