@@ -1,7 +1,6 @@
 """UnMix-TNS against a direct re-computation of spec §1.2-1.5 written here with (B, K, C) tensors."""
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -11,7 +10,7 @@ from torch import nn
 
 import tta
 from tta.methods.unmix_tns import UnMixTNS, unmix_momentum
-from test_methods_stats import Ref, apply_bn, batches, reference, tiny_net
+from test_methods_stats import apply_bn, batches, reference, tiny_net
 
 
 def initial_components(net: nn.Module, K: int, seed: int, alpha: float = 0.5) -> list[tuple[torch.Tensor, torch.Tensor]]:
