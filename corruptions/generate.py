@@ -25,6 +25,7 @@ from numpy.lib.format import open_memmap, read_array_header_1_0, read_array_head
 from PIL import Image
 from tqdm.auto import tqdm
 
+from tta.atomic import atomic_path, save_npy, write_json
 from tta.errors import DataError, InputError
 
 from .api import ALL_CORRUPTIONS, CORRUPTIONS, corrupt
@@ -54,16 +55,7 @@ def _npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    write_json(path, obj, indent=None)
 
 
 # ---- worker side (also used in-process when workers == 1) ----
@@ -118,7 +110,7 @@ def generate_arrays(
 
     lab = out / "labels.npy"
     if not lab.exists():
-        save_npy_atomic(lab, np.tile(np.asarray(labels), len(severities)).astype(np.uint8))
+        save_npy(lab, np.tile(np.asarray(labels), len(severities)).astype(np.uint8))
 
     jobs: list[tuple] = []
     partials: dict[str, tuple[Path, Path, set]] = {}
@@ -138,8 +130,7 @@ def generate_arrays(
             done = {tuple(d) for d in state["done"]}
             log.info("resuming %s: %d chunks already written", name, len(done))
         else:
-            mm = open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-            del mm
+            open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)  # allocates the file at full size
             _write_json(marker, {"config": config, "done": []})
         partials[name] = (partial, marker, done)
         for block, sev in enumerate(severities):
@@ -234,10 +225,8 @@ def generate_jpeg_folders(
 
 
 def _save_jpeg_atomic(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(tmp, format="JPEG", quality=JPEG_QUALITY, optimize=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="JPEG", quality=JPEG_QUALITY, optimize=True)
 
 
 def parse_list(text: str | None, default: Iterable) -> list:

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import atomic
 from .errors import InputError
 
 SCHEMA = "tta.result"
@@ -85,25 +86,16 @@ def check_writable(path: str | Path) -> Path:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    A crash or Ctrl-C leaves either the old file or the new one, never half of one.
-    """
+    """Write ``data`` to ``path`` atomically; an unwritable folder raises ``InputError``."""
     path = Path(path).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise InputError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic.write_bytes(path, data)
+    except PermissionError as exc:
+        raise InputError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None
 
 
 def write_json(path: str | Path, doc: dict[str, Any]) -> None:

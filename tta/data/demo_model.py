@@ -6,14 +6,13 @@ in ``<cache>/demo/`` and reused, so later demo runs start at once.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import save_torch
 from .demo import demo_split
 from .paths import cache_dir
 
@@ -88,7 +87,7 @@ def load_demo_model(path: Path | None = None, *, retrain: bool = False) -> tuple
             log.warning("demo weights at %s are unreadable (%s); retraining", path, exc)
     log.warning("training the demo source model on first use (a few seconds); caching it at %s", path)
     model = train_demo_model()
-    _atomic_torch_save(model.state_dict(), path)
+    save_torch(model.state_dict(), path)
     return model, path
 
 
@@ -99,14 +98,3 @@ def demo_clean_accuracy(model: nn.Module) -> float:
         pred = model(torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)).argmax(1).numpy()
     return float(np.mean(pred == labels))
 
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

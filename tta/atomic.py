@@ -1,0 +1,66 @@
+"""Atomic file writes: a temporary file beside the target, then ``os.replace``.
+
+A crash or Ctrl-C leaves either the old file or the new one, never half of one.
+Every writer of results, checkpoints and generated data goes through here.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically."""
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n"
+    return write_bytes(path, text.encode())
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically."""
+    import torch  # noqa: PLC0415  (keep this module importable without torch)
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """``np.save`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+    return Path(path)
