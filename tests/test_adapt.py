@@ -122,3 +122,15 @@ def test_tbn_with_a_prior_accepts_single_images():
 def test_adapters_build_no_autograd_graph():
     out = tta.adapt(_tiny_bn_net(), "tbn")(torch.rand(2, 3, 8, 8))
     assert out.grad_fn is None and not out.requires_grad
+
+
+def test_memory_format_follows_the_model_on_cpu():
+    """channels_last for BatchNorm CNNs, NCHW where group norms are slower in channels_last."""
+    bn_model = tta.adapt(_tiny_bn_net(), "source")
+    assert bn_model.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    gn_net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Flatten())
+    gn_model = tta.adapt(gn_net, "source")
+    assert gn_model.model[0].weight.is_contiguous()
+    assert not gn_model.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    forced = tta.adapt(gn_net, "source", channels_last=True)
+    assert forced.model[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -152,3 +152,9 @@ def test_no_pretrained_weights_says_what_to_pass(tmp_path):
 def test_every_registered_model_builds_in_eval_mode_with_random_weights():
     for name in MODELS:
         assert not tta.load_model(name, pretrained=False).training
+
+
+def test_batchnorm_options_are_applied_not_ignored():
+    model = tta.build_model("resnet20", norm="bn", momentum=0.01, eps=1e-3)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.01 and m.eps == 1e-3 for m in bns)

@@ -121,10 +121,12 @@ def find_pretrained(spec: ModelSpec, model_dir: str | Path | None = None) -> Pat
 def build_model(name: str, norm: NormFactory | str | None = None, **norm_options) -> nn.Module:
     """Build the architecture ``name`` with random weights (BatchNorm unless ``norm`` is given)."""
     spec = resolve_model_name(name)
-    if norm is None or norm == "bn":
+    if norm is None and norm_options:
+        norm = "bn"
+    if norm is None:
         factory: NormFactory = nn.BatchNorm2d
     elif isinstance(norm, str):
-        from ..norms import norm_factory  # noqa: PLC0415  (tta.norms is optional at import time)
+        from ..norms import norm_factory  # noqa: PLC0415  (tta.norms imports the models package)
 
         factory = norm_factory(norm, **norm_options)
     else:

@@ -49,6 +49,8 @@ class BatchChannelNorm2d(nn.Module):
     micro-batches). Use with WS convs: ``norm_factory("bcn")`` converts them.
     """
 
+    prefers_nchw = True  # F.group_norm has no fast channels_last CPU kernel
+
     def __init__(self, num_channels: int, num_groups: int = 32, eps: float = 1e-5, momentum: float = 0.1,
                  estimate: bool = False, estbn_moving_speed: float = 0.1) -> None:
         super().__init__()

@@ -2,7 +2,7 @@
 
 SGD (momentum 0.9, Nesterov, weight decay 5e-4) with a OneCycle (default) or
 cosine learning-rate schedule, batch-level random-crop + flip augmentation,
-channels_last on CPU. Every epoch writes ``<out stem>.resume.pt`` atomically
+channels_last on CPU unless group norms make NCHW faster. Every epoch writes ``<out stem>.resume.pt`` atomically
 (model, optimizer, scheduler, epoch, RNG states: tensors and plain containers
 only, so it loads with ``weights_only=True``). The end writes ``out`` (a plain
 ``state_dict`` for ``tta.load_model(name, checkpoint=out, norm=...)``) and a
@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, InputError, TTAError
 from ..models import build_model, resolve_model_name
-from .atomic import save_json, save_torch
+from ..atomic import save_torch, write_json
+from ..runtime import prefers_channels_last
 from .augment import random_crop_flip
 from .data import ImageArrays, load_images, find_test_split
 
@@ -65,7 +66,7 @@ class TrainConfig:
     limit_test: int | None = None
     eval_batch_size: int = 500
     channels_last: bool | None = None
-    """None: channels_last on CPU, where it ran faster for these CNNs."""
+    """None: channels_last unless the model has group-norm layers (see tta.runtime.prefers_channels_last)."""
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -164,7 +165,7 @@ def train(
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.norm, **cfg.norm_options)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else True
+    channels_last = cfg.channels_last if cfg.channels_last is not None else prefers_channels_last(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -258,7 +259,7 @@ def train(
         "platform": platform.platform(),
         "seconds_this_run": time.perf_counter() - t_start,
     }
-    save_json(record, record_path(cfg.out))
+    write_json(record_path(cfg.out), record, sort_keys=True)
     log.info("test accuracy %.4f on %d images; wrote %s", test_acc, record["test_images"], cfg.out)
     return record
 
