@@ -30,8 +30,8 @@ def prefers_channels_last(model: torch.nn.Module) -> bool:
 
     Measured for ResNet-20 at batch 200, 1 thread (CPU time per forward): BatchNorm
     0.34 s channels_last vs 0.53 s NCHW, but GroupNorm 0.68 s vs 0.45 s and BCN 0.49 s
-    vs 0.43 s, because PyTorch's CPU group norm has no fast channels_last kernel.
-    Layers can opt out with a class attribute ``prefers_nchw = True``.
+    vs 0.43 s, because PyTorch's CPU group norm has no fast channels_last kernel
+    (``benchmarks/bench_memory_format.py`` repeats the comparison). Layers can opt out with a class attribute ``prefers_nchw = True``.
     """
     slow = (torch.nn.GroupNorm, torch.nn.InstanceNorm2d)
     return not any(isinstance(m, slow) or getattr(type(m), "prefers_nchw", False) for m in model.modules())
