@@ -14,6 +14,7 @@ Errors and ECE are in percent.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -85,16 +86,18 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically; an unwritable folder raises ``InputError``."""
     path = Path(path).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None
-    try:
         atomic.write_bytes(path, data)
-    except PermissionError as exc:
+    except OSError as exc:
+        if exc.errno not in _UNWRITABLE:
+            raise
         raise InputError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None
 
 

@@ -45,6 +45,7 @@ class Adapter(nn.Module):
         self.model = model
         self.channels_last = channels_last
         self._initial_state: dict[str, torch.Tensor] | None = None
+        self._channels_last_friendly = True
 
     # -- lifecycle -------------------------------------------------------
     def snapshot(self) -> None:
@@ -88,7 +89,7 @@ class Adapter(nn.Module):
         # On CPU, channels_last is faster for BatchNorm CNNs but slower around group norms.
         if self.channels_last is not None:
             return self.channels_last
-        return device.type == "cpu" and getattr(self, "_channels_last_friendly", True)
+        return device.type == "cpu" and self._channels_last_friendly
 
     @classmethod
     def defaults_for(cls, dataset: str | None = None, shift: str | None = None) -> dict[str, Any]:
