@@ -25,7 +25,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 
 @click.command("train")
 @click.option("--model", default="resnet20", show_default=True, help="Backbone name (tta list models).")
-@click.option("--norm", default="bn", show_default=True, help="Normalization layer (tta list norms).")
+@click.option("--norm", default=None, help="Normalization layer (tta list norms); default: the model's (bn for CNNs, ln for ViTs).")
 @click.option("--norm-option", "norm_option", multiple=True, metavar="KEY=VALUE", help="Option of the norm layer; repeatable.")
 @click.option("--data", required=True, type=click.Path(), help="train_images.npy (labels beside it), its folder, or a torchvision CIFAR root.")
 @click.option("--test-data", type=click.Path(), default=None, help="Test split for the clean accuracy (default: beside --data).")
@@ -33,6 +33,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--batch-size", default=128, show_default=True, type=int)
 @click.option("--lr", default=0.2, show_default=True, type=float, help="Peak (onecycle) or initial (cosine) learning rate.")
 @click.option("--schedule", type=click.Choice(["onecycle", "cosine"]), default="onecycle", show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True, help="sgd (Nesterov, for CNNs) or adamw (for ViTs, with e.g. --lr 1e-3 --weight-decay 0.05).")
 @click.option("--weight-decay", default=5e-4, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--limit-train", type=int, default=None, help="Train on a seeded random subset of this many images.")

@@ -16,6 +16,7 @@ from .checkpoint import load_into, read_state_dict
 from .resnet_cifar import CifarResNet
 from .resnet_imagenet import NormalizedResNet50
 from .resnext import CifarResNeXt
+from .vit import build_vit
 from .wide_resnet import WideResNet
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class ModelSpec:
     torch_hub_file: str | None = None
     optional_keys: tuple[str, ...] = ()
     aliases: tuple[str, ...] = field(default=())
+    default_norm: str = "bn"
+    """Norm kind used when none is asked for (transformers take token norms, ``ln``)."""
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -93,6 +96,26 @@ _add(
     )
 )
 
+_VIT_SCHEMES = {
+    "vit-cifar": ("pre", "Pre-LN"),
+    "vit-cifar-post": ("post", "Post-LN"),
+    "vit-cifar-lns": ("lns", "Pre-LN with LayerNorm Scaling 1/sqrt(layer) (Sun et al. 2025)"),
+    "vit-cifar-mixln": ("mix-ln", "Mix-LN: first 25% of blocks Post-LN, rest Pre-LN (Li, Yin & Liu 2024)"),
+}
+for _name, (_scheme, _what) in _VIT_SCHEMES.items():
+    _add(
+        ModelSpec(
+            name=_name,
+            build=(lambda norm, s=_scheme: build_vit(norm, s)),
+            dataset="cifar10",
+            num_classes=10,
+            input_size=32,
+            description=f"ViT for 32x32 (patch 4, width 192, 6 blocks, 3 heads), {_what}; "
+            "token norm from --norm (ln default); no pretrained weights, train with tta train",
+            default_norm="ln",
+        )
+    )
+
 _ALIASES = {spec.robustbench_name: spec.name for _, spec in MODELS.items() if spec.robustbench_name}
 
 
@@ -121,8 +144,8 @@ def find_pretrained(spec: ModelSpec, model_dir: str | Path | None = None) -> Pat
 def build_model(name: str, norm: NormFactory | str | None = None, **norm_options) -> nn.Module:
     """Build the architecture ``name`` with random weights (BatchNorm unless ``norm`` is given)."""
     spec = resolve_model_name(name)
-    if norm is None and norm_options:
-        norm = "bn"
+    if norm is None and (norm_options or spec.default_norm != "bn"):
+        norm = spec.default_norm
     if norm is None:
         factory: NormFactory = nn.BatchNorm2d
     elif isinstance(norm, str):
@@ -185,6 +208,11 @@ def _no_checkpoint_message(spec: ModelSpec, model_dir: str | Path | None) -> str
             f"no pretrained weights for {spec.name}: {where} is absent; place RobustBench's "
             f"'{spec.robustbench_name}' checkpoint there, pass checkpoint=<path>, or use download=True "
             "with the robustbench extra (pip install 'tta[robustbench]') and network access"
+        )
+    if spec.default_norm != "bn":
+        return (
+            f"no pretrained weights ship for {spec.name}: train one with `tta train --model {spec.name} "
+            "--data <train_images.npy> --out <ckpt.pt>` and pass checkpoint=<ckpt.pt>, or pretrained=False"
         )
     return (
         f"no pretrained weights for {spec.name}: pass checkpoint=<path to {spec.name}.th> "

@@ -34,6 +34,12 @@ def _applies(spec: NormSpec, stats_methods: list[str]) -> str:
     return f"no norm layers: statistics adapters ({stats}) and tent raise an error; only source applies"
 
 
+def _backbones(spec: NormSpec) -> str:
+    if spec.tokens is None:
+        return "CNNs (conv feature maps)"
+    return f"CNNs, and vit-cifar* transformers as {spec.tokens.__name__} over tokens"
+
+
 def listing() -> list[str]:
     stats_methods = _statistics_methods()
     lines: list[str] = []
@@ -45,6 +51,7 @@ def listing() -> list[str]:
         if spec.conv is not None:
             lines.append(f"{'':10s}   convs: every nn.Conv2d becomes {spec.conv.__self__.__name__}")
         lines.append(f"{'':10s}   adapters: {_applies(spec, stats_methods)}")
+        lines.append(f"{'':10s}   backbones: {_backbones(spec)}")
         if spec.aliases:
             lines.append(f"{'':10s}   aliases: {', '.join(spec.aliases)}")
         lines.append("")

@@ -83,3 +83,17 @@ class PowerNorm2d(nn.Module):
         c = self.num_features
         z = x * torch.rsqrt(self.running_phi + self.eps)
         return z * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+
+
+class PowerNorm1d(PowerNorm2d):
+    """PowerNorm over the last dimension of (B, L, D) tokens, statistics over all B·L tokens.
+
+    The official ``MaskPowerNorm`` normalizes transformer tokens with group
+    scaling over ``group_num`` = number of heads; pass ``group_num`` to match.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 3:
+            raise InputError(f"PowerNorm1d expects (B, L, D) tokens, got shape {tuple(x.shape)}")
+        # tokens become the pixels of a (B, D, L, 1) map, so the 2d statistics run over (B, L)
+        return super().forward(x.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)

@@ -14,8 +14,8 @@ from .ghost_bn import GhostBatchNorm2d
 from .group_norm import group_norm
 from .instance_norm import instance_norm
 from .layer_norm import LayerNorm2d
-from .power_norm import PowerNorm2d
-from .rms_norm import CRMSNorm2d, RMSNorm2d
+from .power_norm import PowerNorm1d, PowerNorm2d
+from .rms_norm import CRMSNorm, CRMSNorm2d, RMSNorm, RMSNorm2d
 from .scaled_ws import ScaledStdConv2d
 from .ws_conv import WSConv2d
 
@@ -30,7 +30,9 @@ class NormSpec:
     names the options routed to it instead of the layer. ``batch_stats`` says the
     layer keeps BatchNorm running statistics at test time (so BN-statistics
     adapters apply); ``affine`` says it has learnable per-channel or per-group
-    scales a gradient adapter such as TENT can tune.
+    scales a gradient adapter such as TENT can tune. ``tokens`` (when set) builds
+    the same normalization over the last dimension of (B, L, D) tokens, which is
+    what transformer backbones (``vit-cifar``) take; it accepts the layer's options.
     """
 
     name: str
@@ -42,6 +44,7 @@ class NormSpec:
     conv: ConvTransform | None = None
     conv_options: tuple[str, ...] = ()
     aliases: tuple[str, ...] = field(default=())
+    tokens: Callable[..., nn.Module] | None = None
 
     def defaults(self) -> dict[str, Any]:
         """Every documented option with its default value (layer and conv)."""
@@ -89,7 +92,7 @@ register_norm(NormSpec(
 ))
 register_norm(NormSpec(
     "ln", LayerNorm2d, "LayerNorm over the channels at each pixel (ConvNeXt LayerNorm2d); gn num_groups=1 is LN over (C,H,W)",
-    "Ba, Kiros & Hinton 2016; PyTorch nn.LayerNorm", False, True, aliases=("layernorm",),
+    "Ba, Kiros & Hinton 2016; PyTorch nn.LayerNorm", False, True, aliases=("layernorm",), tokens=nn.LayerNorm,
 ))
 register_norm(NormSpec(
     "in", instance_norm, "InstanceNorm: per sample and channel, affine, no running statistics",
@@ -108,14 +111,15 @@ register_norm(NormSpec(
 register_norm(NormSpec(
     "powernorm", PowerNorm2d, "PowerNorm: running quadratic mean, no mean subtraction, approximate backward",
     "Shen et al., ICML 2020; sIncerass/powernorm mask_powernorm.py", False, True, aliases=("pn",),
+    tokens=PowerNorm1d,
 ))
 register_norm(NormSpec(
     "rmsnorm", RMSNorm2d, "RMSNorm over the channels at each pixel (eps 1e-8 outside the sqrt)",
-    "Zhang & Sennrich, NeurIPS 2019; bzhangGo/rmsnorm", False, True, aliases=("rms",),
+    "Zhang & Sennrich, NeurIPS 2019; bzhangGo/rmsnorm", False, True, aliases=("rms",), tokens=RMSNorm,
 ))
 register_norm(NormSpec(
     "crmsnorm", CRMSNorm2d, "CRMSNorm: the channels are a compressed zero-mean (C+1)-vector; equals LN of that vector",
-    "Jiang et al., NeurIPS 2023; ZixuanJiang/pre-rmsnorm-transformer", False, True,
+    "Jiang et al., NeurIPS 2023; ZixuanJiang/pre-rmsnorm-transformer", False, True, tokens=CRMSNorm,
 ))
 
 
@@ -144,6 +148,18 @@ class NormFactory:
         except TypeError as exc:
             raise InputError(f"bad options for norm {self.spec.name!r} ({exc}); see `tta list norms`") from None
 
+    def tokens(self, dim: int) -> nn.Module:
+        """The layer over the last dimension of (B, L, D) tokens, for transformer backbones."""
+        if self.spec.tokens is None:
+            raise InputError(
+                f"norm {self.spec.name!r} works on conv feature maps only; a transformer backbone takes "
+                f"one of: {', '.join(token_kinds())}"
+            )
+        try:
+            return self.spec.tokens(dim, **self.layer_options)
+        except TypeError as exc:
+            raise InputError(f"bad options for norm {self.spec.name!r} ({exc}); see `tta list norms`") from None
+
     def convert_convs(self, model: nn.Module) -> nn.Module:
         """Replace every ``nn.Conv2d`` of ``model`` in place by the spec's conv (no-op without one)."""
         if self.spec.conv is None:
@@ -159,6 +175,11 @@ class NormFactory:
 
     def __repr__(self) -> str:
         return f"NormFactory({self.spec.name!r}, {self.layer_options | self.conv_options})"
+
+
+def token_kinds() -> list[str]:
+    """Norm kinds that also exist over (B, L, D) tokens (for ``vit-cifar``)."""
+    return [name for name, spec in NORMS.items() if spec.tokens is not None]
 
 
 def norm_factory(kind: str, **options: Any) -> NormFactory:

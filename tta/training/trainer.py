@@ -1,6 +1,6 @@
 """Train a backbone with any normalization layer on a clean set, resumably.
 
-SGD (momentum 0.9, Nesterov, weight decay 5e-4) with a OneCycle (default) or
+SGD (momentum 0.9, Nesterov, weight decay 5e-4; AdamW on request, for ViTs) with a OneCycle (default) or
 cosine learning-rate schedule, batch-level random-crop + flip augmentation,
 channels_last on CPU unless group norms make NCHW faster. Every epoch writes ``<out stem>.resume.pt`` atomically
 (model, optimizer, scheduler, epoch, RNG states: tensors and plain containers
@@ -34,10 +34,11 @@ from .data import ImageArrays, load_images, find_test_split
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("onecycle", "cosine")
+OPTIMIZERS = ("sgd", "adamw")
 # Fields that must agree between a resume checkpoint and the run that continues it.
 _RESUME_KEYS = (
     "model", "norm", "norm_options", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-    "schedule", "pct_start", "seed", "limit_train",
+    "schedule", "pct_start", "seed", "limit_train", "optimizer",
 )
 
 
@@ -48,7 +49,8 @@ class TrainConfig:
     model: str
     data: str
     out: str
-    norm: str = "bn"
+    norm: str | None = None
+    """Norm kind (``tta list norms``); None takes the model's default (bn for CNNs, ln for ViTs)."""
     norm_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 30
     batch_size: int = 128
@@ -56,6 +58,8 @@ class TrainConfig:
     """Peak learning rate (OneCycle) or initial one (cosine)."""
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    optimizer: str = "sgd"
+    """``sgd`` (Nesterov, the CNN recipe) or ``adamw`` (the usual ViT recipe, e.g. lr 1e-3, weight decay 0.05)."""
     schedule: str = "onecycle"
     pct_start: float = 0.25
     """OneCycle: fraction of steps spent warming up to ``lr``."""
@@ -75,11 +79,15 @@ class TrainConfig:
             raise InputError(f"batch size must be >= 2 for batch statistics, got {self.batch_size}; pass --batch-size 2 or more")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"learning rate must be a positive number, got {self.lr}; pass e.g. --lr 0.1")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if not 0 < self.pct_start < 1:
             raise InputError(f"pct_start must lie in (0, 1), got {self.pct_start}; e.g. 0.25")
-        resolve_model_name(self.model)
+        spec = resolve_model_name(self.model)
+        if self.norm is None:
+            self.norm = spec.default_norm
 
 
 def resume_path(out: str | Path) -> Path:
@@ -118,6 +126,14 @@ def evaluate(model: nn.Module, data: ImageArrays, batch_size: int = 500, limit: 
         correct += int((model(x).argmax(1) == y).sum())
     model.train(was_training)
     return correct / max(len(rows), 1)
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+    )
 
 
 def _make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LRScheduler:
@@ -169,9 +185,7 @@ def train(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
-    )
+    opt = _make_optimizer(cfg, model)
     sched = _make_scheduler(cfg, opt, cfg.epochs * steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
@@ -242,7 +256,9 @@ def train(
         "norm_options": cfg.norm_options,
         "epochs": cfg.epochs,
         "hyperparameters": {
-            "optimizer": "SGD", "nesterov": True, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
+            **({"optimizer": "AdamW"} if cfg.optimizer == "adamw" else
+               {"optimizer": "SGD", "nesterov": True, "momentum": cfg.momentum}),
+            "weight_decay": cfg.weight_decay,
             "lr": cfg.lr, "schedule": cfg.schedule, "pct_start": cfg.pct_start, "batch_size": cfg.batch_size,
             "augmentation": "random crop (zero padding 4) + horizontal flip",
         },
@@ -280,7 +296,8 @@ def _restore(
         raise CheckpointError(f"resume checkpoint {path} is unreadable ({exc}); delete it and train from scratch") from None
     saved = state.get("config", {})
     now = asdict(cfg)
-    diff = [k for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
+    # resume files from before the optimizer choice existed were all SGD runs
+    diff = [k for k in _RESUME_KEYS if saved.get(k, "sgd" if k == "optimizer" else None) != now.get(k)]
     if diff:
         k = diff[0]
         raise CheckpointError(
