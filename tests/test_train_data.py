@@ -76,3 +76,45 @@ def test_load_images_errors_name_the_fix(tmp_path) -> None:
     (tmp_path / "train_labels.npy").unlink()
     with pytest.raises(DataError, match="train_labels.npy does not exist"):
         load_images(tmp_path / "train_images.npy")
+
+
+def _write_torchvision_cifar10(root, n_per_batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """A CIFAR-10 python folder in the official layout (pickled dicts, CHW rows), small batches."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    rows = rng.integers(0, 256, (len(names) * n_per_batch, 3 * 32 * 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, len(rows))
+    for i, name in enumerate(names):
+        sl = slice(i * n_per_batch, (i + 1) * n_per_batch)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rows[sl], "labels": labels[sl].tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(k) for k in range(10)]}, f)
+    return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def test_torchvision_cifar_folder_is_read_as_nhwc_with_its_test_split(tmp_path, monkeypatch) -> None:
+    import torchvision
+
+    images, labels = _write_torchvision_cifar10(tmp_path)
+    # torchvision checks the official MD5s before it unpickles; these synthetic files cannot match them
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    for path in (tmp_path, tmp_path / "cifar-10-batches-py"):
+        train_set = load_images(path, "train")
+        assert train_set.images.dtype == np.uint8 and train_set.images.shape == (20, 32, 32, 3)
+        np.testing.assert_array_equal(train_set.images, images[:20])
+        np.testing.assert_array_equal(train_set.labels, labels[:20])
+        test_set = find_test_split(path)
+        np.testing.assert_array_equal(test_set.images, images[20:])
+        np.testing.assert_array_equal(test_set.labels, labels[20:])
+
+
+def test_torchvision_folder_that_fails_its_checksums_is_a_clear_error(tmp_path) -> None:
+    _write_torchvision_cifar10(tmp_path)
+    with pytest.raises(DataError, match="download CIFAR again"):
+        load_images(tmp_path, "train")

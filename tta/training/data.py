@@ -43,6 +43,8 @@ def _npy_pair(images_path: Path) -> ImageArrays:
 
 
 def _torchvision(root: Path, split: str) -> ImageArrays:
+    # The CIFAR python batches are pickles; torchvision compares each file with the
+    # official MD5 before unpickling it, so only the published files are ever loaded.
     import torchvision  # noqa: PLC0415
 
     folder = root.name if root.name in _TV_FOLDERS else next(n for n in _TV_FOLDERS if (root / n).is_dir())
