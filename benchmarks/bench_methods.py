@@ -10,7 +10,7 @@ are printed too. Ratios are against ``source`` measured in the same run.
     OMP_NUM_THREADS=1 python benchmarks/bench_methods.py --quick    # ResNet-20 only
 
 Targets: normalization-only methods <= 1.15x source, unmix-tns (K = 16) <= 1.25x.
-Gradient methods (tent, core, momentum-decay-hbs) include their backward pass and optimizer step.
+Gradient methods (tent, alpha-bn-mcc, momentum-decay-hbs) include their backward pass and optimizer step.
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ METHODS: list[tuple[str, dict]] = [
     *[(m, {}) for m in NORM_ONLY],
     ("unmix-tns", {"K": 16}),
     ("tent", {}),
-    ("core", {}),
+    ("alpha-bn-mcc", {}),
     ("momentum-decay-hbs", {}),
 ]
-GRAD = ("tent", "core", "momentum-decay-hbs")
+GRAD = ("tent", "alpha-bn-mcc", "momentum-decay-hbs")
 SETTINGS = [("resnet20", 200, 32), ("resnet50", 64, 224)]
 
 

@@ -29,7 +29,7 @@ METHODS: list[tuple[str, dict]] = [
     ("unmix-tns", {"K": 16}),
     ("tent", {}),
     ("tent", {"norm": "unmix-tns", "norm_options": {"K": 16}, "lr": 1e-5}),
-    ("core", {}),
+    ("alpha-bn-mcc", {}),
     ("momentum-decay-hbs", {}),
 ]
 

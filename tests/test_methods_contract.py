@@ -15,7 +15,7 @@ from tta.methods import method_defaults
 from test_methods_stats import batches, tiny_net
 
 STATS = ["tbn", "tbn-ema", "alpha-bn", "unmix-tns", "adab2n", "momentum-decay"]
-GRAD = ["tent", "core", "momentum-decay-hbs"]
+GRAD = ["tent", "alpha-bn-mcc", "momentum-decay-hbs"]
 EXTRA = {"tbn": {"prior": 4}, "unmix-tns": {"K": 3}}  # options that exercise the stateful paths
 
 
@@ -84,7 +84,7 @@ def test_documented_defaults_are_accepted_and_hparams_round_trip(name, dataset, 
 def test_batch_size_one_works_or_says_why(name):
     a = tta.adapt(tiny_net(), name)
     x = batches(1, b=1)[0]
-    if name in ("unmix-tns", "alpha-bn", "core"):
+    if name in ("unmix-tns", "alpha-bn", "alpha-bn-mcc"):
         assert torch.isfinite(a(x)).all()
     else:
         with pytest.raises(InputError, match=r"at least 2 images \(.+\)"):
@@ -112,7 +112,7 @@ def test_statistics_methods_need_batchnorm(name):
         ("tent", {"optimizer": "lbfgs"}, InputError, "unknown optimizer"),
         ("tent", {"norm": "tent"}, InputError, "not a statistics method"),
         ("tent", {"norm_options": {"K": 4}}, TTAError, "no option K"),
-        ("core", {"temperature": 0}, InputError, "temperature must be"),
+        ("alpha-bn-mcc", {"temperature": 0}, InputError, "temperature must be"),
     ],
 )
 def test_bad_options_raise_one_line_errors_with_a_fix(name, options, error, match):

@@ -1,4 +1,4 @@
-"""TENT and Core against naive re-implementations written here."""
+"""TENT and alpha-bn-mcc against naive re-implementations written here."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +10,8 @@ from torch import nn
 import tta
 from tta.catalog import methods as list_methods
 from tta.errors import TTAError
-from tta.methods.core import Core, class_confusion_loss
+from tta.errors import UnknownNameError
+from tta.methods.alpha_bn_mcc import AlphaBnMcc, class_confusion_loss
 from test_methods_stats import batches, tiny_net
 
 
@@ -119,16 +120,24 @@ def test_class_confusion_loss_matches_a_loop_over_classes():
     assert class_confusion_loss(torch.eye(4) * 100, T).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_core_uses_alpha_bn_statistics_and_is_honest_about_its_loss():
+def test_alpha_bn_mcc_uses_alpha_bn_statistics_and_is_honest_about_its_loss():
     net, xs = tiny_net(), batches(2)
-    a = tta.adapt(net, "core", norm_options={"source_weight": 1.0})
+    a = tta.adapt(net, "alpha-bn-mcc", norm_options={"source_weight": 1.0})
     with torch.no_grad():
         src = net(xs[0])
     assert torch.allclose(a(xs[0]), src, atol=1e-5)  # pre-update logits with source statistics
     assert not torch.equal(a.model[1].weight, net[1].weight)  # gamma took a step
     assert a.hparams()["norm"] == "alpha-bn" and a.hparams()["temperature"] == 2.5
-    assert "stand-in" in Core.notes.lower()
-    assert any("core" in line for line in list_methods()) and any("STAND-IN" in line for line in list_methods())
+    assert "not core" in AlphaBnMcc.notes.lower()
+    assert any(line.startswith("alpha-bn-mcc") for line in list_methods())
+
+
+def test_core_is_withheld_with_an_error_that_names_the_alternatives():
+    # the spec forbids guessing Core's loss; asking for it must not silently give a stand-in
+    assert "core" not in tta.list_methods()
+    with pytest.raises(UnknownNameError) as exc:
+        tta.adapt(tiny_net(), "core")
+    assert "could not be verified" in str(exc.value) and "alpha-bn-mcc" in str(exc.value)
 
 
 def test_tent_finds_custom_norm_layers_by_name_and_nothing_else():

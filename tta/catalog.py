@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .methods import METHODS
+from .methods.registry import WITHHELD
 from .models import MODELS
 from .streams.shifts import listing as shifts
 
@@ -25,6 +26,9 @@ def methods() -> list[str]:
             lines.append(f"{'':16s}   needs batches of >= {cls.min_batch_size} images")
         if cls.notes:
             lines.append(f"{'':16s}   note: {cls.notes}")
+    for name, why in sorted(WITHHELD.items()):
+        if name not in METHODS:
+            lines.append(f"{name:16s} (not available) {why}")
     return lines
 
 

@@ -3,10 +3,20 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from ..errors import UnknownNameError
 from ..registry import Registry
 from .base import Adapter
 
 METHODS: Registry[type[Adapter]] = Registry("method")
+
+#: Methods a user may ask for by name that tta deliberately does not build, and why.
+WITHHELD: dict[str, str] = {
+    "core": (
+        "method 'core' (You, Li & Zhao, arXiv 2110.04065) is not available: its class-correlation loss "
+        "could not be verified and tta does not guess it. Use 'alpha-bn' (its statistics part) or "
+        "'alpha-bn-mcc' (alpha-bn with the Minimum Class Confusion loss, a different method)"
+    ),
+}
 
 A = TypeVar("A", bound=type[Adapter])
 
@@ -20,12 +30,14 @@ def register_method(cls: A) -> A:
 
 
 def get_method(name: str) -> type[Adapter]:
+    if name in WITHHELD and name not in METHODS:
+        raise UnknownNameError(WITHHELD[name])
     return METHODS.get(name)
 
 
 def method_defaults(name: str, dataset: str | None = None, shift: str | None = None) -> dict[str, Any]:
     """The documented defaults of ``name`` for ``dataset`` and ``shift`` (or the generic ones)."""
-    return METHODS.get(name).defaults_for(dataset, shift)
+    return get_method(name).defaults_for(dataset, shift)
 
 
 __all__: list[str] = ["METHODS", "register_method", "get_method", "method_defaults"]

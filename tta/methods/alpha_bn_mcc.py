@@ -1,9 +1,10 @@
-"""``core``: α-BN statistics plus an online class-correlation loss on the affine parameters.
+"""``alpha-bn-mcc``: α-BN statistics plus an online class-correlation loss on the affine parameters.
 
 You, Li, Zhao (arXiv 2110.04065) describe Core as α-BN plus "pairwise class correlation
-online optimization", but the paper's exact loss could not be read and no code exists.
-This method therefore uses a stand-in with the same ingredients, the Minimum Class
-Confusion loss (Jin, Wang, Long, Wang, ECCV 2020), on the batch predictions::
+online optimization", but the paper's exact loss could not be read and no code exists,
+so tta does not offer ``core`` (asking for it raises an error that points here). This
+method is the nearest thing that can be built from verified parts: α-BN with the Minimum
+Class Confusion loss (Jin, Wang, Long, Wang, ECCV 2020) on the batch predictions::
 
     P     = softmax(logits / T)                              (B, K), T = 2.5
     H_b   = entropy of P_b;  w_b = B (1 + e^{-H_b}) / sum_b' (1 + e^{-H_b'})
@@ -11,7 +12,7 @@ Confusion loss (Jin, Wang, Long, Wang, ECCV 2020), on the batch predictions::
     C~_jk = C_jk / sum_k' C_jk'                              (row-normalized)
     loss  = (sum_j sum_{k != j} C~_jk) / K                   (between-class confusion)
 
-It is *not* the paper's objective; results will differ from the paper's Core numbers.
+It is *not* Core's objective, and its numbers must not be compared with the paper's Core.
 Statistics policy: ``alpha-bn`` (source_weight 0.9 by default, pass ``norm_options``).
 Optimizer: as TENT on CIFAR (Adam, lr 1e-3), a choice of this library.
 """
@@ -40,19 +41,19 @@ def class_confusion_loss(logits: torch.Tensor, temperature: float) -> torch.Tens
 
 
 @register_method
-class Core(GradientAdapter):
-    name = "core"
-    summary = "alpha-bn statistics + online class-correlation loss on norm affine parameters"
-    paper = "You, Li, Zhao, arXiv 2110.04065 (2021); loss: Jin et al., ECCV 2020 (MCC)"
+class AlphaBnMcc(GradientAdapter):
+    name = "alpha-bn-mcc"
+    summary = "alpha-bn statistics + Minimum Class Confusion loss on norm affine parameters"
+    paper = "alpha-BN: You, Li, Zhao, arXiv 2110.04065 (2021); loss: Jin et al., ECCV 2020 (MCC)"
     default_norm = "alpha-bn"
     dataset_defaults = {
         "default": {"norm": "alpha-bn", "temperature": 2.5, "optimizer": "adam", "lr": 1e-3},
     }
-    notes = "STAND-IN LOSS: the paper's Core loss is unverified; this uses Minimum Class Confusion (MCC)"
+    notes = "not Core: Core's own loss is unverified, so this pairs alpha-bn with Minimum Class Confusion (MCC)"
 
     def __init__(self, model: nn.Module, *, temperature: float = 2.5, **options: Any) -> None:
         if not temperature > 0:
-            raise InputError(f"method 'core': temperature must be > 0, got {temperature!r}; pass e.g. 2.5")
+            raise InputError(f"method 'alpha-bn-mcc': temperature must be > 0, got {temperature!r}; pass e.g. 2.5")
         super().__init__(model, **options)
         self.temperature = float(temperature)
 
