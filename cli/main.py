@@ -11,8 +11,8 @@ from tta.errors import TTAError
 
 from .corrupt_cmd import corrupt_cmd
 from .data_cmd import data_cmd
+from .leaderboard_cmd import leaderboard_cmd
 from .list_cmd import list_cmd
-from .reserved import RESERVED
 from .train_cmd import train_cmd
 from .run_cmd import run_cmd
 
@@ -37,6 +37,7 @@ def cli(verbose: int) -> None:
     \b
     tta list methods              the adapters and their defaults
     tta run --method unmix-tns --shift continual
+    tta leaderboard tta-results   rank the results of many runs
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -44,8 +45,7 @@ def cli(verbose: int) -> None:
 
 cli.add_command(corrupt_cmd)
 cli.add_command(data_cmd)
+cli.add_command(leaderboard_cmd)
 cli.add_command(list_cmd)
 cli.add_command(train_cmd)
 cli.add_command(run_cmd)
-for _cmd in RESERVED:
-    cli.add_command(_cmd)

@@ -39,3 +39,29 @@ def resnet20_checkpoint() -> Path:
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [0, 1]."""
     return torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float().div_(255)
+
+
+# A CIFAR-10-C-layout folder built from the real test images: two Gaussian-noise "corruptions"
+# at 5 severities, N per class per severity (200 images), small enough for CI.
+SMALL_C_PER_CLASS = 20
+SMALL_C_CORRUPTIONS = {"noise_low": 0.04, "noise_high": 0.12}
+
+
+@pytest.fixture(scope="session")
+def small_cifar_c_dir(tmp_path_factory, cifar10_test) -> Path:
+    """<tmp>/CIFAR-10-C/{noise_low,noise_high}.npy (5N,32,32,3) uint8 + labels.npy (5N,)."""
+    images, labels = cifar10_test
+    pick = np.concatenate([np.flatnonzero(labels == k)[:SMALL_C_PER_CLASS] for k in range(10)])
+    clean, y = np.asarray(images[pick]), labels[pick]
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "CIFAR-10-C"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, sigma in SMALL_C_CORRUPTIONS.items():
+        sev = []
+        for s in range(1, 6):  # severity s: noise std sigma * s / 5
+            noisy = clean / 255.0 + rng.normal(0, sigma * s / 5, clean.shape)
+            sev.append((np.clip(noisy, 0, 1) * 255).astype(np.uint8))
+        np.save(folder / f"{name}.npy", np.concatenate(sev))
+    np.save(folder / "labels.npy", np.tile(y, 5).astype(np.uint8))
+    return root

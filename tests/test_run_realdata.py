@@ -11,30 +11,7 @@ from click.testing import CliRunner
 from tta import load_model
 from tta.cli.main import cli
 
-from conftest import to_tensor
-
-N_PER_CLASS = 20  # 200 images per severity
-SIGMAS = {"noise_low": 0.04, "noise_high": 0.12}
-
-
-@pytest.fixture(scope="module")
-def cifar_c_dir(tmp_path_factory, cifar10_test):
-    """<tmp>/CIFAR-10-C/{noise_low,noise_high}.npy (5N,32,32,3) uint8 + labels.npy (5N,)."""
-    images, labels = cifar10_test
-    pick = np.concatenate([np.flatnonzero(labels == k)[:N_PER_CLASS] for k in range(10)])
-    clean, y = np.asarray(images[pick]), labels[pick]
-    root = tmp_path_factory.mktemp("data")
-    folder = root / "CIFAR-10-C"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for name, sigma in SIGMAS.items():
-        sev = []
-        for s in range(1, 6):  # severity s: noise std sigma * s / 5
-            noisy = clean / 255.0 + rng.normal(0, sigma * s / 5, clean.shape)
-            sev.append((np.clip(noisy, 0, 1) * 255).astype(np.uint8))
-        np.save(folder / f"{name}.npy", np.concatenate(sev))
-    np.save(folder / "labels.npy", np.tile(y, 5).astype(np.uint8))
-    return root
+from conftest import SMALL_C_CORRUPTIONS as SIGMAS, to_tensor
 
 
 def _run(args):
@@ -71,10 +48,10 @@ def _direct_errors(folder, order, model_fn, batch_size, reset_each):
     "method,shift",
     [("source", "iid"), ("tbn", "continual")],
 )
-def test_run_matches_direct_computation(cifar_c_dir, resnet20_checkpoint, tmp_path, method, shift):
+def test_run_matches_direct_computation(small_cifar_c_dir, resnet20_checkpoint, tmp_path, method, shift):
     out, order_path = tmp_path / "r.json", tmp_path / "order.json"
     result = _run([
-        "--method", method, "--shift", shift, "--data-dir", str(cifar_c_dir), "--model", "resnet20",
+        "--method", method, "--shift", shift, "--data-dir", str(small_cifar_c_dir), "--model", "resnet20",
         "--checkpoint", str(resnet20_checkpoint), "--domains", "noise_low,noise_high", "--batch-size", "50",
         "--output", str(out), "--export-order", str(order_path),
     ])
@@ -88,7 +65,7 @@ def test_run_matches_direct_computation(cifar_c_dir, resnet20_checkpoint, tmp_pa
         m = load_model("resnet20", checkpoint=resnet20_checkpoint)
         return m.train()  # tbn with prior 0 is train-mode BatchNorm, whose running stats never feed back
 
-    expected = _direct_errors(cifar_c_dir / "CIFAR-10-C", order, fresh, 50, reset_each=True)
+    expected = _direct_errors(small_cifar_c_dir / "CIFAR-10-C", order, fresh, 50, reset_each=True)
     got = doc["metrics"]["domain_errors"]
     assert set(got) == set(SIGMAS)
     for name in SIGMAS:

@@ -24,6 +24,3 @@ class InputError(TTAError, ValueError):
 class DataError(TTAError):
     """A dataset file or folder is missing, truncated or malformed."""
 
-
-class NotImplementedYet(TTAError):
-    """A reserved command or feature that has not landed yet."""
