@@ -65,3 +65,16 @@ def small_cifar_c_dir(tmp_path_factory, cifar10_test) -> Path:
         np.save(folder / f"{name}.npy", np.concatenate(sev))
     np.save(folder / "labels.npy", np.tile(y, 5).astype(np.uint8))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """48 training and 20 test images whose class is written in the mean colour, so it is learnable."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 48), ("test", 20)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 40, (n, 32, 32, 3)) + (labels * 20)[:, None, None, None]
+        np.save(root / f"{split}_images.npy", images.astype(np.uint8))
+        np.save(root / f"{split}_labels.npy", labels)
+    return root

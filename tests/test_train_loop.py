@@ -16,19 +16,6 @@ from tta.training import TrainConfig, train
 from tta.training.trainer import record_path, resume_path
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """48 training and 20 test images whose class is written in the mean colour, so it is learnable."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 48), ("test", 20)):
-        labels = rng.integers(0, 10, n)
-        images = rng.integers(0, 40, (n, 32, 32, 3)) + (labels * 20)[:, None, None, None]
-        np.save(root / f"{split}_images.npy", images.astype(np.uint8))
-        np.save(root / f"{split}_labels.npy", labels)
-    return root
-
-
 def _cfg(tiny, out, **kw) -> TrainConfig:
     base = dict(model="resnet20", data=str(tiny / "train_images.npy"), out=str(out), norm="gn",
                 epochs=2, batch_size=16, lr=0.05, seed=3)
@@ -59,6 +46,7 @@ def test_final_checkpoint_and_record(tiny, tmp_path) -> None:
     out = tmp_path / "gn.pt"
     record = train(_cfg(tiny, out, epochs=1), progress=False)
     saved = json.loads(record_path(out).read_text())
+    assert saved["test_accuracy"] == record["test_accuracy"]
     assert saved["seed"] == 3 and saved["norm"] == "gn" and saved["epochs"] == 1
     assert saved["hyperparameters"]["weight_decay"] == 5e-4 and saved["hyperparameters"]["nesterov"] is True
     assert saved["train_images"] == 48 and saved["test_images"] == 20

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 from torch import nn
 
@@ -174,17 +172,6 @@ def test_statistics_adapters_refuse_a_vit_with_a_clear_error() -> None:
 
 
 # ---------------------------------------------------------------- training and listing
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_vit")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 32), ("test", 16)):
-        labels = rng.integers(0, 10, n)
-        np.save(root / f"{split}_images.npy", rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8))
-        np.save(root / f"{split}_labels.npy", labels)
-    return root
-
-
 def test_training_a_vit_uses_its_default_token_norm_and_adamw(tiny, tmp_path) -> None:
     out = tmp_path / "vit.pt"
     cfg = TrainConfig(model="vit-cifar-mixln", data=str(tiny / "train_images.npy"), out=str(out),
