@@ -88,7 +88,7 @@ def main() -> None:
         vals = [err[f"{name}/{s}"] for s in range(1, 6)]
         print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {np.mean(vals):.1f} |")
     std = [err[f"{n}/{s}"] for n in CORRUPTIONS for s in range(1, 6)]
-    print(f"| **mean of the 15** | " + " | ".join(
+    print("| **mean of the 15** | " + " | ".join(
         f"{np.mean([err[f'{n}/{s}'] for n in CORRUPTIONS]):.1f}" for s in range(1, 6)) + f" | {np.mean(std):.1f} |")
 
 

@@ -8,7 +8,7 @@ import torch
 from tta.data.domain import ArrayDomain
 from tta.data.source import DomainSource
 from tta.errors import InputError, UnknownNameError
-from tta.streams import StreamOrder, dirichlet_order, make_stream, mean_run_length
+from tta.streams import dirichlet_order, make_stream, mean_run_length
 
 
 class ToySource(DomainSource):

@@ -50,7 +50,6 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         return 0.0
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
     conf_sum = np.bincount(which, weights=confidence, minlength=bins)
     acc_sum = np.bincount(which, weights=correct.astype(np.float64), minlength=bins)
     return float(100 * np.abs(acc_sum - conf_sum).sum() / len(confidence))
