@@ -1,7 +1,6 @@
 """``tta run``: adapt a model online over a test stream and report its error."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -13,18 +12,7 @@ from tta.experiment import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY, R
 from tta.resume import load_partial, partial_path, run_key, save_partial
 from tta.results import DEMO_BANNER, check_writable, markdown_table, write_json
 
-
-def _parse_options(pairs: tuple[str, ...]) -> dict:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--option expects KEY=VALUE, got {pair!r}; e.g. --option prior=16")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+from .options import parse_key_values
 
 
 def _parse_delta(value: str | None) -> float | str | None:
@@ -45,6 +33,10 @@ def _parse_delta(value: str | None) -> float | str | None:
               help="Folder holding CIFAR-10-C/ etc. [default: $TTA_DATA or ~/.cache/tta/data]")
 @click.option("--model", default=None, help="Backbone (tta list models). [default: RobustBench's, per dataset]")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Weights file for --model.")
+@click.option("--norm", default=None,
+              help="Norm layer the checkpoint was trained with (tta list norms). [default: from the tta train record "
+                   "beside --checkpoint, else the model's own]")
+@click.option("--norm-option", "norm_options", multiple=True, metavar="KEY=VALUE", help="Option of --norm; repeatable.")
 @click.option("--option", "-O", "options", multiple=True, metavar="KEY=VALUE", help="Method hyperparameter; repeatable.")
 @click.option("--domains", default=None, help="Comma-separated corruptions, in stream order. [default: the canonical 15]")
 @click.option("--severity", default=DEFAULT_SEVERITY, show_default=True, type=int)
@@ -77,7 +69,8 @@ def run_cmd(**kw) -> None:
     """
     config = RunConfig(
         method=kw["method"], shift=kw["shift"], dataset=kw["dataset"], data_dir=kw["data_dir"],
-        model=kw["model"], checkpoint=kw["checkpoint"], options=_parse_options(kw["options"]),
+        model=kw["model"], checkpoint=kw["checkpoint"], options=parse_key_values(kw["options"], "--option", "prior=16"),
+        norm=kw["norm"], norm_options=parse_key_values(kw["norm_options"], "--norm-option", "num_groups=8"),
         domains=[d.strip() for d in kw["domains"].split(",") if d.strip()] if kw["domains"] else None,
         severity=kw["severity"], batch_size=kw["batch_size"], n_examples=kw["n_examples"], seed=kw["seed"],
         delta=_parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
@@ -105,7 +98,7 @@ def run_cmd(**kw) -> None:
         f"{prepared.source.dataset}-{config.method}-{config.shift}-s{config.seed}.json"))
     # Progress of a long run is saved beside the result; rerunning the same command resumes it.
     partial = partial_path(output)
-    key = run_key(prepared.stream.fingerprint(), config.method, prepared.hparams, prepared.model_info["checkpoint_sha256"])
+    key = run_key(prepared.stream.fingerprint(), config.method, prepared.hparams, prepared.model_info)
     resumed = None if kw["fresh"] else load_partial(partial, key, prepared.adapted)
     start, tally = resumed if resumed else (0, None)
     if resumed:

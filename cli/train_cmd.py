@@ -3,24 +3,7 @@ from __future__ import annotations
 
 import click
 
-from tta.errors import InputError
-
-
-def _parse_options(pairs: tuple[str, ...]) -> dict:
-    opts: dict = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"norm option {pair!r} is not KEY=VALUE; write e.g. --norm-option num_groups=8")
-        for cast in (int, float):
-            try:
-                opts[key] = cast(raw)
-                break
-            except ValueError:
-                continue
-        else:
-            opts[key] = {"true": True, "false": False}.get(raw.lower(), raw)
-    return opts
+from .options import parse_key_values
 
 
 @click.command("train")
@@ -46,7 +29,7 @@ def train_cmd(norm_option: tuple[str, ...], resume: bool, stop_after: int | None
     """Train a backbone on a clean set and write a checkpoint plus a JSON record."""
     from tta.training import TrainConfig, train  # noqa: PLC0415  (keeps `tta --help` fast)
 
-    cfg = TrainConfig(norm_options=_parse_options(norm_option), **kwargs)
+    cfg = TrainConfig(norm_options=parse_key_values(norm_option, "--norm-option", "num_groups=8"), **kwargs)
     record = train(cfg, resume=resume, progress=not no_progress, stop_after=stop_after)
     if "stopped_after_epoch" in record:
         click.echo(f"stopped after epoch {record['stopped_after_epoch']}; continue with --resume ({record['resume_checkpoint']})")

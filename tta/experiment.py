@@ -19,11 +19,13 @@ from .data.source import DomainSource
 from .errors import CheckpointError, InputError
 from .evaluate import OnlineMetrics, evaluate
 from .methods import method_defaults
+from .methods.bn_swap import batchnorm_layers
 from .models import load_model, resolve_model_name
 from .models.registry import default_model_dir, find_pretrained
 from .results import build_result, sha256_file
 from .runtime import configure_threads, pick_device, runtime_info, versions
 from .streams import Stream, make_stream
+from .training import record_path, training_record
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ class RunConfig:
     data_dir: str | None = None
     model: str | None = None
     checkpoint: str | None = None
+    norm: str | None = None
+    """Norm kind the checkpoint was trained with; None reads it from the ``tta train`` record beside it."""
+    norm_options: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     domains: list[str] | None = None
     severity: int = DEFAULT_SEVERITY
@@ -94,7 +99,14 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
         order_file=config.order_file, num_workers=config.workers,
     )
     model, model_info = _load_model(config, source)
-    opts = {**method_defaults(config.method, source.dataset, config.shift), **config.options}
+    defaults = method_defaults(config.method, source.dataset, config.shift)
+    if "norm" in defaults and "norm" not in config.options and not batchnorm_layers(model):
+        # a gradient method's default statistics policy needs BatchNorm; without it the method
+        # adapts the affine parameters of the model's own norm layers (tta.adapt's behaviour)
+        notes.append(f"{model_info['name']} has no BatchNorm ({model_info.get('norm')}): {config.method} adapts "
+                     f"the affine parameters of its norm layers instead of using norm={defaults['norm']!r}")
+        defaults = {k: v for k, v in defaults.items() if k not in ("norm", "norm_options")}
+    opts = {**defaults, **config.options}
     torch.manual_seed(config.seed)  # methods that draw from torch's global RNG are reproducible too
     adapted = adapt(model.to(device), method=config.method, **opts)
     hparams = adapted.hparams() or opts
@@ -133,13 +145,33 @@ def _load_model(config: RunConfig, source: DomainSource) -> tuple[nn.Module, dic
             f"model {spec.name} predicts {spec.num_classes} classes but {source.label} has {source.num_classes}; "
             "pick a model trained on that dataset (tta list models)"
         )
-    model = load_model(name, checkpoint=config.checkpoint)
+    norm, norm_options = _norm_for(config, spec.name)
+    model = load_model(name, checkpoint=config.checkpoint, norm=norm, **norm_options)
     ckpt = Path(config.checkpoint).expanduser() if config.checkpoint else find_pretrained(spec)
     return model, {
         "name": spec.name,
         "checkpoint": str(ckpt) if ckpt else None,
         "checkpoint_sha256": sha256_file(ckpt) if ckpt else None,
+        "norm": norm or spec.default_norm,
+        "norm_options": norm_options,
     }
+
+
+def _norm_for(config: RunConfig, model_name: str) -> tuple[str | None, dict[str, Any]]:
+    """``--norm`` when given; else the norm in the ``tta train`` record beside the checkpoint; else the model's own."""
+    if config.norm is not None or config.checkpoint is None:
+        return config.norm, dict(config.norm_options)
+    record = training_record(config.checkpoint)
+    if record is None:
+        return None, dict(config.norm_options)
+    if record.get("model") != model_name:
+        raise InputError(
+            f"{config.checkpoint} was trained as {record.get('model')!r} (its record {record_path(config.checkpoint)} "
+            f"says so), not {model_name!r}; pass --model {record.get('model')}"
+        )
+    log.info("norm %s %s from the training record of %s", record["norm"], record.get("norm_options") or "",
+             config.checkpoint)
+    return record["norm"], {**(record.get("norm_options") or {}), **config.norm_options}
 
 
 def finish(prepared: Prepared, metrics: OnlineMetrics) -> dict[str, Any]:

@@ -85,9 +85,10 @@ class Board:
 def _setting(doc: dict[str, Any]) -> Setting:
     s, m, model = doc["stream"], doc["metrics"], doc["model"]
     sha = (model.get("checkpoint_sha256") or "")[:12]
+    name = model["name"] + (f"+{model['norm']}" if model.get("norm") not in (None, "bn") else "")
     return Setting(
         data=doc["data"]["label"],
-        model=f"{model['name']} ({sha})" if sha else model["name"],
+        model=f"{name} ({sha})" if sha else name,
         shift=s["shift"],
         severity=s.get("severity"),
         batch_size=s["batch_size"],

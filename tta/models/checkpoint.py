@@ -91,6 +91,6 @@ def load_into(
     if problems:
         raise CheckpointError(
             f"checkpoint {source} does not match {type(model).__name__}: {'; '.join(problems)}; "
-            "check that --model names the architecture the checkpoint was trained with"
+            "check that --model names the architecture the checkpoint was trained with, and --norm its normalization layer"
         )
     model.load_state_dict({k: v for k, v in state.items()}, strict=False)

@@ -10,6 +10,7 @@ JSON record ``<out stem>.json``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
@@ -98,6 +99,27 @@ def resume_path(out: str | Path) -> Path:
 def record_path(out: str | Path) -> Path:
     out = Path(out)
     return out.with_name(out.stem + ".json")
+
+
+RECORD_SCHEMA = "tta.train_record"
+
+
+def training_record(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The JSON record ``tta train`` wrote beside ``checkpoint``, or None when there is none."""
+    path = record_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(
+            f"{path} beside the checkpoint is not readable JSON ({exc}); pass --norm explicitly or move that file"
+        ) from None
+    # records written before the schema field carry these keys
+    is_record = isinstance(doc, dict) and (
+        doc.get("schema") == RECORD_SCHEMA or {"model", "norm", "hyperparameters", "config"} <= set(doc)
+    )
+    return doc if is_record else None
 
 
 def _to_input(batch: torch.Tensor) -> torch.Tensor:
@@ -249,6 +271,7 @@ def train(
     save_torch(model.state_dict(), cfg.out)
     test_acc = evaluate(model, test_set, cfg.eval_batch_size, cfg.limit_test)
     record = {
+        "schema": RECORD_SCHEMA,
         "config": asdict(cfg),
         "seed": cfg.seed,
         "model": cfg.model,
