@@ -36,7 +36,7 @@ def models() -> list[str]:
     lines = []
     for name, spec in MODELS.items():
         alias = f" (robustbench: {spec.robustbench_name})" if spec.robustbench_name else ""
-        lines.append(f"{name:12s} {spec.dataset:9s} {spec.input_size}px {spec.num_classes} classes  {spec.description}{alias}")
+        lines.append(f"{name:16s} {spec.dataset:9s} {spec.input_size}px {spec.num_classes} classes  {spec.description}{alias}")
     return lines
 
 

@@ -27,7 +27,7 @@ def _statistics_methods() -> list[str]:
 def _applies(spec: NormSpec, stats_methods: list[str]) -> str:
     stats = ", ".join(stats_methods) or "none registered"
     if spec.batch_stats:
-        return f"BatchNorm statistics at test time: statistics adapters apply ({stats}); tent adapts the affine"
+        return f"BatchNorm statistics at test time: statistics adapters apply ({stats}); tent adapts the affine parameters"
     if spec.affine:
         return (f"no BatchNorm: statistics adapters ({stats}) raise an error; "
                 "tent adapts this layer's affine parameters; source evaluates as is")
