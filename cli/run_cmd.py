@@ -52,6 +52,8 @@ def _parse_delta(value: str | None) -> float | str | None:
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads (1 is fastest on shared 2-core CPUs).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
 @click.option("--workers", default=None, type=int, help="DataLoader workers. [default: 0 for arrays, 4 for image files]")
+@click.option("--frost-dir", type=click.Path(file_okay=False), default=None,
+              help="Frost textures for generated domains. [default: $TTA_FROST_DIR, else an imagecorruptions wheel]")
 @click.option("--imagenet-subset", default="5000", show_default=True, help="5000 (RobustBench list) | 50000 | FILE")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Result JSON. [default: tta-results/<dataset>-<method>-<shift>-s<seed>.json]")
@@ -75,7 +77,7 @@ def run_cmd(**kw) -> None:
         severity=kw["severity"], batch_size=kw["batch_size"], n_examples=kw["n_examples"], seed=kw["seed"],
         delta=_parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
         download=kw["download"], threads=kw["threads"], device=kw["device"], workers=kw["workers"],
-        imagenet_subset=kw["imagenet_subset"],
+        imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"],
     )
     # Every output path is checked before the run, so a bad one costs nothing.
     outputs = [p for p in (kw["output"], kw["export_order"], kw["plot"]) if p]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from tta import load_model
 from tta.cli.main import cli
 
-from conftest import SMALL_C_CORRUPTIONS as SIGMAS, to_tensor
+from conftest import SMALL_C_CORRUPTIONS as SIGMAS, shared_path, to_tensor
 
 
 def _run(args):
@@ -80,3 +80,28 @@ def test_run_matches_direct_computation(small_cifar_c_dir, resnet20_checkpoint, 
     assert doc["runtime"]["threads"] == 1
     assert set(doc["versions"]) >= {"tta", "torch", "numpy"}
     assert f"| error % ({method}) |" in result.output
+
+
+@pytest.mark.realdata
+def test_frost_dir_reaches_generated_domains(cifar10_test, resnet20_checkpoint, tmp_path, monkeypatch) -> None:
+    from tta.corruptions import corrupt
+
+    frost = shared_path("data", "frost")
+    monkeypatch.delenv("TTA_FROST_DIR", raising=False)
+    images, labels = cifar10_test
+    clean = tmp_path / "data" / "cifar10"
+    clean.mkdir(parents=True)
+    np.save(clean / "test_images.npy", np.asarray(images[:64]))
+    np.save(clean / "test_labels.npy", np.asarray(labels[:64]))
+    common = ["--data-dir", str(tmp_path / "data"), "--dataset", "cifar10", "--model", "resnet20",
+              "--checkpoint", str(resnet20_checkpoint), "--domains", "frost", "--batch-size", "32"]
+    bad = CliRunner().invoke(cli, ["run", "-q", *common, "--frost-dir", str(tmp_path / "nowhere"),
+                                   "--output", str(tmp_path / "bad.json")])
+    assert bad.exit_code == 2 and "nowhere" in bad.output
+    _run([*common, "--frost-dir", str(frost), "--output", str(tmp_path / "r.json")])
+    got = json.loads((tmp_path / "r.json").read_text())["metrics"]["domain_errors"]["frost"]
+    x = corrupt(np.asarray(images[:64]), "frost", 5, preset="cifar", seed=0, frost_dir=frost)
+    model = load_model("resnet20", checkpoint=resnet20_checkpoint)
+    with torch.no_grad():
+        pred = model(to_tensor(x)).argmax(1).numpy()
+    assert got == pytest.approx(100.0 * float(np.mean(pred != np.asarray(labels[:64]))))

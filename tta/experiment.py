@@ -65,6 +65,8 @@ class RunConfig:
     device: str = "auto"
     workers: int | None = None
     imagenet_subset: str = "5000"
+    frost_dir: str | None = None
+    """Frost textures for generated domains (else ``$TTA_FROST_DIR`` or an imagecorruptions wheel)."""
 
 
 @dataclass
@@ -88,7 +90,7 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
     data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
     source, notes = open_source(
         config.dataset, data_dir, download=config.download, confirm_download=confirm_download,
-        imagenet_subset=config.imagenet_subset,
+        imagenet_subset=config.imagenet_subset, frost_dir=config.frost_dir,
     )
     delta = config.delta
     if delta == "default":

@@ -41,6 +41,7 @@ def open_source(
     confirm_download: Callable[[str], bool] | None = None,
     corruption_seed: int = 0,
     imagenet_subset: str = "5000",
+    frost_dir: str | Path | None = None,
 ) -> tuple[DomainSource, list[str]]:
     """The domain source for ``dataset`` and notes to show the user.
 
@@ -66,7 +67,7 @@ def open_source(
         images, labels = load_clean(clean, name)
         notes.append(f"no {FOLDERS[name]} folder under {data_dir}; generating corruptions from {clean}")
         return GeneratedSource(images, labels, dataset=name, origin=str(clean), num_classes=10 if name == "cifar10" else 100,
-                               seed=corruption_seed), notes
+                               seed=corruption_seed, frost_dir=frost_dir), notes
     # 3. download
     wants = download or (confirm_download is not None and network_available() and confirm_download(
         f"{FOLDERS[name]} is not under {data_dir}. Download it from Zenodo (about 2.9 GB)?"))
