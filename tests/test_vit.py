@@ -172,15 +172,25 @@ def test_statistics_adapters_refuse_a_vit_with_a_clear_error() -> None:
 
 
 # ---------------------------------------------------------------- training and listing
-def test_training_a_vit_uses_its_default_token_norm_and_adamw(tiny, tmp_path) -> None:
+def test_training_a_vit_uses_its_default_token_norm_and_the_vit_recipe(tiny, tmp_path) -> None:
     out = tmp_path / "vit.pt"
     cfg = TrainConfig(model="vit-cifar-mixln", data=str(tiny / "train_images.npy"), out=str(out),
-                      epochs=1, batch_size=16, lr=1e-3, weight_decay=0.05, optimizer="adamw", seed=0)
+                      epochs=1, batch_size=16, seed=0)
     record = train(cfg, progress=False)
-    assert record["norm"] == "ln" and record["hyperparameters"]["optimizer"] == "AdamW"
+    hp = record["hyperparameters"]
+    assert record["norm"] == "ln" and hp["optimizer"] == "AdamW" and hp["lr"] == 1e-3 and hp["weight_decay"] == 0.05
     trained = tta.load_model("vit-cifar-mixln", checkpoint=out)
     fresh = tta.build_model("vit-cifar-mixln")
     assert not torch.equal(trained.head.weight, fresh.head.weight)
+
+
+def test_cnn_recipe_stays_sgd_and_explicit_values_win() -> None:
+    cnn = TrainConfig(model="resnet20", data="x", out="y")
+    cnn.validate()
+    assert (cnn.optimizer, cnn.lr, cnn.weight_decay, cnn.norm) == ("sgd", 0.2, 5e-4, "bn")
+    vit = TrainConfig(model="vit-cifar", data="x", out="y", lr=5e-4, optimizer="sgd")
+    vit.validate()
+    assert (vit.optimizer, vit.lr, vit.weight_decay) == ("sgd", 5e-4, 0.05)
 
 
 def test_cli_lists_the_vits_and_which_norms_reach_them() -> None:

@@ -40,6 +40,8 @@ class ModelSpec:
     aliases: tuple[str, ...] = field(default=())
     default_norm: str = "bn"
     """Norm kind used when none is asked for (transformers take token norms, ``ln``)."""
+    train_recipe: dict = field(default_factory=dict)
+    """``tta train`` defaults that differ from the CNN recipe (SGD, lr 0.2, weight decay 5e-4)."""
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -113,6 +115,8 @@ for _name, (_scheme, _what) in _VIT_SCHEMES.items():
             description=f"ViT for 32x32 (patch 4, width 192, 6 blocks, 3 heads), {_what}; "
             "token norm from --norm (ln default); no pretrained weights, train with tta train",
             default_norm="ln",
+            # the usual ViT recipe (AdamW as in DeiT) instead of the CNN one (SGD, lr 0.2)
+            train_recipe={"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05},
         )
     )
 

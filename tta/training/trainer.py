@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 SCHEDULES = ("onecycle", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
+#: optimizer, peak lr and weight decay when neither the user nor the model's ``train_recipe`` sets them
+CNN_RECIPE = {"optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-4}
 # Fields that must agree between a resume checkpoint and the run that continues it.
 _RESUME_KEYS = (
     "model", "norm", "norm_options", "epochs", "batch_size", "lr", "momentum", "weight_decay",
@@ -55,12 +57,13 @@ class TrainConfig:
     norm_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 0.2
-    """Peak learning rate (OneCycle) or initial one (cosine)."""
+    lr: float | None = None
+    """Peak learning rate (OneCycle) or initial one (cosine); None: the model's recipe (0.2 CNN, 1e-3 ViT)."""
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    optimizer: str = "sgd"
-    """``sgd`` (Nesterov, the CNN recipe) or ``adamw`` (the usual ViT recipe, e.g. lr 1e-3, weight decay 0.05)."""
+    weight_decay: float | None = None
+    """None: the model's recipe (5e-4 CNN, 0.05 ViT)."""
+    optimizer: str | None = None
+    """``sgd`` (Nesterov, the CNN recipe) or ``adamw`` (the ViT recipe); None: the model's."""
     schedule: str = "onecycle"
     pct_start: float = 0.25
     """OneCycle: fraction of steps spent warming up to ``lr``."""
@@ -74,6 +77,13 @@ class TrainConfig:
     """None: channels_last unless the model has group-norm layers (see tta.runtime.prefers_channels_last)."""
 
     def validate(self) -> None:
+        spec = resolve_model_name(self.model)
+        if self.norm is None:
+            self.norm = spec.default_norm
+        recipe = {**CNN_RECIPE, **spec.train_recipe}
+        for key, value in recipe.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         if self.epochs < 1:
             raise InputError(f"epochs must be >= 1, got {self.epochs}; pass --epochs 1 or more")
         if self.batch_size < 2:
@@ -86,9 +96,6 @@ class TrainConfig:
             raise InputError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if not 0 < self.pct_start < 1:
             raise InputError(f"pct_start must lie in (0, 1), got {self.pct_start}; e.g. 0.25")
-        spec = resolve_model_name(self.model)
-        if self.norm is None:
-            self.norm = spec.default_norm
 
 
 def resume_path(out: str | Path) -> Path:
