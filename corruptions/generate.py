@@ -58,6 +58,25 @@ def _write_json(path: Path, obj: dict) -> None:
     write_json(path, obj, indent=None)
 
 
+#: written beside the arrays, so readers (and results) can tell these files from the original CIFAR-C
+MANIFEST = "tta-corrupt.json"
+
+
+def _update_manifest(out: Path, corruptions: Sequence[str], severities: Sequence[int], preset: str, seed: int,
+                     n: int) -> None:
+    path = out / MANIFEST
+    old = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+    same = {k: old.get(k) for k in ("preset", "seed", "n")} == {"preset": preset, "seed": seed, "n": n}
+    names = sorted(set(corruptions) | (set(old.get("corruptions", [])) if same else set()))
+    write_json(path, {"generator": "tta.corruptions", "preset": preset, "seed": seed, "n": n,
+                      "severities": sorted(set(severities)), "corruptions": names})
+
+
 # ---- worker side (also used in-process when workers == 1) ----
 _SRC: np.ndarray | None = None
 
@@ -167,6 +186,7 @@ def generate_arrays(
                 finish(*res)
                 bar.update()
     bar.close()
+    _update_manifest(out, corruptions, severities, preset, seed, n)
     return [lab] + [out / f"{name}.npy" for name in corruptions]
 
 
