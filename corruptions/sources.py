@@ -1,7 +1,6 @@
 """Clean image sets accepted by ``tta corrupt --src``."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,13 @@ def _labels_beside(images_path: Path) -> Path | None:
 
 
 def _cifar_pickle(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    path, key = (folder / "test_batch", "labels") if (folder / "test_batch").is_file() else (folder / "test", "fine_labels")
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="latin1")
-    data = np.asarray(d["data"], dtype=np.uint8)
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), np.asarray(d[key], dtype=np.int64)
+    from tta.data.clean import load_clean  # noqa: PLC0415  (numpy arrays and plain containers only)
+
+    if (folder / "test_batch").is_file():
+        images, labels = load_clean(folder / "test_batch", "cifar10")
+    else:
+        images, labels = load_clean(folder / "test", "cifar100")
+    return np.ascontiguousarray(images), labels
 
 
 def load_array_set(src: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +35,7 @@ def load_array_set(src: str | Path) -> tuple[np.ndarray, np.ndarray]:
     Accepts an images ``.npy`` with labels beside it (``test_images.npy`` +
     ``test_labels.npy``, or ``labels.npy``), a folder holding ``test_images.npy``,
     or torchvision's CIFAR folder (``cifar-10-batches-py`` / ``cifar-100-python``
-    or its parent), read directly from the pickles.
+    or its parent), read from the pickles with an unpickler that admits arrays only.
     """
     src = Path(src).expanduser()
     if src.is_dir():

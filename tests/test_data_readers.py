@@ -104,3 +104,28 @@ def test_generated_domains_match_direct_corruption(tmp_path, cifar10_test, resne
         with torch.no_grad():
             err = 100 * float(np.mean(model(to_tensor(corrupted)).argmax(1).numpy() != y))
         assert doc["metrics"]["domain_errors"][name] == pytest.approx(err)
+
+
+class _Exploit:
+    """Unpickling this would call os.system; a safe reader must refuse it."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_cifar_batches_admit_arrays_only(tmp_path) -> None:
+    from tta.data.clean import read_cifar_batch
+    from tta.errors import DataError
+
+    good = tmp_path / "test_batch"
+    rows = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    good.write_bytes(pickle.dumps({"data": rows, "labels": [3, 7], "batch_label": "testing batch 1 of 1"}))
+    images, labels = load_clean(good, "cifar10")
+    np.testing.assert_array_equal(images, rows.reshape(2, 3, 32, 32).transpose(0, 2, 3, 1))
+    assert labels.tolist() == [3, 7]
+    evil = tmp_path / "evil_batch"
+    evil.write_bytes(pickle.dumps({"data": _Exploit(), "labels": []}))
+    with pytest.raises(DataError, match="posix.system|os.system|nt.system"):
+        read_cifar_batch(evil)

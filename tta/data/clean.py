@@ -15,6 +15,32 @@ TORCHVISION_FOLDERS = {"cifar10": ("cifar-10-batches-py", "test_batch", "labels"
 #: ``<data_dir>/<name>/test_images.npy`` + ``test_labels.npy`` (uint8 NHWC, int labels)
 NPY_FOLDERS = {"cifar10": "cifar10", "cifar100": "cifar100"}
 
+# A CIFAR python batch is a dict of lists, strings and one numpy array; nothing else may load.
+_ARRAY_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # noqa: ANN201  (pickle's signature)
+        if (module, name) in _ARRAY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it references {module}.{name}, which a CIFAR batch never holds")
+
+
+def read_cifar_batch(path: str | Path) -> dict:
+    """One pickled CIFAR batch, refusing any object other than numpy arrays and plain containers."""
+    try:
+        with open(path, "rb") as f:
+            batch = _ArraysOnly(f, encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, IndexError) as exc:
+        raise DataError(f"{path} is not a CIFAR python batch ({exc}); re-download cifar-10-python.tar.gz") from None
+    if not isinstance(batch, dict) or "data" not in batch:
+        raise DataError(f"{path} is not a CIFAR python batch (no 'data' entry); re-download cifar-10-python.tar.gz")
+    return batch
+
 
 def find_clean(data_dir: str | Path, dataset: str = "cifar10") -> Path | None:
     """The clean test set of ``dataset`` under ``data_dir``, if one is there."""
@@ -35,7 +61,8 @@ def load_clean(path: str | Path, dataset: str = "cifar10") -> tuple[np.ndarray, 
 
     ``path`` is a ``test_images.npy`` (its labels in ``test_labels.npy`` beside it)
     or torchvision's pickled test batch, read directly so that no MD5 check of the
-    training batches is needed (spec §6).
+    training batches is needed (spec §6), with an unpickler that admits numpy arrays
+    and plain containers only.
     """
     path = Path(path)
     if path.suffix == ".npy":
@@ -51,12 +78,11 @@ def load_clean(path: str | Path, dataset: str = "cifar10") -> tuple[np.ndarray, 
             )
         return open_npy(path, "clean image file"), labels
     key = TORCHVISION_FOLDERS.get(dataset, TORCHVISION_FOLDERS["cifar10"])[2]
+    batch = read_cifar_batch(path)
     try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")  # noqa: S301  (torchvision's own CIFAR format)
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[key], dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise DataError(f"{path} is not a CIFAR python test batch ({exc}); re-download cifar-10-python.tar.gz") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise DataError(f"{path} holds data of shape {data.shape}; expected (N, 3072) with N labels")
