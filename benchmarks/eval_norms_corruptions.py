@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import tta
-from tta.atomic import write_json
+from tta.atomic import save_npy, write_json
 from tta.data.source import BENCHMARK_CORRUPTIONS
 from tta.runtime import prefers_channels_last
 from tta.training import training_record
@@ -44,11 +44,7 @@ def _corrupted(test: ImageArrays, name: str, severity: int, seed: int, cache: Pa
 
     path = cache / f"{name}_s{severity}_seed{seed}.npy"
     if not path.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        images = corrupt(np.asarray(test.images), name, severity, preset="cifar", seed=seed)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, images)
-        tmp.replace(path)
+        save_npy(path, corrupt(np.asarray(test.images), name, severity, preset="cifar", seed=seed))
     return ImageArrays(np.load(path, mmap_mode="r"), test.labels, str(path))
 
 

@@ -23,10 +23,11 @@ def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> N
     from tta.errors import InputError  # noqa: PLC0415
     from tta.leaderboard import build, load_results, render  # noqa: PLC0415
 
-    docs = load_results(paths or (Path("tta-results"),))
+    paths = paths or (Path("tta-results"),)
+    docs = load_results(paths)
     if not docs:
         raise InputError(
-            f"no tta results under {', '.join(map(str, paths or ('tta-results',)))}; "
+            f"no tta results under {', '.join(map(str, paths))}; "
             "write some with `tta run --output <folder>/<name>.json`"
         )
     text = render(build(docs), fmt)

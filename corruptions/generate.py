@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from tta.atomic import atomic_path, save_npy, write_json
+from tta.data.cifar_c import TTA_MANIFEST, read_manifest
 from tta.errors import DataError, InputError
 
 from .api import ALL_CORRUPTIONS, CORRUPTIONS, corrupt
@@ -58,22 +59,12 @@ def _write_json(path: Path, obj: dict) -> None:
     write_json(path, obj, indent=None)
 
 
-#: written beside the arrays, so readers (and results) can tell these files from the original CIFAR-C
-MANIFEST = "tta-corrupt.json"
-
-
 def _update_manifest(out: Path, corruptions: Sequence[str], severities: Sequence[int], preset: str, seed: int,
                      n: int) -> None:
-    path = out / MANIFEST
-    old = {}
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            old = {}
+    old = read_manifest(out)
     same = {k: old.get(k) for k in ("preset", "seed", "n")} == {"preset": preset, "seed": seed, "n": n}
     names = sorted(set(corruptions) | (set(old.get("corruptions", [])) if same else set()))
-    write_json(path, {"generator": "tta.corruptions", "preset": preset, "seed": seed, "n": n,
+    write_json(out / TTA_MANIFEST, {"generator": "tta.corruptions", "preset": preset, "seed": seed, "n": n,
                       "severities": sorted(set(severities)), "corruptions": names})
 
 

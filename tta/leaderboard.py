@@ -63,12 +63,16 @@ class Row:
     def values(self, key: str) -> list[float]:
         return [doc["metrics"][key] for doc in self.runs.values()]
 
+    def mean(self, key: str) -> float:
+        """A metric averaged over the row's seeds."""
+        return statistics.fmean(self.values(key))
+
     def domain_error(self, domain: str) -> float:
         return statistics.fmean(doc["metrics"]["domain_errors"][domain] for doc in self.runs.values())
 
     @property
     def mean_error(self) -> float:
-        return statistics.fmean(self.values("mean_domain_error"))
+        return self.mean("mean_domain_error")
 
     @property
     def spread(self) -> float | None:
@@ -214,7 +218,7 @@ def to_markdown(boards: list[Board]) -> str:
             mean = _fmt(row.mean_error) + (f" ± {row.spread:.1f}" if row.spread is not None else "")
             cells = [str(rank), row.label, ",".join(map(str, sorted(row.runs)))]
             cells += [_fmt(row.domain_error(d)) for d in st.domains]
-            cells += [mean, _fmt(statistics.fmean(row.values("ece"))), f"{statistics.fmean(row.values('images_per_s')):.0f}"]
+            cells += [mean, _fmt(row.mean("ece")), f"{row.mean('images_per_s'):.0f}"]
             out.append("| " + " | ".join(cells) + " |")
         fingerprints = sorted({doc["stream"]["fingerprint"] for r in board.rows for doc in r.runs.values()})
         out += ["", f"Error % (lower is better), mean over seeds (± sample std of the mean error). "
@@ -233,8 +237,8 @@ def _records(boards: list[Board]) -> list[dict[str, Any]]:
                 "fingerprints": sorted({d["stream"]["fingerprint"] for d in row.runs.values()}),
                 "mean_error": row.mean_error, "mean_error_std": row.spread,
                 "domain_errors": {d: row.domain_error(d) for d in st.domains},
-                "ece": statistics.fmean(row.values("ece")),
-                "images_per_s": statistics.fmean(row.values("images_per_s")),
+                "ece": row.mean("ece"),
+                "images_per_s": row.mean("images_per_s"),
                 "files": [d["_path"] for d in row.runs.values()],
                 "data": sorted({d["data"]["label"] for d in row.runs.values()}),
                 "warnings": board.warnings,

@@ -93,8 +93,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically; an unwritable folder raises ``InputError``."""
     path = Path(path).expanduser()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(path, data)
+        atomic.write_bytes(path, data)  # creates the folder too
     except OSError as exc:
         if exc.errno not in _UNWRITABLE:
             raise

@@ -30,11 +30,14 @@ def partial_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".partial.pt")
 
 
+def _canonical(options: dict[str, Any]) -> list[tuple[str, str]]:
+    return sorted((str(k), repr(v)) for k, v in options.items())
+
+
 def run_key(fingerprint: str, method: str, hparams: dict[str, Any], model: dict[str, Any]) -> str:
     """What a saved partial run must match: stream, method, hyperparameters, checkpoint and norm layer."""
-    norm = (model.get("norm"), sorted((str(k), repr(v)) for k, v in (model.get("norm_options") or {}).items()))
-    return repr((fingerprint, method, sorted((str(k), repr(v)) for k, v in hparams.items()),
-                 model.get("checkpoint_sha256"), norm))
+    norm = (model.get("norm"), _canonical(model.get("norm_options") or {}))
+    return repr((fingerprint, method, _canonical(hparams), model.get("checkpoint_sha256"), norm))
 
 
 def save_partial(path: Path, key: str, next_batch: int, tally: Tally, adapted: nn.Module) -> None:

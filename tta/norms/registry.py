@@ -143,10 +143,7 @@ class NormFactory:
         self.conv_options = {k: v for k, v in options.items() if k in spec.conv_options}
 
     def __call__(self, num_channels: int) -> nn.Module:
-        try:
-            return self.spec.layer(num_channels, **self.layer_options)
-        except TypeError as exc:
-            raise InputError(f"bad options for norm {self.spec.name!r} ({exc}); see `tta list norms`") from None
+        return self._build(self.spec.layer, num_channels)
 
     def tokens(self, dim: int) -> nn.Module:
         """The layer over the last dimension of (B, L, D) tokens, for transformer backbones."""
@@ -155,8 +152,11 @@ class NormFactory:
                 f"norm {self.spec.name!r} works on conv feature maps only; a transformer backbone takes "
                 f"one of: {', '.join(token_kinds())}"
             )
+        return self._build(self.spec.tokens, dim)
+
+    def _build(self, layer: Callable[..., nn.Module], width: int) -> nn.Module:
         try:
-            return self.spec.tokens(dim, **self.layer_options)
+            return layer(width, **self.layer_options)
         except TypeError as exc:
             raise InputError(f"bad options for norm {self.spec.name!r} ({exc}); see `tta list norms`") from None
 
