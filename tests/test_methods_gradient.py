@@ -9,9 +9,10 @@ from torch import nn
 
 import tta
 from tta.catalog import methods as list_methods
-from tta.errors import TTAError
+from tta.errors import InputError, TTAError
 from tta.errors import UnknownNameError
-from tta.methods.alpha_bn_mcc import AlphaBnMcc, class_confusion_loss
+from tta.methods import get_method
+from tta.methods.alpha_bn_mcc import class_confusion_loss
 from test_methods_stats import batches, tiny_net
 
 
@@ -50,9 +51,10 @@ def test_tent_matches_official_tent_step_by_step():
 def test_tent_sgd_option_and_imagenet_defaults():
     net, xs = tiny_net(), batches(3)
     opts = tta.methods.method_defaults("tent", "imagenet")
-    assert opts["optimizer"] == "sgd" and opts["lr"] == 2.5e-4
-    a = tta.adapt(net, "tent", **{**opts, "lr": 0.05})
-    expected = naive_tent(net, xs, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9))
+    assert opts["optimizer"] == "sgd" and opts["lr"] == 2.5e-4 and opts["nesterov"] and opts["momentum"] == 0.9
+    a = tta.adapt(net, "tent", dataset="imagenet", lr=0.05)
+    assert a.hparams() == {**opts, "lr": 0.05}
+    expected = naive_tent(net, xs, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True))
     for x, e in zip(xs, expected):
         assert torch.allclose(a(x), e, atol=1e-5)
 
@@ -88,17 +90,43 @@ def test_tent_adapts_groupnorm_affine_on_a_model_without_batchnorm():
     expected = naive_tent(net, xs, lambda p: torch.optim.Adam(p, lr=1e-3))
     for x, e in zip(xs, expected):
         assert torch.allclose(a(x), e, atol=1e-5)
-    assert a.hparams()["norm"] == "none"
+    assert a.hparams()["stats"] == "none"
     with pytest.raises(TTAError, match="no BatchNorm"):
         tta.adapt(net, "tbn")
     with pytest.raises(TTAError, match="no BatchNorm"):
-        tta.adapt(net, "tent", norm="unmix-tns")
+        tta.adapt(net, "tent", stats="unmix-tns")
 
 
-def test_gradient_methods_refuse_inference_mode():
-    a = tta.adapt(tiny_net(), "tent")
-    with torch.inference_mode(), pytest.raises(TTAError, match="inference_mode"):
-        a(batches(1)[0])
+def test_norm_is_a_deprecated_alias_of_stats_on_gradient_methods():
+    net, xs = tiny_net(), batches(2)
+    with pytest.warns(DeprecationWarning, match="use stats="):
+        old = tta.adapt(net, "tent", norm="unmix-tns", norm_options={"K": 4})
+    new = tta.adapt(net, "tent", stats="unmix-tns", stats_options={"K": 4})
+    assert old.hparams() == new.hparams() and old.hparams()["stats_options"]["K"] == 4
+    assert all(torch.equal(old(x), new(x)) for x in xs)
+    with pytest.raises(InputError, match="both norm= and stats="):
+        tta.adapt(net, "tent", norm="tbn", stats="tbn")
+
+
+def test_tent_over_unmix_tns_takes_the_composed_defaults_and_the_protocol_lr():
+    """K = 128 on mixed shifts and B_max = 16 on ImageNet come from unmix-tns's own declaration;
+    the learning rate from the UnMix-TNS scripts (Adam 1e-5 CIFAR, SGD Nesterov 2.5e-6 ImageNet)."""
+    net = tiny_net()
+    a = tta.adapt(net, "tent", stats="unmix-tns", dataset="cifar10", shift="mixed")
+    hp = a.hparams()
+    assert hp["stats_options"]["K"] == 128 and hp["stats_options"]["batch_size_max"] == 64
+    assert (hp["optimizer"], hp["lr"]) == ("adam", 1e-5)
+    assert a.optimizer.param_groups[0]["lr"] == 1e-5
+    assert a.model[1].K == 128  # the layer really has 128 components
+    b = tta.adapt(net, "tent", stats="unmix-tns", dataset="imagenet", shift="continual")
+    hp = b.hparams()
+    assert hp["stats_options"]["K"] == 16 and hp["stats_options"]["batch_size_max"] == 16
+    assert (hp["optimizer"], hp["lr"], hp["momentum"], hp["nesterov"]) == ("sgd", 2.5e-6, 0.9, True)
+    group = b.optimizer.param_groups[0]
+    assert (group["lr"], group["nesterov"]) == (2.5e-6, True)
+    # an explicit choice wins over every rule; tent over tbn keeps TENT's own lr
+    assert tta.adapt(net, "tent", stats="unmix-tns", dataset="cifar10", lr=1e-3).hparams()["lr"] == 1e-3
+    assert tta.adapt(net, "tent", dataset="cifar10", shift="mixed").hparams()["lr"] == 1e-3
 
 
 def test_class_confusion_loss_matches_a_loop_over_classes():
@@ -122,13 +150,13 @@ def test_class_confusion_loss_matches_a_loop_over_classes():
 
 def test_alpha_bn_mcc_uses_alpha_bn_statistics_and_is_honest_about_its_loss():
     net, xs = tiny_net(), batches(2)
-    a = tta.adapt(net, "alpha-bn-mcc", norm_options={"source_weight": 1.0})
+    a = tta.adapt(net, "alpha-bn-mcc", stats_options={"source_weight": 1.0})
     with torch.no_grad():
         src = net(xs[0])
     assert torch.allclose(a(xs[0]), src, atol=1e-5)  # pre-update logits with source statistics
     assert not torch.equal(a.model[1].weight, net[1].weight)  # gamma took a step
-    assert a.hparams()["norm"] == "alpha-bn" and a.hparams()["temperature"] == 2.5
-    assert "not core" in AlphaBnMcc.notes.lower()
+    assert a.hparams()["stats"] == "alpha-bn" and a.hparams()["temperature"] == 2.5
+    assert "not core" in get_method("alpha-bn-mcc").notes.lower()
     assert any(line.startswith("alpha-bn-mcc") for line in list_methods())
 
 
@@ -160,7 +188,7 @@ def test_tent_finds_custom_norm_layers_by_name_and_nothing_else():
     net = nn.Sequential(NormalizedInput(), nn.Conv2d(3, 4, 3), ScaleNorm2d(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     a = tta.adapt(net, "tent", lr=0.1)
     a(batches(1)[0])
-    assert [id(p) for p in a.params] == [id(a.model[2].gain)]
+    assert [id(p) for g in a.optimizer.param_groups for p in g["params"]] == [id(a.model[2].gain)]
     assert not torch.equal(a.model[2].gain, net[2].gain) and torch.equal(a.model[0].scale, net[0].scale)
 
 
@@ -172,11 +200,11 @@ def test_momentum_decay_hbs_loss_matches_a_loop_and_starts_from_momentum_decay()
         expected = plain(xs[0])
     assert torch.allclose(a(xs[0]), expected, atol=1e-5)  # pre-update logits, same statistics
     with torch.no_grad():
-        for layer, src in zip(a.layers, (net[1], net[6])):
+        for layer, src in zip(a.objective.layers, (net[1], net[6])):
             layer.weight.copy_(src.weight + 0.1)
             layer.bias.copy_(src.bias - 0.2)
     total = 0.0
-    for layer, src in zip(a.layers, (net[1], net[6])):
+    for layer, src in zip(a.objective.layers, (net[1], net[6])):
         C, eps = layer.num_features, layer.eps
         d = [abs(float(src.running_mean[c] / (src.running_var[c] + eps) ** 0.5
                        - layer.running_mean[c] / (layer.running_var[c] + eps) ** 0.5)) for c in range(C)]
@@ -185,6 +213,6 @@ def test_momentum_decay_hbs_loss_matches_a_loop_and_starts_from_momentum_decay()
             alpha = C * (1 / (1 + d[c])) / s
             dw, db = float(layer.weight.data[c] - src.weight.data[c]), float(layer.bias.data[c] - src.bias.data[c])
             total += (1 + alpha) * (abs(dw) + abs(db))
-    assert a.consistency().item() == pytest.approx(total, rel=1e-5)
-    assert total == pytest.approx(0.3 * sum(2 * layer.num_features for layer in a.layers), rel=1e-5)  # sum(1+alpha) = 2C
+    assert a.objective.consistency().item() == pytest.approx(total, rel=1e-5)
+    assert total == pytest.approx(0.3 * sum(2 * layer.num_features for layer in a.objective.layers), rel=1e-5)  # sum(1+alpha) = 2C
     assert a.hparams()["entropy_weight"] == 0.5

@@ -158,17 +158,21 @@ def test_tent_composes_with_unmix_tns():
     net = tiny_net()
     xs = batches(2)
     plain = tta.adapt(net, "unmix-tns", K=4, seed=2)
-    tent = tta.adapt(net, "tent", norm="unmix-tns", norm_options={"K": 4, "seed": 2})
+    tent = tta.adapt(net, "tent", stats="unmix-tns", stats_options={"K": 4, "seed": 2})
     with torch.no_grad():
         expected = plain(xs[0])
     assert torch.allclose(tent(xs[0]), expected, atol=1e-5)  # pre-update logits, same statistics
     assert torch.allclose(tent.model[1].mu_k, plain.model[1].mu_k, atol=1e-6)  # updates carry no gradient
     assert not torch.equal(tent.model[1].weight, plain.model[1].weight)  # gamma took a step
-    assert tent.hparams()["norm"] == "unmix-tns" and tent.hparams()["norm_options"]["K"] == 4
+    assert tent.hparams()["stats"] == "unmix-tns" and tent.hparams()["stats_options"]["K"] == 4
 
 
 def test_defaults_per_dataset_and_shift():
-    assert UnMixTNS.defaults_for("cifar10", "mixed")["K"] == 128
-    assert UnMixTNS.defaults_for("cifar10", "continual")["K"] == 16
-    assert UnMixTNS.defaults_for("imagenet")["batch_size_max"] == 16
-    assert tta.methods.method_defaults("unmix-tns", "cifar100", "mixed") == {"K": 128, "batch_size_max": 64}
+    defaults = tta.methods.method_defaults
+    assert defaults("unmix-tns", "cifar10", "mixed")["K"] == 128
+    assert defaults("unmix-tns", "cifar10", "mixed-dirichlet")["K"] == 128
+    assert defaults("unmix-tns", "cifar10", "continual")["K"] == 16
+    assert defaults("unmix-tns", "imagenet")["batch_size_max"] == 16
+    assert defaults("unmix-tns", "cifar100", "mixed") == {"K": 128, "batch_size": None, "batch_size_max": 64,
+                                                          "alpha": 0.5, "tau": 0.07, "seed": 0}
+    assert tta.adapt(tiny_net(), "unmix-tns", dataset="imagenet", shift="mixed").hparams()["K"] == 128

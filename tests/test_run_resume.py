@@ -6,43 +6,61 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from click.testing import CliRunner
 
+import memory_teacher_recipe
 from tta import build_model
 from tta.cli.main import cli
-from tta.methods import METHODS, Adapter, register_method
+from tta.methods import METHODS, register_method
 
 
-class _Drift(Adapter):
-    """A stateful test method: logits are shifted by a running mean of the inputs it has seen."""
+class Crash:
+    """Counts adaptation steps and raises KeyboardInterrupt (Ctrl-C) at step ``at``."""
 
-    name = "test-drift"
-    summary = "test-only stateful adapter"
-    crash_at: int | None = None
+    at: int | None = None
     calls = 0
 
-    def __init__(self, model, *, channels_last=None):
-        super().__init__(model, channels_last=channels_last)
-        self.register_buffer("mean", torch.zeros(10))
-        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        self.snapshot()
+    @classmethod
+    def arm(cls, at: int | None) -> None:
+        cls.at, cls.calls = at, 0
 
-    def adapt_forward(self, x):
-        type(self).calls += 1
-        if type(self).crash_at is not None and type(self).calls == type(self).crash_at:
+
+def counting(step):
+    def wrapped(adapter, x):
+        Crash.calls += 1
+        if Crash.at is not None and Crash.calls == Crash.at:
             raise KeyboardInterrupt
-        logits = self.model(x)
-        self.mean.mul_(0.5).add_(0.5 * logits.mean(0))
-        self.steps += 1
-        return logits - 3 * self.mean + 0.01 * torch.randn(10)  # also exercises the saved RNG state
+        return step(adapter, x)
+
+    return wrapped
+
+
+class _DriftMemory(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(10))
+
+
+def _drift_step(adapter, x):
+    """Logits shifted by a running mean of the logits seen (memory), plus noise from torch's global RNG."""
+    logits = adapter.model(x)
+    adapter.memory.mean.mul_(0.5).add_(0.5 * logits.mean(0))
+    return logits - 3 * adapter.memory.mean + 0.01 * torch.randn(10)  # also exercises the saved RNG state
+
+
+def _drift(model, opts):
+    return opts.adapter(model.eval(), memory=_DriftMemory(), step=counting(_drift_step))
 
 
 @pytest.fixture(autouse=True)
-def _registered():
-    """Register the test method only while these tests run, so other tests never see it."""
-    register_method(_Drift)
-    yield
-    del METHODS._items[_Drift.name]  # noqa: SLF001
+def _registered(monkeypatch):
+    """Register the test methods only while these tests run, so other tests never see them."""
+    register_method("test-drift", summary="test-only stateful adapter")(_drift)
+    monkeypatch.setattr(memory_teacher_recipe, "_step", counting(memory_teacher_recipe._step))
+    with memory_teacher_recipe.registered():
+        yield
+    del METHODS._items["test-drift"]  # noqa: SLF001
 
 
 @pytest.fixture()
@@ -56,27 +74,34 @@ def setup(tmp_path):
     torch.manual_seed(0)
     ckpt = tmp_path / "rand20.pt"
     torch.save(build_model("resnet20").state_dict(), ckpt)
-    return ["--data-dir", str(tmp_path), "--model", "resnet20", "--checkpoint", str(ckpt), "--method", "test-drift",
+    return ["--data-dir", str(tmp_path), "--model", "resnet20", "--checkpoint", str(ckpt),
             "--domains", "gaussian_noise,shot_noise", "--batch-size", "8", "--checkpoint-every", "0", "-q"]
 
 
-def test_interrupted_run_resumes_to_the_same_result(setup, tmp_path):
+@pytest.fixture(params=["test-drift", memory_teacher_recipe.NAME])
+def method(request):
+    """A memory method, and one with memory, EMA teacher, optimizer moments and its own generator."""
+    return ["--method", request.param]
+
+
+def test_interrupted_run_resumes_to_the_same_result(setup, method, tmp_path):
+    setup = [*setup, *method]
     runner = CliRunner()
     full = tmp_path / "full.json"
-    _Drift.crash_at, _Drift.calls = None, 0
+    Crash.arm(None)
     assert runner.invoke(cli, ["run", *setup, "--output", str(full)]).exit_code == 0
 
     out = tmp_path / "cut.json"
     partial = tmp_path / "cut.json.partial.pt"
-    _Drift.crash_at, _Drift.calls = 11, 0  # Ctrl-C inside batch 11 of 16
+    Crash.arm(11)  # Ctrl-C inside batch 11 of 16
     cut = runner.invoke(cli, ["run", *setup, "--output", str(out)])
     assert cut.exit_code != 0 and not out.exists() and partial.is_file()
 
-    _Drift.crash_at, _Drift.calls = None, 0
+    Crash.arm(None)
     resumed = runner.invoke(cli, ["run", *setup, "--output", str(out)])
     assert resumed.exit_code == 0, resumed.output
     assert "resuming at batch 10 of 16" in resumed.output
-    assert _Drift.calls == 6 and not partial.exists()
+    assert Crash.calls == 6 and not partial.exists()
     a, b = json.loads(full.read_text()), json.loads(out.read_text())
     assert b["stream"]["resumed_at_batch"] == 10
     assert a["metrics"]["batch_errors"] == b["metrics"]["batch_errors"]
@@ -85,12 +110,13 @@ def test_interrupted_run_resumes_to_the_same_result(setup, tmp_path):
 
 
 def test_progress_of_another_run_is_ignored(setup, tmp_path):
+    setup = [*setup, "--method", "test-drift"]
     runner = CliRunner()
     out = tmp_path / "r.json"
-    _Drift.crash_at, _Drift.calls = 5, 0
+    Crash.arm(5)
     runner.invoke(cli, ["run", *setup, "--output", str(out)])
     assert (tmp_path / "r.json.partial.pt").is_file()
-    _Drift.crash_at, _Drift.calls = None, 0
+    Crash.arm(None)
     other_seed = runner.invoke(cli, ["run", *setup, "--output", str(out), "--seed", "1"])
     assert other_seed.exit_code == 0 and "resuming" not in other_seed.output
-    assert _Drift.calls == 16  # started over: the stream differs
+    assert Crash.calls == 16  # started over: the stream differs

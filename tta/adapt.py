@@ -9,15 +9,25 @@ from torch import nn
 from .methods import Adapter, get_method
 
 
-def adapt(model: nn.Module, method: str = "source", *, inplace: bool = False, **options: Any) -> Adapter:
+def adapt(
+    model: nn.Module,
+    method: str = "source",
+    *,
+    dataset: str | None = None,
+    shift: str | None = None,
+    inplace: bool = False,
+    channels_last: bool | None = None,
+    **options: Any,
+) -> Adapter:
     """Return an ``nn.Module`` whose forward predicts and adapts, with ``.reset()``.
 
-    The model is deep-copied first unless ``inplace`` is set, so the caller's model
-    keeps its weights and layers. ``options`` are the method's hyperparameters
-    (see ``tta list methods``).
+    ``dataset`` ("cifar10", "cifar100", "imagenet") and ``shift`` ("continual", "mixed", ...)
+    select the method's documented defaults, including those of a composed statistics
+    policy (``tta list methods``); ``options`` override them. ``tta run`` builds its adapter
+    through this same call. The model is deep-copied first unless ``inplace`` is set.
     """
-    cls = get_method(method)
+    recipe = get_method(method)
     if not isinstance(model, nn.Module):
         raise TypeError(f"adapt() expects a torch.nn.Module, got {type(model).__name__}")
     target = model if inplace else copy.deepcopy(model)
-    return cls(target, **options)
+    return recipe.build(target, dataset=dataset, shift=shift, channels_last=channels_last, **options)

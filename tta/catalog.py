@@ -9,23 +9,23 @@ from .models import MODELS
 from .streams.shifts import listing as shifts
 
 
-def _fmt_opts(opts: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in opts.items()) or "-"
-
-
 def methods() -> list[str]:
+    """Every method with its declared options, default rules, batch minimum and notes.
+
+    Statistics-only methods are also statistics policies for ``stats=`` of gradient methods.
+    """
     lines = []
-    for name, cls in METHODS.items():
-        lines.append(f"{name:16s} {cls.summary}")
-        lines.append(f"{'':16s}   paper: {cls.paper}")
-        for dataset, opts in cls.dataset_defaults.items():
-            lines.append(f"{'':16s}   defaults[{dataset}]: {_fmt_opts(opts)}")
-        for shift, opts in getattr(cls, "shift_defaults", {}).items():
-            lines.append(f"{'':16s}   defaults[shift={shift}]: {_fmt_opts(opts)}")
-        if cls.min_batch_size > 1:
-            lines.append(f"{'':16s}   needs batches of >= {cls.min_batch_size} images")
-        if cls.notes:
-            lines.append(f"{'':16s}   note: {cls.notes}")
+    pad = f"{'':16s}   "
+    for name, recipe in METHODS.items():
+        kind = "statistics policy" if recipe.stats_only else "gradient"
+        lines.append(f"{name:16s} {recipe.summary}")
+        lines.append(f"{pad}kind: {kind}; paper: {recipe.paper}")
+        described = recipe.options.describe()
+        lines += [f"{pad}{line}" for line in described] or [f"{pad}options: none"]
+        if recipe.min_batch_size > 1:
+            lines.append(f"{pad}needs batches of >= {recipe.min_batch_size} images")
+        if recipe.notes:
+            lines.append(f"{pad}note: {recipe.notes}")
     for name, why in sorted(WITHHELD.items()):
         if name not in METHODS:
             lines.append(f"{name:16s} (not available) {why}")

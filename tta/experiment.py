@@ -18,8 +18,6 @@ from .data import default_data_dir, open_source
 from .data.source import DomainSource
 from .errors import CheckpointError, InputError
 from .evaluate import OnlineMetrics, evaluate
-from .methods import method_defaults
-from .methods.bn_swap import batchnorm_layers
 from .models import load_model, resolve_model_name
 from .models.registry import default_model_dir, find_pretrained
 from .results import build_result, sha256_file
@@ -101,17 +99,14 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
         order_file=config.order_file, num_workers=config.workers,
     )
     model, model_info = _load_model(config, source)
-    defaults = method_defaults(config.method, source.dataset, config.shift)
-    if "norm" in defaults and "norm" not in config.options and not batchnorm_layers(model):
-        # a gradient method's default statistics policy needs BatchNorm; without it the method
-        # adapts the affine parameters of the model's own norm layers (tta.adapt's behaviour)
-        notes.append(f"{model_info['name']} has no BatchNorm ({model_info.get('norm')}): {config.method} adapts "
-                     f"the affine parameters of its norm layers instead of using norm={defaults['norm']!r}")
-        defaults = {k: v for k, v in defaults.items() if k not in ("norm", "norm_options")}
-    opts = {**defaults, **config.options}
     torch.manual_seed(config.seed)  # methods that draw from torch's global RNG are reproducible too
-    adapted = adapt(model.to(device), method=config.method, **opts)
-    hparams = adapted.hparams() or opts
+    # the library resolves the method's defaults for this dataset and shift, as tta.adapt does for any caller
+    adapted = adapt(model.to(device), method=config.method, dataset=source.dataset, shift=config.shift,
+                    **config.options)
+    hparams = adapted.hparams()
+    if hparams.get("stats") == "none" and "stats" not in config.options:
+        notes.append(f"{model_info['name']} has no BatchNorm ({model_info.get('norm')}): {config.method} adapts "
+                     "the affine parameters of its norm layers (stats='none')")
     log.info("%s on %s with %d thread(s)", config.method, source.label, threads)
     return Prepared(config, source, stream, adapted, model_info, hparams, notes, device)
 

@@ -1,8 +1,10 @@
 """Resumable runs: the state of an interrupted online pass, saved beside its result file.
 
 A long run (hours for WRN-28-10 on a CPU) saves ``<output>.partial.pt`` every few
-minutes: the next batch number, the adapter's ``state_dict`` (and optimizer state,
-if it has one), torch's RNG state and the running counts. Rerunning the same
+minutes: the next batch number, the adapter's ``state_dict`` (which holds everything the method
+carries across batches: student, teacher, memory, counters, and as extra state the
+optimizer moments and the method's random generator), torch's RNG state and the
+running counts. Rerunning the same
 command resumes from there; the key (stream fingerprint, method, hyperparameters,
 model hash) must match, so a changed command starts afresh. The file is written
 atomically and removed once the result is written.
@@ -22,7 +24,7 @@ from .results import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-FORMAT = "tta.partial-run/1"
+FORMAT = "tta.partial-run/2"
 
 
 def partial_path(output: str | Path) -> Path:
@@ -47,7 +49,6 @@ def save_partial(path: Path, key: str, next_batch: int, tally: Tally, adapted: n
         "next_batch": next_batch,
         "tally": tally.state(),
         "adapter": adapted.state_dict(),
-        "optimizer": adapted.optimizer.state_dict() if hasattr(adapted, "optimizer") else None,
         "rng": torch.get_rng_state(),
     }
     buf = io.BytesIO()
@@ -69,7 +70,5 @@ def load_partial(path: Path, key: str, adapted: nn.Module) -> tuple[int, Tally] 
         log.warning("ignoring %s: it belongs to a different run (stream, method, settings or model differ)", path)
         return None
     adapted.load_state_dict(state["adapter"])
-    if state["optimizer"] is not None and hasattr(adapted, "optimizer"):
-        adapted.optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
     return int(state["next_batch"]), Tally.from_state(state["tally"])

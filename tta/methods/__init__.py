@@ -1,6 +1,14 @@
-"""Adaptation methods. Importing this package registers every built-in method."""
-from . import adab2n, alpha_bn, alpha_bn_mcc, momentum_decay, momentum_decay_hbs, source, tbn, tbn_ema, tent, unmix_tns  # noqa: F401  (registration)
-from .base import Adapter, check_batch
-from .registry import METHODS, get_method, method_defaults, register_method
+"""Adaptation methods. Importing this package registers every built-in method and statistics policy."""
+from . import (  # noqa: F401  (registration)
+    adab2n, alpha_bn, alpha_bn_mcc, momentum_decay, momentum_decay_hbs, source, tbn, tbn_ema, tent, unmix_tns,
+)
+from .adapter import Adapter
+from .base import check_batch
+from .objective import gradient_adapter
+from .options import Option, OptionSet, When, when
+from .policy import STATS, StatsPolicy, get_stats, register_stats
+from .registry import METHODS, Recipe, Resolved, get_method, method_defaults, register_method
 
-__all__ = ["Adapter", "METHODS", "check_batch", "get_method", "method_defaults", "register_method"]
+__all__ = ["Adapter", "METHODS", "Option", "OptionSet", "Recipe", "Resolved", "STATS", "StatsPolicy", "When",
+           "check_batch", "get_method", "get_stats", "gradient_adapter", "method_defaults", "register_method",
+           "register_stats", "when"]

@@ -28,14 +28,15 @@ shrink the statistics (the official code assumes every task is present).
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from ..errors import InputError
-from .policy import StatsAdapter, check_range
-from .registry import register_method
+from .options import Option, OptionSet
+from .policy import StatsPolicy, register_stats
 from .stats import (
     SourceStatsMixin,
     fast_instance_stats,
@@ -103,37 +104,32 @@ class BalancedBatchNorm(SourceStatsMixin, nn.Module):
         return f"{self.num_features}, kappa={self.kappa}, momentum={self.momentum}"
 
 
-@register_method
-class AdaB2N(StatsAdapter):
+@register_stats
+class AdaB2N(StatsPolicy):
     name = "adab2n"
     summary = "AdaB²N modified momentum (kappa) for running statistics over a stream of domains"
     paper = "Lyu et al., NeurIPS 2023; lvyilin/AdaB2N (test-time mapping of spec §4.4)"
-    option_defaults = {"kappa": 0.4, "momentum": None, "normalize": "running", "domain_prior": 1.0}
-    dataset_defaults = {"default": {"kappa": 0.4, "normalize": "running"}}
+    options = OptionSet("adab2n", (
+        Option("kappa", float, 0.4, "momentum exponent (1: plain EMA, 0: cumulative average)", low=0, high=1),
+        Option("momentum", float, None, "base momentum m (None: the source BN's)", low=0, high=1,
+               open_low=True, open_high=True, nullable=True),
+        Option("normalize", str, "running", "normalize with the running or the batch statistics",
+               choices=("running", "batch")),
+        Option("domain_prior", float, 1.0, "Dirichlet prior c of the domain weighting", low=0, open_low=True,
+               high=float("inf")),
+    ))
     min_batch_size = 2
     min_batch_reason = "one image gives no batch variance for fully connected BatchNorm1d layers"
     notes = "default: modified momentum only; Bayesian domain weighting runs when forward() gets domain_ids"
 
     @classmethod
-    def validate(cls, options: dict[str, Any]) -> None:
-        check_range("kappa", options["kappa"], 0.0, 1.0, cls.name)
-        if options["momentum"] is not None:
-            check_range("momentum", options["momentum"], 1e-8, 1.0 - 1e-8, cls.name)
-            options["momentum"] = float(options["momentum"])
-        if options["normalize"] not in ("running", "batch"):
-            raise InputError(
-                f"method 'adab2n': normalize must be 'running' or 'batch', got {options['normalize']!r}; "
-                "pass normalize='running' (default) or 'batch'"
-            )
-        check_range("domain_prior", options["domain_prior"], 1e-8, float("inf"), cls.name)
-        options["kappa"], options["domain_prior"] = float(options["kappa"]), float(options["domain_prior"])
-
-    @classmethod
     def make_layer(cls, bn: nn.Module, **options: Any) -> nn.Module:
         return BalancedBatchNorm(bn, **options)
 
-    def forward(self, x: torch.Tensor, domain_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Predict and adapt; ``domain_ids`` ((B,) ints >= 0), when known, turn on the domain weighting."""
+    @classmethod
+    @contextlib.contextmanager
+    def batch_context(cls, model: nn.Module, x: torch.Tensor, domain_ids: Any = None) -> Iterator[None]:
+        """``forward(x, domain_ids=...)``: ((B,) ints >= 0), when known, turn on the domain weighting."""
         if domain_ids is not None:
             domain_ids = torch.as_tensor(domain_ids, device=x.device).long()
             if domain_ids.shape != (x.shape[0],) or bool((domain_ids < 0).any()):
@@ -141,11 +137,11 @@ class AdaB2N(StatsAdapter):
                     f"domain_ids must be {x.shape[0]} non-negative integers, one per image, "
                     f"got shape {tuple(domain_ids.shape)}; pass one domain id per image"
                 )
-        layers = [m for m in self.model.modules() if isinstance(m, BalancedBatchNorm)]
+        layers = [m for m in model.modules() if isinstance(m, BalancedBatchNorm)]
         for layer in layers:
             layer.domain_ids = domain_ids
         try:
-            return super().forward(x)
+            yield
         finally:
             for layer in layers:
                 layer.domain_ids = None

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .policy import StatsAdapter, check_range
-from .registry import register_method
+from .options import Option, OptionSet
+from .policy import StatsPolicy, register_stats
 from .stats import SourceStatsMixin, normalize_with_batch_stats
 
 
@@ -45,20 +45,16 @@ class AlphaBatchNorm(SourceStatsMixin, nn.Module):
         return f"{self.num_features}, source_weight={self.source_weight}"
 
 
-@register_method
-class AlphaBN(StatsAdapter):
+@register_stats
+class AlphaBN(StatsPolicy):
     name = "alpha-bn"
     summary = "α-BN: statistics = source_weight * source + (1 - source_weight) * batch, stateless"
     paper = "You, Li, Zhao, arXiv 2110.04065 (2021)"
-    option_defaults = {"source_weight": 0.9}
-    dataset_defaults = {"default": {"source_weight": 0.9}}
+    options = OptionSet("alpha-bn", (
+        Option("source_weight", float, 0.9, "weight w of the source statistics", low=0, high=1),
+    ))
     min_batch_reason = "with source_weight=0 one image has no batch statistics; pass source_weight>0"
     notes = "no official code; default 0.9 = mariodoebler/test-time-adaptation BN.ALPHA 0.1 on test stats"
-
-    @classmethod
-    def validate(cls, options: dict[str, Any]) -> None:
-        check_range("source_weight", options["source_weight"], 0.0, 1.0, cls.name)
-        options["source_weight"] = float(options["source_weight"])
 
     @classmethod
     def batch_minimum(cls, options: dict[str, Any]) -> int:

@@ -13,19 +13,20 @@ Class Confusion loss (Jin, Wang, Long, Wang, ECCV 2020) on the batch predictions
     loss  = (sum_j sum_{k != j} C~_jk) / K                   (between-class confusion)
 
 It is *not* Core's objective, and its numbers must not be compared with the paper's Core.
-Statistics policy: ``alpha-bn`` (source_weight 0.9 by default, pass ``norm_options``).
+Statistics policy: ``alpha-bn`` (source_weight 0.9 by default, pass ``stats_options``).
 Optimizer: as TENT on CIFAR (Adam, lr 1e-3), a choice of this library.
 """
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
 
 import torch
 from torch import nn
 
-from ..errors import InputError
-from .objective import GradientAdapter
-from .registry import register_method
+from .adapter import Adapter
+from .objective import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from .options import Option
+from .registry import Resolved, register_method
 from .tent import softmax_entropy
 
 
@@ -40,25 +41,16 @@ def class_confusion_loss(logits: torch.Tensor, temperature: float) -> torch.Tens
     return (corr.sum() - corr.trace()) / logits.shape[1]
 
 
-@register_method
-class AlphaBnMcc(GradientAdapter):
-    name = "alpha-bn-mcc"
-    summary = "alpha-bn statistics + Minimum Class Confusion loss on norm affine parameters"
-    paper = "alpha-BN: You, Li, Zhao, arXiv 2110.04065 (2021); loss: Jin et al., ECCV 2020 (MCC)"
-    default_norm = "alpha-bn"
-    dataset_defaults = {
-        "default": {"norm": "alpha-bn", "temperature": 2.5, "optimizer": "adam", "lr": 1e-3},
-    }
-    notes = "not Core: Core's own loss is unverified, so this pairs alpha-bn with Minimum Class Confusion (MCC)"
-
-    def __init__(self, model: nn.Module, *, temperature: float = 2.5, **options: Any) -> None:
-        if not temperature > 0:
-            raise InputError(f"method 'alpha-bn-mcc': temperature must be > 0, got {temperature!r}; pass e.g. 2.5")
-        super().__init__(model, **options)
-        self.temperature = float(temperature)
-
-    def loss(self, logits: torch.Tensor) -> torch.Tensor:
-        return class_confusion_loss(logits, self.temperature)
-
-    def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "temperature": self.temperature}
+@register_method(
+    "alpha-bn-mcc",
+    summary="alpha-bn statistics + Minimum Class Confusion loss on norm affine parameters",
+    paper="alpha-BN: You, Li, Zhao, arXiv 2110.04065 (2021); loss: Jin et al., ECCV 2020 (MCC)",
+    options=(*stats_options("alpha-bn"),
+             Option("temperature", float, 2.5, "MCC softmax temperature T", low=0, open_low=True),
+             *optimizer_options("adam", 1e-3)),
+    defaults=(NO_BATCHNORM, *UNMIX_PROTOCOL),
+    notes="not Core: Core's own loss is unverified, so this pairs alpha-bn with Minimum Class Confusion (MCC)",
+)
+def alpha_bn_mcc(model: nn.Module, opts: Resolved) -> Adapter:
+    loss = partial(class_confusion_loss, temperature=opts["temperature"])
+    return gradient_adapter(model, opts, lambda student: loss)

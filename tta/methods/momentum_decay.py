@@ -18,13 +18,12 @@ on gamma, beta (plus entropy) is the gradient method ``momentum-decay-hbs``.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import nn
 
-from .policy import StatsAdapter, check_range
-from .registry import register_method
+from .options import Option, OptionSet
+from .policy import StatsPolicy, register_stats
 from .stats import SourceStatsMixin, normalize_with_batch_stats, unbiased_factor
 
 
@@ -55,24 +54,18 @@ class DecayingMomentumBatchNorm(SourceStatsMixin, nn.Module):
         return f"{self.num_features}, eta0={self.eta0}, decay={self.decay}"
 
 
-@register_method
-class MomentumDecay(StatsAdapter):
+@register_stats
+class MomentumDecay(StatsPolicy):
     name = "momentum-decay"
     summary = "source-free BN: running statistics updated with momentum eta0 * exp(-decay * k)"
     paper = "Liu et al., MICCAI 2021 (arXiv 2106.12497)"
-    option_defaults = {"eta0": None, "decay": 1.0}
-    dataset_defaults = {"default": {"eta0": None, "decay": 1.0}}
+    options = OptionSet("momentum-decay", (
+        Option("eta0", float, None, "initial momentum (None: the source BN momentum)", low=0, high=1, nullable=True),
+        Option("decay", float, 1.0, "exponential decay rate per batch", low=0, high=float("inf")),
+    ))
     min_batch_size = 2
     min_batch_reason = "one image gives no batch variance for fully connected BatchNorm1d layers"
     notes = "reconstructed from the abstract (no code): eta0=None takes the source BN momentum; + loss: momentum-decay-hbs"
-
-    @classmethod
-    def validate(cls, options: dict[str, Any]) -> None:
-        if options["eta0"] is not None:
-            check_range("eta0", options["eta0"], 0.0, 1.0, cls.name)
-            options["eta0"] = float(options["eta0"])
-        check_range("decay", options["decay"], 0.0, float("inf"), cls.name)
-        options["decay"] = float(options["decay"])
 
     @classmethod
     def make_layer(cls, bn: nn.Module, eta0: float | None = None, decay: float = 1.0) -> nn.Module:

@@ -17,15 +17,14 @@ could not be read).
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from ..errors import InputError
+from .adapter import Adapter
 from .momentum_decay import DecayingMomentumBatchNorm
-from .objective import GradientAdapter
-from .registry import register_method
+from .objective import gradient_adapter, optimizer_options, stats_options
+from .options import Option
+from .registry import Resolved, register_method
 from .tent import softmax_entropy
 
 
@@ -38,33 +37,25 @@ def transferability(layer: DecayingMomentumBatchNorm) -> torch.Tensor:
     return layer.num_features * prob / prob.sum()
 
 
-@register_method
-class MomentumDecayHBS(GradientAdapter):
-    name = "momentum-decay-hbs"
-    summary = "momentum-decay statistics + transferability-weighted |gamma, beta - source| loss + entropy"
-    paper = "Liu et al., MICCAI 2021 (arXiv 2106.12497); weights: TransNorm (Wang et al. 2019)"
-    default_norm = "momentum-decay"
-    dataset_defaults = {"default": {"norm": "momentum-decay", "entropy_weight": 1.0, "optimizer": "adam", "lr": 1e-3}}
-    min_batch_size = 2
-    notes = "reconstructed from the abstract (no code); entropy_weight and lr are this library's choices"
+class HighOrderConsistency(nn.Module):
+    """L_HBS + entropy_weight * entropy; holds the source affine of every adapted layer as buffers.
 
-    def __init__(self, model: nn.Module, *, entropy_weight: float = 1.0, **options: Any) -> None:
-        if not entropy_weight >= 0:
-            raise InputError(f"method {self.name!r}: entropy_weight must be >= 0, got {entropy_weight!r}; pass e.g. 1.0")
-        norm = options.get("norm") or self.default_norm
-        if norm != "momentum-decay":
-            raise InputError(f"method {self.name!r} needs norm='momentum-decay', got {norm!r}; drop the norm option")
-        super().__init__(model, **options)
-        self.entropy_weight = float(entropy_weight)
-        self.layers = [m for m in self.model.modules()
+    The source affine is fixed, so its buffers are not persistent (``reset()`` restores gamma,
+    beta themselves).
+    """
+
+    def __init__(self, model: nn.Module, entropy_weight: float) -> None:
+        super().__init__()
+        self.entropy_weight = entropy_weight
+        self.layers = [m for m in model.modules()
                        if isinstance(m, DecayingMomentumBatchNorm) and m.weight is not None and m.bias is not None]
-        for i, layer in enumerate(self.layers):  # the source affine, fixed; not state (reset restores gamma, beta)
+        for i, layer in enumerate(self.layers):
             self.register_buffer(f"source_affine_{i}", torch.stack([layer.weight.detach(), layer.bias.detach()]).clone(),
                                  persistent=False)
 
     def consistency(self) -> torch.Tensor:
         """L_HBS over every adapted layer."""
-        total = torch.zeros((), device=self.params[0].device)
+        total = torch.zeros((), device=self.layers[0].weight.device) if self.layers else torch.zeros(())
         for i, layer in enumerate(self.layers):
             src = getattr(self, f"source_affine_{i}")
             with torch.no_grad():
@@ -73,8 +64,23 @@ class MomentumDecayHBS(GradientAdapter):
             total = total + ((1.0 + alpha) * diff).sum()
         return total
 
-    def loss(self, logits: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return self.consistency() + self.entropy_weight * softmax_entropy(logits).mean()
 
-    def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "entropy_weight": self.entropy_weight}
+    def __repr__(self) -> str:  # the layers belong to the model; keep them out of the module tree
+        return f"{type(self).__name__}(entropy_weight={self.entropy_weight}, layers={len(self.layers)})"
+
+
+@register_method(
+    "momentum-decay-hbs",
+    summary="momentum-decay statistics + transferability-weighted |gamma, beta - source| loss + entropy",
+    paper="Liu et al., MICCAI 2021 (arXiv 2106.12497); weights: TransNorm (Wang et al. 2019)",
+    options=(*stats_options("momentum-decay", choices=("momentum-decay",)),
+             Option("entropy_weight", float, 1.0, "weight of the entropy term", low=0),
+             *optimizer_options("adam", 1e-3)),
+    notes="reconstructed from the abstract (no code); entropy_weight and lr are this library's choices",
+    min_batch_size=2,
+)
+def momentum_decay_hbs(model: nn.Module, opts: Resolved) -> Adapter:
+    return gradient_adapter(model, opts, lambda student: HighOrderConsistency(student, opts["entropy_weight"]),
+                            min_batch_size=2)

@@ -1,33 +1,31 @@
-"""Gradient methods: a statistics policy plus a loss on the normalization affine parameters.
+"""Parts of gradient methods: parameter selection, optimizer options, and the composition helper.
 
-A gradient method swaps the BatchNorm layers with a statistics policy (``norm``, any
-``StatsAdapter`` method name, with ``norm_options``), then takes one optimizer step per
-batch on the affine parameters of every normalization layer, minimizing ``loss(logits)``.
-The returned logits are those of the forward *before* the step, as in TENT.
+A gradient method swaps the BatchNorm layers with a statistics policy (``stats``, any
+registered policy, with ``stats_options``), selects the parameters it adapts (by default
+the affine parameters of every normalization layer) and takes optimizer steps on an
+objective. ``gradient_adapter`` composes those parts for a recipe; the objective and
+any memory, teacher or step hook are the recipe's own.
 
-Models without BatchNorm (GroupNorm/LayerNorm backbones) are adapted through the
-affine parameters of those layers when no ``norm`` is asked for.
+Models without BatchNorm (GroupNorm/LayerNorm backbones) get ``stats="none"`` by
+default (``NO_BATCHNORM``): the affine parameters of their own norm layers are adapted.
 """
 from __future__ import annotations
 
-import logging
 import re
-from typing import Any, ClassVar
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..errors import InputError, TTAError
-from .base import Adapter
-from .bn_swap import batchnorm_layers
-from .policy import StatsAdapter
-from .registry import get_method
+from ..errors import TTAError
+from .adapter import Adapter, StepFn
+from .options import Option, When, when
+from .policy import get_stats
+from .registry import Resolved
 from .stats import SourceStatsMixin
 
-log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("adam", "sgd")
 _NORM_NAME = re.compile(r"Norm(\d+d)?$")
+INF = float("inf")
 
 
 def is_norm_layer(module: nn.Module) -> bool:
@@ -42,115 +40,85 @@ def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for m in model.modules() if is_norm_layer(m) for p in m.parameters(recurse=False)]
 
 
-class GradientAdapter(Adapter):
-    """Base class of methods that optimize normalization affine parameters online."""
-
-    needs_grad = True
-    #: statistics policy used when the model has BatchNorm and ``norm`` is not given
-    default_norm: ClassVar[str] = "tbn"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        norm: str | None = None,
-        norm_options: dict[str, Any] | None = None,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        beta: float = 0.9,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-        channels_last: bool | None = None,
-        **unknown: Any,
-    ) -> None:
-        if unknown:
-            valid = "norm, norm_options, optimizer, lr, beta, momentum, nesterov, weight_decay"
-            raise TTAError(f"method {self.name!r} has no option {', '.join(sorted(unknown))}; valid options: {valid}")
-        super().__init__(model, channels_last=channels_last)
-        self.model.eval()  # our layers ignore the mode; eval keeps dropout and stochastic depth off
-        if optimizer not in OPTIMIZERS:
-            raise InputError(f"method {self.name!r}: unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
-        if not lr > 0:
-            raise InputError(f"method {self.name!r}: lr must be > 0, got {lr!r}; pass a positive learning rate")
-        self.opt_config = {
-            "optimizer": optimizer, "lr": float(lr), "beta": float(beta), "momentum": float(momentum),
-            "nesterov": bool(nesterov), "weight_decay": float(weight_decay),
-        }
-        self.norm, self.norm_hparams = self._swap_statistics(norm, dict(norm_options or {}))
-        self.model.requires_grad_(False)
-        self.params = norm_parameters(self.model)
-        if not self.params:
-            raise TTAError(
-                f"method {self.name!r} adapts normalization affine parameters but the model has none; "
-                "use a model with affine BatchNorm/GroupNorm/LayerNorm layers, or method='source'"
-            )
-        for p in self.params:
-            p.requires_grad_(True)
-        self.optimizer = self._make_optimizer()
-        self.snapshot()
-
-    def _swap_statistics(self, norm: str | None, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        if norm is None:
-            if not batchnorm_layers(self.model):
-                log.info("%s: model has no BatchNorm; adapting the affine parameters of its norm layers", self.name)
-                return "none", {}
-            norm = self.default_norm
-        if norm == "source":  # keep BatchNorm in eval mode with the source statistics
-            if options:
-                raise InputError(f"norm='source' takes no norm_options, got {sorted(options)}; drop norm_options")
-            return "source", {}
-        policy = get_method(norm)
-        if not issubclass(policy, StatsAdapter):
-            raise InputError(
-                f"norm={norm!r} is not a statistics method; use one of: source, "
-                + ", ".join(sorted(n for n, c in _policies()))
-            )
-        hparams = policy.swap(self.model, **options)
-        self.min_batch_size = max(self.min_batch_size, policy.batch_minimum(hparams))
-        self.min_batch_reason = policy.min_batch_reason
-        return norm, hparams
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        c = self.opt_config
-        if c["optimizer"] == "adam":
-            return torch.optim.Adam(self.params, lr=c["lr"], betas=(c["beta"], 0.999), weight_decay=c["weight_decay"])
-        return torch.optim.SGD(self.params, lr=c["lr"], momentum=c["momentum"], nesterov=c["nesterov"],
-                               weight_decay=c["weight_decay"])
-
-    def reset_extra(self) -> None:
-        self.optimizer = self._make_optimizer()  # fresh moments: the exact initial state
-
-    def loss(self, logits: torch.Tensor) -> torch.Tensor:
-        """The unsupervised objective minimized on each batch."""
-        raise NotImplementedError
-
-    def adapt_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_inference_mode_enabled():
-            raise TTAError(
-                f"method {self.name!r} takes gradient steps but runs under torch.inference_mode(); "
-                "call it outside inference_mode, or use a normalization-only method"
-            )
-        with torch.enable_grad():
-            logits = self.model(x)
-            loss = self.loss(logits)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-        return logits.detach()
-
-    def hparams(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"norm": self.norm, "norm_options": dict(self.norm_hparams)}
-        c = self.opt_config
-        out.update(optimizer=c["optimizer"], lr=c["lr"], weight_decay=c["weight_decay"])
-        if c["optimizer"] == "adam":
-            out["beta"] = c["beta"]
-        else:
-            out.update(momentum=c["momentum"], nesterov=c["nesterov"])
-        return out
+def stats_options(default: str = "tbn", choices: tuple[str, ...] | None = None) -> tuple[Option, ...]:
+    """The ``stats`` and ``stats_options`` options of a method composed with a statistics policy."""
+    return (
+        Option("stats", str, default, "statistics policy replacing BatchNorm (tta list methods)", choices=choices),
+        Option("stats_options", dict, {}, "options of the statistics policy (its own defaults apply)"),
+    )
 
 
-def _policies() -> list[tuple[str, type]]:
-    from .registry import METHODS  # noqa: PLC0415
+def optimizer_options(optimizer: str = "adam", lr: float = 1e-3) -> tuple[Option, ...]:
+    """Optimizer options: Adam (beta, 0.999) or SGD (momentum, nesterov), learning rate, weight decay."""
+    return (
+        Option("optimizer", str, optimizer, choices=("adam", "sgd")),
+        Option("lr", float, lr, "learning rate", low=0, open_low=True),
+        Option("beta", float, 0.9, "Adam beta1", low=0, high=1, open_high=True),
+        Option("momentum", float, 0.9, "SGD momentum", low=0, high=1, open_high=True),
+        Option("nesterov", bool, False, "SGD Nesterov momentum"),
+        Option("weight_decay", float, 0.0, low=0),
+    )
 
-    return [(n, c) for n, c in METHODS.items() if issubclass(c, StatsAdapter)]
+
+#: Models without BatchNorm keep their norm layers and adapt those layers' affine parameters.
+NO_BATCHNORM = when(batchnorm=False)(stats="none")
+
+#: The UnMix-TNS protocol's optimizer when a gradient method runs over UnMix-TNS: its scripts pass
+#: OPTIM.LR globally (devavratTomar/unmixtns run.sh): Adam 1e-5 on CIFAR, SGD Nesterov 2.5e-6 on ImageNet.
+UNMIX_PROTOCOL: tuple[When, ...] = (
+    when("UnMix-TNS protocol", stats="unmix-tns", dataset=("cifar10", "cifar100"))(optimizer="adam", lr=1e-5),
+    when("UnMix-TNS protocol", stats="unmix-tns", dataset="imagenet")(
+        optimizer="sgd", lr=2.5e-6, momentum=0.9, nesterov=True),
+)
+
+
+def make_optimizer(params: list[nn.Parameter], opts: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer ``opts`` (see ``optimizer_options``) asks for, over ``params``."""
+    if opts["optimizer"] == "adam":
+        return torch.optim.Adam(params, lr=opts["lr"], betas=(opts["beta"], 0.999), weight_decay=opts["weight_decay"])
+    return torch.optim.SGD(params, lr=opts["lr"], momentum=opts["momentum"], nesterov=opts["nesterov"],
+                           weight_decay=opts["weight_decay"])
+
+
+def gradient_adapter(
+    model: nn.Module,
+    opts: Resolved,
+    objective: Callable[[nn.Module], Callable[[torch.Tensor], torch.Tensor]] | None,
+    *,
+    params: Callable[[nn.Module], list[nn.Parameter]] = norm_parameters,
+    step: StepFn | None = None,
+    memory: nn.Module | None = None,
+    teacher: Callable[[nn.Module], nn.Module] | None = None,
+    seed: int | None = None,
+    min_batch_size: int = 1,
+) -> Adapter:
+    """Compose a gradient method: swap statistics (``opts["stats"]``), select ``params(model)``,
+    build the optimizer from ``opts``, and wrap it all in an ``Adapter``.
+
+    ``objective(student)`` returns the loss on the logits; it is called after the swap, so an
+    objective module can hold references to (or buffers from) the swapped layers.
+    ``teacher`` is called with the swapped student (e.g. ``copy.deepcopy``) so that the
+    teacher starts from the student's exact layers. Only the selected parameters require grad.
+    """
+    policy = get_stats(opts["stats"], opts.method)
+    policy.swap(model, opts["stats_options"])
+    model.requires_grad_(False)
+    selected = params(model)
+    if not selected:
+        raise TTAError(
+            f"method {opts.method!r} adapts normalization affine parameters but the model has none; "
+            "use a model with affine BatchNorm/GroupNorm/LayerNorm layers, or method='source'"
+        )
+    for p in selected:
+        p.requires_grad_(True)
+    return opts.adapter(
+        model, objective=None if objective is None else objective(model), optimizer=make_optimizer(selected, opts), step=step, memory=memory,
+        teacher=None if teacher is None else teacher(model), seed=seed,
+        min_batch_size=max(min_batch_size, policy.batch_minimum(opts["stats_options"])),
+        min_batch_reason=policy.min_batch_reason,
+        batch_context=policy.batch_context if policy.has_batch_context() else None,
+    )
+
+
+__all__ = ["NO_BATCHNORM", "UNMIX_PROTOCOL", "gradient_adapter", "is_norm_layer", "make_optimizer",
+           "norm_parameters", "optimizer_options", "stats_options"]

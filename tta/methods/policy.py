@@ -1,51 +1,39 @@
-"""Statistics policies: adapters that are nothing but a BatchNorm module swap.
+"""Statistics policies: which layer replaces each BatchNorm (``stats=`` of a method).
 
-A policy class declares its options in ``option_defaults``, builds one layer per
-BatchNorm in ``make_layer`` and is usable two ways: as a method of its own
-(``tta.adapt(model, method="tbn")``) and as the statistics half of a gradient
-method (``tta.adapt(model, method="tent", norm="unmix-tns")``), which calls the
-classmethod ``swap``.
+A policy class declares its options once (``options``, an ``OptionSet``) and builds one
+layer per BatchNorm in ``make_layer``. ``@register_stats`` makes it usable two ways: as a
+statistics-only method of the same name (``tta.adapt(model, "tbn")``) and as the
+statistics part of any method with a ``stats`` option
+(``tta.adapt(model, "tent", stats="unmix-tns", stats_options={"K": 16})``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, ContextManager
 
-import torch
 from torch import nn
 
-from ..errors import InputError, TTAError
-from .base import Adapter
+from ..errors import InputError
+from ..registry import Registry
+from .adapter import Adapter
 from .bn_swap import replace_batchnorm
+from .options import OptionSet
+from .registry import METHODS, Recipe, Resolved
 
 
-class StatsAdapter(Adapter):
-    """Base class of the normalization-only methods (no gradients, no optimizer)."""
+class StatsPolicy:
+    """Base class of statistics policies; subclasses set the class attributes and ``make_layer``."""
 
-    #: every option the method accepts, with its generic default
-    option_defaults: ClassVar[dict[str, Any]] = {}
-
-    def __init__(self, model: nn.Module, *, channels_last: bool | None = None, **options: Any) -> None:
-        super().__init__(model, channels_last=channels_last)
-        self.model.eval()
-        self._hparams = self.swap(self.model, **options)
-        self.min_batch_size = self.batch_minimum(self._hparams)
-        self.snapshot()
-
-    # -- the policy interface ------------------------------------------------
-    @classmethod
-    def resolve(cls, **options: Any) -> dict[str, Any]:
-        """Fill in defaults and reject unknown or invalid options."""
-        unknown = sorted(set(options) - set(cls.option_defaults))
-        if unknown:
-            valid = ", ".join(cls.option_defaults) or "none"
-            raise TTAError(f"method {cls.name!r} has no option {', '.join(unknown)}; valid options: {valid}")
-        resolved = {**cls.option_defaults, **options}
-        cls.validate(resolved)
-        return resolved
-
-    @classmethod
-    def validate(cls, options: dict[str, Any]) -> None:
-        """Raise ``InputError`` for an out-of-range option (override per method)."""
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = "-"
+    notes: ClassVar[str] = ""
+    options: ClassVar[OptionSet] = OptionSet("")
+    #: smallest batch the policy adapts on with its generic defaults (see ``batch_minimum``)
+    min_batch_size: ClassVar[int] = 1
+    #: why smaller batches cannot be adapted on, for the error message
+    min_batch_reason: ClassVar[str] = ""
+    #: False for policies that keep the model's layers (source, none)
+    swaps_batchnorm: ClassVar[bool] = True
 
     @classmethod
     def batch_minimum(cls, options: dict[str, Any]) -> int:
@@ -62,21 +50,52 @@ class StatsAdapter(Adapter):
         return lambda bn: cls.make_layer(bn, **options)
 
     @classmethod
-    def swap(cls, model: nn.Module, **options: Any) -> dict[str, Any]:
-        """Replace every BatchNorm1d/2d of ``model`` in place; return the resolved options."""
-        resolved = cls.resolve(**options)
-        replace_batchnorm(model, cls.layer_factory(resolved), cls.name)
-        return resolved
+    def swap(cls, model: nn.Module, options: dict[str, Any]) -> None:
+        """Replace every BatchNorm1d/2d of ``model`` in place (``options`` already resolved)."""
+        model.eval()  # the swapped layers ignore the mode; eval keeps dropout and stochastic depth off
+        if cls.swaps_batchnorm:
+            replace_batchnorm(model, cls.layer_factory(options), cls.name)
 
-    # -- the adapter interface -----------------------------------------------
-    def adapt_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    @classmethod
+    def batch_context(cls, model: nn.Module, x: Any, **batch_info: Any) -> ContextManager[None] | None:
+        """Hand per-batch keyword arguments of ``forward`` to the layers; None: the policy takes none."""
+        return None
 
-    def hparams(self) -> dict[str, Any]:
-        return dict(self._hparams)
+    @classmethod
+    def has_batch_context(cls) -> bool:
+        return cls.batch_context.__func__ is not StatsPolicy.batch_context.__func__
 
 
-def check_range(name: str, value: float, low: float, high: float, method: str) -> None:
-    """Raise ``InputError`` unless ``low <= value <= high``."""
-    if not isinstance(value, (int, float)) or not low <= value <= high:
-        raise InputError(f"method {method!r}: {name} must be in [{low}, {high}], got {value!r}; pass a value in range")
+STATS: Registry[type[StatsPolicy]] = Registry("statistics policy")
+
+
+def get_stats(name: str, method: str = "") -> type[StatsPolicy]:
+    """The policy called ``name``; InputError listing the policies otherwise."""
+    if name not in STATS:
+        who = f"method {method!r}: " if method else ""
+        raise InputError(f"{who}stats={name!r} is not a statistics policy; use one of: {', '.join(STATS)}")
+    return STATS.get(name)
+
+
+def stats_adapter(policy: type[StatsPolicy], model: nn.Module, opts: Resolved) -> Adapter:
+    """The statistics-only method of ``policy``: swap, then adapt by forwarding (no graph)."""
+    policy.swap(model, opts)
+    return opts.adapter(
+        model, min_batch_size=policy.batch_minimum(opts), min_batch_reason=policy.min_batch_reason,
+        batch_context=policy.batch_context if policy.has_batch_context() else None,
+    )
+
+
+def register_stats(cls: type[StatsPolicy]) -> type[StatsPolicy]:
+    """Class decorator: register a policy for ``stats=`` and as the statistics-only method ``cls.name``."""
+    if not cls.name or cls.options.owner != cls.name:
+        raise ValueError(f"{cls.__name__} needs a name and options = OptionSet({cls.name!r}, ...)")
+    STATS.add(cls.name, cls)
+    if cls.name != "none":
+        METHODS.add(cls.name, Recipe(cls.name, cls.summary, cls.paper, cls.options,
+                                     lambda model, opts: stats_adapter(cls, model, opts), cls.notes,
+                                     stats_only=True, min_batch_size=cls.min_batch_size))
+    return cls
+
+
+__all__ = ["STATS", "StatsPolicy", "get_stats", "register_stats", "stats_adapter"]

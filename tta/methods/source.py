@@ -1,23 +1,26 @@
-"""``source``: the unadapted model, the baseline every method is compared with."""
+"""``source``: the unadapted model, the baseline every method is compared with.
+
+As a statistics policy of a gradient method (``stats="source"``) it keeps the model's
+BatchNorm layers in eval mode with their source statistics; ``stats="none"`` is the
+same for models without BatchNorm (their own norm layers are kept as they are).
+"""
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from .base import Adapter
-from .registry import register_method
+from .options import OptionSet
+from .policy import StatsPolicy, register_stats
 
 
-@register_method
-class Source(Adapter):
+@register_stats
+class Source(StatsPolicy):
     name = "source"
     summary = "no adaptation: the pretrained model in eval mode"
-    paper = "-"
+    options = OptionSet("source")
+    swaps_batchnorm = False
 
-    def __init__(self, model: nn.Module, *, channels_last: bool | None = None) -> None:
-        super().__init__(model, channels_last=channels_last)
-        self.model.eval()
-        self.snapshot()
 
-    def adapt_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+@register_stats
+class NoStats(StatsPolicy):
+    name = "none"
+    summary = "keep the model's own norm layers (models without BatchNorm)"
+    options = OptionSet("none")
+    swaps_batchnorm = False

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .policy import StatsAdapter, check_range
-from .registry import register_method
+from .options import Option, OptionSet
+from .policy import StatsPolicy, register_stats
 from .stats import SourceStatsMixin, normalize_with_batch_stats
 
 
@@ -48,20 +48,16 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
         return f"{self.num_features}, prior={self.prior}"
 
 
-@register_method
-class TestBatchNorm(StatsAdapter):
+@register_stats
+class TestBatchNorm(StatsPolicy):
     name = "tbn"
     summary = "test-time normalization: batch statistics mixed with a source prior N/(N+n)"
     paper = "Schneider et al., NeurIPS 2020; Nado et al. 2020 (N=0)"
-    option_defaults = {"prior": 0.0}
-    dataset_defaults = {"default": {"prior": 0.0}}
+    options = OptionSet("tbn", (
+        Option("prior", float, 0.0, "source pseudo-count N (0: pure batch statistics)", low=0, high=float("inf")),
+    ))
     min_batch_size = 2
     min_batch_reason = "with prior=0 one image has no batch statistics; pass prior>0"
-
-    @classmethod
-    def validate(cls, options: dict[str, Any]) -> None:
-        check_range("prior", options["prior"], 0.0, float("inf"), cls.name)
-        options["prior"] = float(options["prior"])
 
     @classmethod
     def batch_minimum(cls, options: dict[str, Any]) -> int:

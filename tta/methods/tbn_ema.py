@@ -14,13 +14,12 @@ m defaults to 0.1, PyTorch's BatchNorm momentum and that framework's default.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import nn
 
-from .policy import StatsAdapter, check_range
-from .registry import register_method
+from .options import Option, OptionSet
+from .policy import StatsPolicy, register_stats
 from .stats import SourceStatsMixin, normalize_with_batch_stats, unbiased_factor
 
 
@@ -47,20 +46,16 @@ class EmaBatchNorm(SourceStatsMixin, nn.Module):
         return f"{self.num_features}, momentum={self.momentum}"
 
 
-@register_method
-class TestBatchNormEma(StatsAdapter):
+@register_stats
+class TestBatchNormEma(StatsPolicy):
     name = "tbn-ema"
     summary = "test-time BN with an EMA of test-batch statistics started at the source (momentum m)"
     paper = "Schneider et al., NeurIPS 2020 (EMA variant); mariodoebler/test-time-adaptation EMABatchNorm"
-    option_defaults = {"momentum": 0.1}
-    dataset_defaults = {"default": {"momentum": 0.1}}
+    options = OptionSet("tbn-ema", (
+        Option("momentum", float, 0.1, "EMA rate m of the running statistics", low=0, high=1),
+    ))
     min_batch_size = 2
     min_batch_reason = "one image gives no batch variance for fully connected BatchNorm1d layers"
-
-    @classmethod
-    def validate(cls, options: dict[str, Any]) -> None:
-        check_range("momentum", options["momentum"], 0.0, 1.0, cls.name)
-        options["momentum"] = float(options["momentum"])
 
     @classmethod
     def make_layer(cls, bn: nn.Module, momentum: float = 0.1) -> nn.Module:

@@ -4,24 +4,28 @@ Per batch: forward, loss = mean_b H(softmax(logits_b)) with H(p) = -sum p log p,
 optimizer step on gamma, beta of every normalization layer, and the *pre-update*
 logits are returned (DequanWang/tent ``forward_and_adapt``).
 
-Statistics policy: ``norm="tbn"`` with N = 0, i.e. pure batch statistics, as TENT's
-``track_running_stats=False`` BatchNorm. Any statistics method composes, e.g.
-``tta.adapt(model, method="tent", norm="unmix-tns", norm_options={"K": 16})`` as in the
-UnMix-TNS paper. The model stays in eval mode (the swapped layers ignore the mode);
-official TENT calls ``model.train()``, which differs only for dropout-like layers.
+Recipe: ``stats="tbn"`` (N = 0, pure batch statistics, as TENT's
+``track_running_stats=False`` BatchNorm) + entropy on the norm affine parameters + Adam.
+Any statistics policy composes, e.g. ``tta.adapt(model, "tent", stats="unmix-tns",
+stats_options={"K": 16})`` as in the UnMix-TNS paper. The model stays in eval mode (the
+swapped layers ignore the mode); official TENT calls ``model.train()``, which differs
+only for dropout-like layers.
 
-Optimizer defaults (spec §3.3): CIFAR-10/100: Adam, lr 1e-3, beta 0.9, no weight
-decay (DequanWang/tent ``cfgs/tent.yaml``). ImageNet: SGD, lr 0.00025, momentum 0.9
-(TENT paper's ImageNet setting, batch 64; not checked against a config file here).
-Note that the UnMix-TNS scripts override the learning rate when composing with UnMix-TNS
-(Adam 1e-5 on CIFAR, SGD 2.5e-6 nesterov on ImageNet, spec §1.9): pass ``lr`` for that.
+Optimizer defaults: CIFAR-10/100: Adam, lr 1e-3, beta 0.9, no weight decay
+(DequanWang/tent ``cfgs/tent.yaml``). ImageNet: SGD, lr 0.00025, momentum 0.9, Nesterov
+(the TENT paper's ImageNet setting at batch 64; Nesterov as in every reference config).
+Over UnMix-TNS the UnMix-TNS scripts' learning rate applies (Adam 1e-5 on CIFAR, SGD
+Nesterov 2.5e-6 on ImageNet; see docs/methods.md), unless ``lr`` is given.
 """
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from .objective import GradientAdapter
-from .registry import register_method
+from .adapter import Adapter
+from .objective import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from .options import when
+from .registry import Resolved, register_method
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -30,17 +34,22 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp() * log_p).sum(dim=1)
 
 
-@register_method
-class Tent(GradientAdapter):
-    name = "tent"
-    summary = "TENT: one entropy-minimization step per batch on norm affine parameters (pre-update logits)"
-    paper = "Wang, Shelhamer, Liu, Olshausen, Darrell, ICLR 2021; DequanWang/tent"
-    dataset_defaults = {
-        "cifar10": {"norm": "tbn", "optimizer": "adam", "lr": 1e-3, "beta": 0.9, "weight_decay": 0.0},
-        "cifar100": {"norm": "tbn", "optimizer": "adam", "lr": 1e-3, "beta": 0.9, "weight_decay": 0.0},
-        "imagenet": {"norm": "tbn", "optimizer": "sgd", "lr": 2.5e-4, "momentum": 0.9, "weight_decay": 0.0},
-    }
-    notes = "norm=<statistics method> (+ norm_options) composes, e.g. norm=unmix-tns; GN/LN-only models adapt their affine"
+def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """TENT's objective: the batch mean of the prediction entropy."""
+    return softmax_entropy(logits).mean()
 
-    def loss(self, logits: torch.Tensor) -> torch.Tensor:
-        return softmax_entropy(logits).mean()
+
+@register_method(
+    "tent",
+    summary="TENT: one entropy-minimization step per batch on norm affine parameters (pre-update logits)",
+    paper="Wang, Shelhamer, Liu, Olshausen, Darrell, ICLR 2021; DequanWang/tent",
+    options=(*stats_options("tbn"), *optimizer_options("adam", 1e-3)),
+    defaults=(
+        when(dataset="imagenet")(optimizer="sgd", lr=2.5e-4, momentum=0.9, nesterov=True),
+        NO_BATCHNORM,
+        *UNMIX_PROTOCOL,
+    ),
+    notes="stats=<statistics policy> (+ stats_options) composes, e.g. stats=unmix-tns; GN/LN-only models adapt their affine",
+)
+def tent(model: nn.Module, opts: Resolved) -> Adapter:
+    return gradient_adapter(model, opts, lambda student: mean_entropy)

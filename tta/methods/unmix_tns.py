@@ -40,9 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from .policy import StatsAdapter, check_range
-from .registry import register_method
+from .options import Option, OptionSet, when
+from .policy import StatsPolicy, register_stats
 from .stats import (
     Scratch,
     SourceBatchNorm,
@@ -52,6 +51,9 @@ from .stats import (
     needs_exact_grad,
     normalize_per_sample,
 )
+
+
+INF = float("inf")
 
 
 def unmix_momentum(bn_momentum: float, batch_size: int, batch_size_max: int) -> float:
@@ -115,33 +117,23 @@ class UnMixTNS2d(SourceStatsMixin, nn.Module):
         return f"{self.num_features}, K={self.K}, tau={self.tau}, B={self.batch_size}, B_max={self.batch_size_max}"
 
 
-@register_method
-class UnMixTNS(StatsAdapter):
+@register_stats
+class UnMixTNS(StatsPolicy):
     name = "unmix-tns"
     summary = "UnMix-TNS: instance statistics mixed with K running source-initialized components"
     paper = "Tomar, Vray, Thiran, Bozorgtabar, ICLR 2024; devavratTomar/unmixtns"
-    option_defaults = {"K": 16, "batch_size": None, "batch_size_max": 64, "alpha": 0.5, "tau": 0.07, "seed": 0}
-    dataset_defaults = {
-        "cifar10": {"K": 16, "batch_size_max": 64},
-        "cifar100": {"K": 16, "batch_size_max": 64},
-        "imagenet": {"K": 16, "batch_size_max": 16},
-    }
-    shift_defaults = {"mixed": {"K": 128}}
-    notes = "K=128 for mixed domains; batch_size=None: lam uses each batch's size (B=1 works, lam scaled)"
-
-    @classmethod
-    def validate(cls, options: dict[str, Any]) -> None:
-        for key in ("K", "batch_size_max", "seed"):
-            if not isinstance(options[key], int) or isinstance(options[key], bool):
-                raise InputError(f"method 'unmix-tns': {key} must be an integer, got {options[key]!r}; pass an int")
-        check_range("K", options["K"], 1, float("inf"), cls.name)
-        check_range("batch_size_max", options["batch_size_max"], 1, float("inf"), cls.name)
-        if options["batch_size"] is not None:
-            check_range("batch_size", options["batch_size"], 1, float("inf"), cls.name)
-            options["batch_size"] = int(options["batch_size"])
-        check_range("alpha", options["alpha"], 0.0, 1.0, cls.name)
-        check_range("tau", options["tau"], 1e-8, float("inf"), cls.name)
-        options["alpha"], options["tau"] = float(options["alpha"]), float(options["tau"])
+    options = OptionSet("unmix-tns", (
+        Option("K", int, 16, "number of statistics components", low=1, high=INF),
+        Option("batch_size", int, None, "B in lam (None: each batch's own size)", low=1, high=INF, nullable=True),
+        Option("batch_size_max", int, 64, "B_max in lam", low=1, high=INF),
+        Option("alpha", float, 0.5, "spread of the initial components", low=0, high=1),
+        Option("tau", float, 0.07, "softmax temperature of the component assignment", low=0, open_low=True, high=INF),
+        Option("seed", int, 0, "seed of the initial component noise", low=0, high=INF),
+    ), (
+        when(dataset="imagenet")(batch_size_max=16),
+        when(shift="mixed")(K=128),
+    ))
+    notes = "batch_size=None: lam uses each batch's size (B=1 works, lam scaled)"
 
     @classmethod
     def layer_factory(cls, options: dict[str, Any]) -> Callable[[nn.Module], nn.Module]:

@@ -1,0 +1,186 @@
+"""``Adapter``: the module every method returns, an explicit composition of parts.
+
+An adapter wraps a model whose BatchNorm layers a statistics policy has already swapped,
+and optionally carries an objective, an optimizer over selected parameters, a memory,
+a teacher and a step hook. ``forward(x)`` predicts and adapts in one call.
+
+State: every part that is an ``nn.Module`` (model, objective, memory, teacher) is a
+submodule, so its parameters and buffers are in ``state_dict()``. What is not a tensor
+of a module (optimizer moments, the adapter's random generator) travels as the
+adapter's extra state (``get_extra_state``/``set_extra_state``), so ``state_dict()`` holds
+everything a method carries across batches: ``reset()`` reloads the snapshot taken right
+after construction, and resume saves and loads the same ``state_dict()``. A memory with
+contents that are not tensors implements ``get_extra_state``/``set_extra_state`` itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Callable, ContextManager
+
+import torch
+from torch import nn
+
+from ..errors import InputError, TTAError
+from ..runtime import prefers_channels_last
+from .base import check_batch
+
+#: ``step(adapter, x) -> logits``: one adaptation step on batch ``x``, returning the predictions
+StepFn = Callable[["Adapter", torch.Tensor], torch.Tensor]
+#: ``context(model, x, **batch_info)``: a context manager that hands per-batch side information to the layers
+BatchContext = Callable[..., ContextManager[None]]
+
+
+class _SnapshotAfterInit(type(nn.Module)):
+    """Takes the ``reset()`` snapshot once the outermost ``__init__`` has returned."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        obj = super().__call__(*args, **kwargs)
+        obj.snapshot()
+        return obj
+
+
+def plain_step(adapter: "Adapter", x: torch.Tensor) -> torch.Tensor:
+    """Statistics-only adaptation: the forward pass itself updates the layers' statistics."""
+    return adapter.model(x)
+
+
+def objective_step(adapter: "Adapter", x: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on ``objective(logits)``; the *pre-update* logits are returned (as TENT)."""
+    with torch.enable_grad():
+        logits = adapter.model(x)
+        loss = adapter.objective(logits)
+        adapter.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        adapter.optimizer.step()
+    return logits.detach()
+
+
+class Adapter(nn.Module, metaclass=_SnapshotAfterInit):
+    """A model plus the parts that adapt it online; see the module docstring.
+
+    Args:
+        model: the student, its BatchNorm layers already replaced by the statistics policy.
+        name: the method's registered name (for error messages).
+        hparams: the resolved options, recorded with every result.
+        objective: loss on the logits (a module is registered, so its buffers are state).
+        optimizer: built over the parameters the method adapts; its state is extra state.
+        memory, teacher: optional modules; their tensors are state like the model's.
+        step: the update; default ``objective_step`` with an objective, else ``plain_step``.
+        needs_grad: whether ``step`` builds a graph; default: whether there is an optimizer.
+        seed: seeds ``self.generator`` for the method's own random draws (saved with the state).
+        batch_context: takes per-batch keyword arguments of ``forward`` (e.g. ``domain_ids``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        name: str,
+        hparams: dict[str, Any] | None = None,
+        objective: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        memory: nn.Module | None = None,
+        teacher: nn.Module | None = None,
+        step: StepFn | None = None,
+        needs_grad: bool | None = None,
+        seed: int | None = None,
+        min_batch_size: int = 1,
+        min_batch_reason: str = "",
+        batch_context: BatchContext | None = None,
+        channels_last: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.model = model
+        self.objective = objective
+        self.optimizer = optimizer
+        self.memory = memory
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.requires_grad_(False)
+        self.step = step or (objective_step if objective is not None else plain_step)
+        if self.step is objective_step and optimizer is None:
+            raise TTAError(f"method {name!r} has an objective but no optimizer; pass optimizer=")
+        self.needs_grad = optimizer is not None if needs_grad is None else needs_grad
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.min_batch_size = min_batch_size
+        self.min_batch_reason = min_batch_reason
+        self.batch_context = batch_context
+        self._hparams = dict(hparams or {})
+        self.channels_last = channels_last
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # batches adapted on since reset
+        self._initial_state: dict[str, Any] | None = None
+        self._channels_last_friendly = prefers_channels_last(self.model)
+        if self._use_channels_last(next(self.model.parameters(), torch.empty(0)).device):
+            self.model.to(memory_format=torch.channels_last)
+            if self.teacher is not None:
+                self.teacher.to(memory_format=torch.channels_last)
+
+    # -- state -----------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        return {
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "generator": None if self.generator is None else self.generator.get_state(),
+        }
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if self.optimizer is not None and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        if self.generator is not None and state.get("generator") is not None:
+            self.generator.set_state(state["generator"].cpu())
+
+    def snapshot(self) -> None:
+        """Record the state ``reset()`` returns to; called automatically after construction."""
+        self._initial_state = copy.deepcopy(self.state_dict())
+
+    def reset(self) -> None:
+        """Restore the exact state right after construction: student, teacher, memory, optimizer, counters."""
+        if self._initial_state is None:
+            raise RuntimeError(f"{type(self).__name__} was not snapshotted")
+        self.load_state_dict(self._initial_state)
+
+    def _apply(self, fn, recurse: bool = True):  # keep the snapshot on the module's device
+        out = super()._apply(fn, recurse)
+        if getattr(self, "_initial_state", None) is not None:
+            self._initial_state = {k: fn(v) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                                   for k, v in self._initial_state.items()}
+        return out
+
+    def hparams(self) -> dict[str, Any]:
+        """The resolved options, recorded with every result."""
+        return copy.deepcopy(self._hparams)
+
+    # -- forward ---------------------------------------------------------
+    def forward(self, x: torch.Tensor, **batch_info: Any) -> torch.Tensor:
+        """Predict logits for ``x`` ((B,3,H,W) float in [0,1]) and adapt on it."""
+        check_batch(x, self.min_batch_size, self.name, self.min_batch_reason)
+        if batch_info and self.batch_context is None:
+            raise InputError(f"method {self.name!r} takes no per-batch arguments, got {sorted(batch_info)}; "
+                             "call it with the images only")
+        if self._use_channels_last(x.device):
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.needs_grad and torch.is_inference_mode_enabled():
+            raise TTAError(
+                f"method {self.name!r} takes gradient steps but runs under torch.inference_mode(); "
+                "call it outside inference_mode, or use a normalization-only method"
+            )
+        context = self.batch_context(self.model, x, **batch_info) if self.batch_context else contextlib.nullcontext()
+        with context, (contextlib.nullcontext() if self.needs_grad else torch.no_grad()):
+            logits = self.step(self, x)
+        with torch.no_grad():
+            self.steps += 1
+        return logits
+
+    def adapt_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The step without the input checks and the no-grad guard (tests compare autograd paths)."""
+        return self.step(self, x)
+
+    def _use_channels_last(self, device: torch.device) -> bool:
+        # On CPU, channels_last is faster for BatchNorm CNNs but slower around group norms.
+        if self.channels_last is not None:
+            return self.channels_last
+        return device.type == "cpu" and self._channels_last_friendly
+
+    def extra_repr(self) -> str:
+        return f"method={self.name!r}"
