@@ -28,7 +28,7 @@ METHODS: list[tuple[str, dict]] = [
     ("momentum-decay", {}),
     ("unmix-tns", {"K": 16}),
     ("tent", {}),
-    ("tent", {"norm": "unmix-tns", "norm_options": {"K": 16}, "lr": 1e-5}),
+    ("tent", {"stats": "unmix-tns", "stats_options": {"K": 16}, "lr": 1e-5}),
     ("alpha-bn-mcc", {}),
     ("momentum-decay-hbs", {}),
 ]

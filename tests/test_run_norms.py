@@ -63,8 +63,8 @@ def test_tent_adapts_a_gn_backbone(small_cifar_c_dir, gn_checkpoint, tmp_path) -
     result = _run("--method", "tent", *_common(small_cifar_c_dir, gn_checkpoint, out))
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
-    # tent's CIFAR default norm='tbn' needs BatchNorm; on GN it adapts the GN affine parameters instead
-    assert doc["model"]["norm"] == "gn" and doc["method"]["hparams"]["norm"] == "none"
+    # tent's default stats='tbn' needs BatchNorm; on GN it adapts the GN affine parameters instead
+    assert doc["model"]["norm"] == "gn" and doc["method"]["hparams"]["stats"] == "none"
     assert "no BatchNorm" in result.output
 
 
