@@ -1,6 +1,6 @@
 """``adab2n``: AdaB²N's balanced BatchNorm statistics applied to a test stream (Lyu et al., NeurIPS 2023).
 
-AdaB²N targets online continual learning; this is the test-time mapping of spec §4.4,
+AdaB²N targets online continual learning; this is a test-time mapping of it (docs/methods.md),
 where a domain plays the role of a task. Each layer keeps one running (mean, var)
 started at the source statistics. For every batch it updates them with AdaB²N's
 modified momentum (official ``get_eta``, lvyilin/AdaB2N ``models/utils/adab2n.py``)::
@@ -108,7 +108,7 @@ class BalancedBatchNorm(SourceStatsMixin, nn.Module):
 class AdaB2N(StatsPolicy):
     name = "adab2n"
     summary = "AdaB²N modified momentum (kappa) for running statistics over a stream of domains"
-    paper = "Lyu et al., NeurIPS 2023; lvyilin/AdaB2N (test-time mapping of spec §4.4)"
+    paper = "Lyu et al., NeurIPS 2023; lvyilin/AdaB2N (test-time mapping, docs/methods.md)"
     options = OptionSet("adab2n", (
         Option("kappa", float, 0.4, "momentum exponent (1: plain EMA, 0: cumulative average)", low=0, high=1),
         Option("momentum", float, None, "base momentum m (None: the source BN's)", low=0, high=1,
