@@ -250,3 +250,13 @@ def test_listing_shows_every_method_with_its_options_and_defaults():
             assert f"{option}: " in text
     assert "defaults[shift=mixed]: K=128" in text
     assert "defaults[stats=unmix-tns, dataset=cifar10|cifar100]: optimizer=adam, lr=1e-05" in text
+
+
+def test_an_option_can_default_to_the_run_seed():
+    from tta.methods import Option, OptionSet
+
+    opts = OptionSet("x", (Option("seed", int, 0, low=0, from_context="run_seed"),))
+    assert opts.resolve({}, {"run_seed": 7}) == {"seed": 7}
+    assert opts.resolve({}, {}) == {"seed": 0}
+    assert opts.resolve({"seed": 3}, {"run_seed": 7}) == {"seed": 3}  # the user's value wins
+    assert "(the run_seed when given)" in opts.describe()[0]

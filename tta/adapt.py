@@ -15,6 +15,7 @@ def adapt(
     *,
     dataset: str | None = None,
     shift: str | None = None,
+    run_seed: int | None = None,
     inplace: bool = False,
     channels_last: bool | None = None,
     **options: Any,
@@ -24,10 +25,11 @@ def adapt(
     ``dataset`` ("cifar10", "cifar100", "imagenet") and ``shift`` ("continual", "mixed", ...)
     select the method's documented defaults, including those of a composed statistics
     policy (``tta list methods``); ``options`` override them. ``tta run`` builds its adapter
-    through this same call. The model is deep-copied first unless ``inplace`` is set.
+    through this same call. ``run_seed`` is the run's seed, for options declared with
+    ``from_context="run_seed"``. The model is deep-copied first unless ``inplace`` is set.
     """
     recipe = get_method(method)
     if not isinstance(model, nn.Module):
         raise TypeError(f"adapt() expects a torch.nn.Module, got {type(model).__name__}")
     target = model if inplace else copy.deepcopy(model)
-    return recipe.build(target, dataset=dataset, shift=shift, channels_last=channels_last, **options)
+    return recipe.build(target, dataset=dataset, shift=shift, run_seed=run_seed, channels_last=channels_last, **options)

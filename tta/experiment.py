@@ -102,7 +102,7 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
     torch.manual_seed(config.seed)  # methods that draw from torch's global RNG are reproducible too
     # the library resolves the method's defaults for this dataset and shift, as tta.adapt does for any caller
     adapted = adapt(model.to(device), method=config.method, dataset=source.dataset, shift=config.shift,
-                    **config.options)
+                    run_seed=config.seed, **config.options)
     hparams = adapted.hparams()
     if hparams.get("stats") == "none" and "stats" not in config.options:
         notes.append(f"{model_info['name']} has no BatchNorm ({model_info.get('norm')}): {config.method} adapts "

@@ -36,6 +36,11 @@ class Option:
     open_high: bool = False
     choices: tuple[Any, ...] | None = None
     nullable: bool = False
+    #: a context key (e.g. "run_seed") whose value, when the caller provides it, replaces the generic default
+    from_context: str | None = None
+
+    def describe_default(self) -> str:
+        return f"{self.default!r}" + (f" (the {self.from_context} when given)" if self.from_context else "")
 
     def describe_type(self) -> str:
         if self.choices is not None:
@@ -133,13 +138,15 @@ class OptionSet:
     def names(self) -> list[str]:
         return [o.name for o in self.options]
 
-    def generic(self) -> dict[str, Any]:
-        return {o.name: o.default for o in self.options}
+    def generic(self, context: dict[str, Any] | None = None) -> dict[str, Any]:
+        context = context or {}
+        return {o.name: context[o.from_context] if context.get(o.from_context) is not None else o.default
+                for o in self.options}
 
     def defaults(self, context: dict[str, Any], given: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defaults for ``context`` (dataset, shift, ...), with ``given`` visible to rule conditions."""
         given = given or {}
-        values = self.generic()
+        values = self.generic(context)
         for rule in self.rules:
             if rule.matches({**context, **values, **given}):
                 values.update(rule.values)
@@ -156,6 +163,6 @@ class OptionSet:
 
     def describe(self) -> list[str]:
         """Lines for ``tta list``: each option with type and generic default, then the rules."""
-        lines = [f"{o.name}: {o.describe_type()} = {o.default!r}" + (f"  {o.help}" if o.help else "")
+        lines = [f"{o.name}: {o.describe_type()} = {o.describe_default()}" + (f"  {o.help}" if o.help else "")
                  for o in self.options]
         return lines + [r.describe() for r in self.rules]

@@ -74,8 +74,8 @@ class Recipe:
         return self.resolve({}, {"dataset": dataset, "shift": shift})
 
     def build(self, model: nn.Module, *, dataset: str | None = None, shift: str | None = None,
-              channels_last: bool | None = None, **options: Any) -> Adapter:
-        context = {"dataset": dataset, "shift": shift, "batchnorm": bool(batchnorm_layers(model))}
+              run_seed: int | None = None, channels_last: bool | None = None, **options: Any) -> Adapter:
+        context = {"dataset": dataset, "shift": shift, "run_seed": run_seed, "batchnorm": bool(batchnorm_layers(model))}
         values = self.resolve(options, context)
         if self.composes_stats and values["stats"] == "none" and "stats" not in options:
             log.info("%s: model has no BatchNorm; adapting the affine parameters of its norm layers", self.name)
