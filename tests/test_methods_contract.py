@@ -146,7 +146,8 @@ def test_gradient_methods_refuse_inference_mode(name):
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("dataset,shift", [("cifar10", "iid"), ("cifar100", "mixed"), ("imagenet", "continual"), (None, None)])
+@pytest.mark.parametrize("dataset,shift",
+                         [("cifar10", "iid"), ("cifar100", "mixed"), ("imagenet", "continual"), (None, None)])
 def test_documented_defaults_are_the_adapters_and_hparams_round_trip(name, dataset, shift):
     net = tiny_net()
     a = tta.adapt(net, name, dataset=dataset, shift=shift)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tta
-from tta.methods.unmix_tns import UnMixTNS, unmix_momentum
+from tta.methods.unmix_tns import unmix_momentum
 from test_methods_stats import apply_bn, batches, reference, tiny_net
 
 

@@ -50,8 +50,8 @@ class HighOrderConsistency(nn.Module):
         self.layers = [m for m in model.modules()
                        if isinstance(m, DecayingMomentumBatchNorm) and m.weight is not None and m.bias is not None]
         for i, layer in enumerate(self.layers):
-            self.register_buffer(f"source_affine_{i}", torch.stack([layer.weight.detach(), layer.bias.detach()]).clone(),
-                                 persistent=False)
+            affine = torch.stack([layer.weight.detach(), layer.bias.detach()]).clone()
+            self.register_buffer(f"source_affine_{i}", affine, persistent=False)
 
     def consistency(self) -> torch.Tensor:
         """L_HBS over every adapted layer."""

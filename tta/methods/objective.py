@@ -43,7 +43,8 @@ def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
 def stats_options(default: str = "tbn", choices: tuple[str, ...] | None = None) -> tuple[Option, ...]:
     """The ``stats`` and ``stats_options`` options of a method composed with a statistics policy."""
     return (
-        Option("stats", str, default, "statistics policy replacing BatchNorm (tta list methods)", choices=choices),
+        Option("stats", str, default, "statistics policy replacing BatchNorm: a statistics-only method, or none",
+               choices=choices),
         Option("stats_options", dict, {}, "options of the statistics policy (its own defaults apply)"),
     )
 
@@ -112,7 +113,8 @@ def gradient_adapter(
     for p in selected:
         p.requires_grad_(True)
     return opts.adapter(
-        model, objective=None if objective is None else objective(model), optimizer=make_optimizer(selected, opts), step=step, memory=memory,
+        model, objective=None if objective is None else objective(model),
+        optimizer=make_optimizer(selected, opts), step=step, memory=memory,
         teacher=None if teacher is None else teacher(model), seed=seed,
         min_batch_size=max(min_batch_size, policy.batch_minimum(opts["stats_options"])),
         min_batch_reason=policy.min_batch_reason,

@@ -68,7 +68,8 @@ class Option:
             ok_type = False
         if not ok_type:
             none = " or None" if self.nullable else ""
-            raise InputError(f"{where} must be {_TYPE_WORDS.get(self.type, self.type.__name__)}{none}, got {value!r}; {fix}")
+            word = _TYPE_WORDS.get(self.type, self.type.__name__)
+            raise InputError(f"{where} must be {word}{none}, got {value!r}; {fix}")
         if self.type in (int, float):
             value = self.type(value)
             if math.isnan(value) or (math.isinf(value) and not (self.high is not None and math.isinf(self.high))):

@@ -49,7 +49,8 @@ def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
         NO_BATCHNORM,
         *UNMIX_PROTOCOL,
     ),
-    notes="stats=<statistics policy> (+ stats_options) composes, e.g. stats=unmix-tns; GN/LN-only models adapt their affine",
+    notes=("stats=<statistics policy> (+ stats_options) composes, e.g. stats=unmix-tns; "
+           "GN/LN-only models adapt their affine"),
 )
 def tent(model: nn.Module, opts: Resolved) -> Adapter:
     return gradient_adapter(model, opts, lambda student: mean_entropy)
