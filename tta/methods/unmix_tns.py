@@ -2,7 +2,7 @@
 
 Every BatchNorm2d becomes a layer holding K statistics components (one (K, C) tensor
 of means and one of variances), initialized from the source statistics with noise
-drawn once from ``seed`` (spec §1.2, the official code's independent noise per (k, c))::
+drawn once (the official code's independent noise per (k, c), paper Eq. 5)::
 
     mu_k  = mu_s + sqrt(alpha K/(K-1)) * sigma_s * zeta_kc,   zeta ~ N(0, 1)
     var_k = (1 - alpha) * var_s                               (K = 1: mu_s, var_s, alpha = 0)
@@ -28,6 +28,11 @@ B in lam: the official code uses the configured test batch size. Here ``batch_si
 (the default) uses the actual size of each batch, which equals the official value for
 every full batch and scales lam down for a short last batch or single images
 (B = 1, B_max = 64 gives lam = 0.0016449). Pass ``batch_size`` to pin it.
+
+The noise follows ``seed``; ``seed=None`` (the default) draws that seed from torch's
+global generator, so ``torch.manual_seed(s)`` before ``tta.adapt`` fixes the components
+and ``tta run --seed s`` (which seeds torch before building the adapter) varies them
+with the run seed, as the official runs do. The seed used is recorded in ``hparams()``.
 
 BatchNorm1d layers keep the source statistics, as in the official ``UnMixTNS1d``.
 The layer adapts on every forward, whatever ``self.training`` says.
@@ -120,7 +125,7 @@ class UnMixTNS(StatsAdapter):
     name = "unmix-tns"
     summary = "UnMix-TNS: instance statistics mixed with K running source-initialized components"
     paper = "Tomar, Vray, Thiran, Bozorgtabar, ICLR 2024; devavratTomar/unmixtns"
-    option_defaults = {"K": 16, "batch_size": None, "batch_size_max": 64, "alpha": 0.5, "tau": 0.07, "seed": 0}
+    option_defaults = {"K": 16, "batch_size": None, "batch_size_max": 64, "alpha": 0.5, "tau": 0.07, "seed": None}
     dataset_defaults = {
         "cifar10": {"K": 16, "batch_size_max": 64},
         "cifar100": {"K": 16, "batch_size_max": 64},
@@ -131,6 +136,8 @@ class UnMixTNS(StatsAdapter):
 
     @classmethod
     def validate(cls, options: dict[str, Any]) -> None:
+        if options["seed"] is None:  # follow torch's global RNG, which the run seeds with --seed
+            options["seed"] = int(torch.randint(0, 2**31 - 1, (1,)).item())
         for key in ("K", "batch_size_max", "seed"):
             if not isinstance(options[key], int) or isinstance(options[key], bool):
                 raise InputError(f"method 'unmix-tns': {key} must be an integer, got {options[key]!r}; pass an int")
