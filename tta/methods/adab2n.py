@@ -1,7 +1,7 @@
 """``adab2n``: AdaB²N's balanced BatchNorm statistics applied to a test stream (Lyu et al., NeurIPS 2023).
 
-AdaB²N targets online continual learning; this is the test-time mapping of spec §4.4,
-where a domain plays the role of a task. Each layer keeps one running (mean, var)
+AdaB²N targets online continual learning; this is tta's test-time mapping
+(docs/methods.md, "adab2n"), where a domain plays the role of a task. Each layer keeps one running (mean, var)
 started at the source statistics. For every batch it updates them with AdaB²N's
 modified momentum (official ``get_eta``, lvyilin/AdaB2N ``models/utils/adab2n.py``)::
 
@@ -107,7 +107,7 @@ class BalancedBatchNorm(SourceStatsMixin, nn.Module):
 class AdaB2N(StatsAdapter):
     name = "adab2n"
     summary = "AdaB²N modified momentum (kappa) for running statistics over a stream of domains"
-    paper = "Lyu et al., NeurIPS 2023; lvyilin/AdaB2N (test-time mapping of spec §4.4)"
+    paper = "Lyu et al., NeurIPS 2023; lvyilin/AdaB2N (test-time mapping: a domain is a task)"
     option_defaults = {"kappa": 0.4, "momentum": None, "normalize": "running", "domain_prior": 1.0}
     dataset_defaults = {"default": {"kappa": 0.4, "normalize": "running"}}
     min_batch_size = 2

@@ -75,7 +75,7 @@ def dirichlet_order(
 
 
 def class_sorted_order(labels: np.ndarray) -> np.ndarray:
-    """Stable sort by label: the samples of class 0, then class 1, ... (δ = 0 in the spec)."""
+    """Stable sort by label: the samples of class 0, then class 1, ... (δ = 0 in the reference framework)."""
     return np.argsort(np.asarray(labels), kind="stable").astype(np.int64)
 
 
