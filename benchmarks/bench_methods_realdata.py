@@ -23,6 +23,7 @@ METHODS: list[tuple[str, dict]] = [
     ("source", {}),
     ("tbn", {}),
     ("tbn-ema", {}),
+    ("tbn-ema", {"passes": 1}),
     ("alpha-bn", {}),
     ("adab2n", {}),
     ("momentum-decay", {}),

@@ -75,6 +75,7 @@ class TestBatchNormEma(StatsAdapter):
     paper = "Schneider et al., NeurIPS 2020 (EMA variant); mariodoebler/test-time-adaptation EMABatchNorm"
     option_defaults = {"momentum": None, "passes": 2}
     dataset_defaults = {"default": {"momentum": None, "passes": 2}}
+    notes = "momentum=None: each BatchNorm's own; passes=1: cheaper one-pass variant, not the reference"
     min_batch_size = 2
     min_batch_reason = "one image gives no batch variance for fully connected BatchNorm1d layers"
 
