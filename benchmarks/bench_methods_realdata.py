@@ -27,9 +27,9 @@ METHODS: list[tuple[str, dict]] = [
     ("alpha-bn", {}),
     ("adab2n", {}),
     ("momentum-decay", {}),
-    ("unmix-tns", {"K": 16}),
+    ("unmix-tns", {"K": 16, "seed": 0}),
     ("tent", {}),
-    ("tent", {"norm": "unmix-tns", "norm_options": {"K": 16}, "lr": 1e-5}),
+    ("tent", {"norm": "unmix-tns", "norm_options": {"K": 16, "seed": 0}, "lr": 1e-5}),
     ("alpha-bn-mcc", {}),
     ("momentum-decay-hbs", {}),
 ]
