@@ -32,7 +32,8 @@ every full batch and scales lam down for a short last batch or single images
 The noise follows ``seed``; ``seed=None`` (the default) draws that seed from torch's
 global generator, so ``torch.manual_seed(s)`` before ``tta.adapt`` fixes the components
 and ``tta run --seed s`` (which seeds torch before building the adapter) varies them
-with the run seed, as the official runs do. The seed used is recorded in ``hparams()``.
+with the run seed, as the official runs do. ``hparams()`` then records ``seed=None``:
+the run's seed determines it, and results of one setting stay one leaderboard row.
 
 BatchNorm1d layers keep the source statistics, as in the official ``UnMixTNS1d``.
 The layer adapts on every forward, whatever ``self.training`` says.
@@ -136,9 +137,9 @@ class UnMixTNS(StatsAdapter):
 
     @classmethod
     def validate(cls, options: dict[str, Any]) -> None:
-        if options["seed"] is None:  # follow torch's global RNG, which the run seeds with --seed
-            options["seed"] = int(torch.randint(0, 2**31 - 1, (1,)).item())
         for key in ("K", "batch_size_max", "seed"):
+            if key == "seed" and options[key] is None:
+                continue
             if not isinstance(options[key], int) or isinstance(options[key], bool):
                 raise InputError(f"method 'unmix-tns': {key} must be an integer, got {options[key]!r}; pass an int")
         check_range("K", options["K"], 1, float("inf"), cls.name)
@@ -154,7 +155,10 @@ class UnMixTNS(StatsAdapter):
     def layer_factory(cls, options: dict[str, Any]) -> Callable[[nn.Module], nn.Module]:
         # One generator for the whole model: the noise of each layer follows from the seed
         # and the layer's position in module order.
-        gen = torch.Generator().manual_seed(options["seed"])
+        seed = options["seed"]
+        if seed is None:  # follow torch's global RNG, which `tta run` seeds with --seed before building the method
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        gen = torch.Generator().manual_seed(seed)
         K = options["K"]
         scratch = Scratch()  # layers run one after another, so one temporary buffer serves all
 
