@@ -19,6 +19,12 @@ GRAD = ["tent", "alpha-bn-mcc", "momentum-decay-hbs"]
 EXTRA = {"tbn": {"prior": 4}, "unmix-tns": {"K": 3}}  # options that exercise the stateful paths
 
 
+
+def seeded_adapt(net, name, **options):
+    """Two adapters built after the same torch.manual_seed start identical (UnMix-TNS draws its noise from it)."""
+    torch.manual_seed(0)
+    return tta.adapt(net, name, **options)
+
 @pytest.mark.parametrize("name", STATS + GRAD)
 def test_reset_and_state_dict_restore_identical_outputs(name):
     net, xs = tiny_net(), batches(4)
@@ -36,7 +42,7 @@ def test_reset_and_state_dict_restore_identical_outputs(name):
 @pytest.mark.parametrize("name", STATS)
 def test_normalization_methods_run_under_inference_mode_and_after_it(name):
     net, xs = tiny_net(), batches(3)
-    a, b = tta.adapt(net, name), tta.adapt(net, name)
+    a, b = seeded_adapt(net, name), seeded_adapt(net, name)
     with torch.inference_mode():
         outs = [a(xs[0]), a(xs[1])]
     outs.append(a(xs[2]))  # buffers were updated in place, so they are still normal tensors
@@ -49,8 +55,8 @@ def test_normalization_methods_run_under_inference_mode_and_after_it(name):
 def test_fast_path_equals_the_autograd_path(name):
     """Outside autograd the layers use fused kernels; inside, plain differentiable ops."""
     net, xs = tiny_net(), batches(2)
-    a = tta.adapt(net, name, **EXTRA.get(name, {}))
-    b = tta.adapt(net, name, **EXTRA.get(name, {}))
+    a = seeded_adapt(net, name, **EXTRA.get(name, {}))
+    b = seeded_adapt(net, name, **EXTRA.get(name, {}))
     for x in xs:
         fast = a(x)
         xg = x.clone().requires_grad_(True)
