@@ -163,3 +163,18 @@ def test_unmix_tns_components_follow_torch_manual_seed():
 
     assert torch.equal(components(5), components(5))
     assert not torch.allclose(components(5), components(6))
+
+
+@pytest.mark.realdata
+def test_tta_run_protocol_reference_streams_the_reference_order_and_records_it(small_cifar_c_dir, resnet20_checkpoint):
+    cfg = RunConfig(method="source", data_dir=str(small_cifar_c_dir), dataset="cifar10", model="resnet20",
+                    checkpoint=str(resnet20_checkpoint), domains=["noise_low", "noise_high"], shift="mixed",
+                    n_examples=150, batch_size=50, seed=2021, protocol="reference")
+    prepared = prepare(cfg)
+    labels = prepared.stream.domains[0].labels
+    pooled = [(i, int(y), name) for name in ("noise_low", "noise_high") for i, y in enumerate(labels)]
+    ref = reference_loader_order(pooled, 2021, 150, 0.0)
+    [block] = prepared.stream.order.blocks
+    np.testing.assert_array_equal(block.index, [s[0] for s in ref])
+    np.testing.assert_array_equal(block.domain, [("noise_low", "noise_high").index(s[2]) for s in ref])
+    assert prepared.stream.describe()["protocol"] == "reference"
