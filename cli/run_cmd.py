@@ -40,11 +40,15 @@ def _parse_delta(value: str | None) -> float | str | None:
 @click.option("--option", "-O", "options", multiple=True, metavar="KEY=VALUE", help="Method hyperparameter; repeatable.")
 @click.option("--domains", default=None, help="Comma-separated corruptions, in stream order. [default: the canonical 15]")
 @click.option("--severity", default=DEFAULT_SEVERITY, show_default=True, type=int)
-@click.option("--batch-size", "-b", default=DEFAULT_BATCH_SIZE, show_default=True, type=int)
-@click.option("--n-examples", default=None, type=int, help="Subsample each domain to this many images.")
-@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int, help="Determines the stream order.")
+@click.option("--batch-size", "-b", default=None, type=int, help=f"[default: {DEFAULT_BATCH_SIZE}, 16 on ImageNet-C]")
+@click.option("--n-examples", default=None, type=int,
+              help="Subsample each domain to this many images (--protocol reference: the reference's NUM_EX).")
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int,
+              help="Drives every random draw: stream order, subsets, method initialization, torch.")
 @click.option("--delta", default=None, is_flag=False, flag_value="default",
-              help="Dirichlet label correlation; alone: 0.1 CIFAR, 0.01 ImageNet.")
+              help="Dirichlet label correlation; alone: 0.1 CIFAR-10, 0.01 CIFAR-100 and ImageNet.")
+@click.option("--protocol", type=click.Choice(["tta", "reference"]), default="tta", show_default=True,
+              help="Sample order: tta's own, or the reference framework's exactly (docs/running.md).")
 @click.option("--sorted", "sort_labels", is_flag=True, help="Class-sorted stream.")
 @click.option("--order", "order_file", type=click.Path(dir_okay=False), default=None, help="Replay this exported order (.json/.npy).")
 @click.option("--export-order", type=click.Path(dir_okay=False), default=None, help="Write the stream order (.json/.npy).")
@@ -54,7 +58,8 @@ def _parse_delta(value: str | None) -> float | str | None:
 @click.option("--workers", default=None, type=int, help="DataLoader workers. [default: 0 for arrays, 4 for image files]")
 @click.option("--frost-dir", type=click.Path(file_okay=False), default=None,
               help="Frost textures for generated domains. [default: $TTA_FROST_DIR, else an imagecorruptions wheel]")
-@click.option("--imagenet-subset", default="5000", show_default=True, help="5000 (RobustBench list) | 50000 | FILE")
+@click.option("--imagenet-subset", default=None,
+              help="5000 (RobustBench list) | 50000 | FILE [default: 50000 with --delta/--sorted/--n-examples, else 5000]")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Result JSON. [default: tta-results/<dataset>-<method>-<shift>-s<seed>.json]")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save the error curve (needs matplotlib).")
@@ -77,7 +82,7 @@ def run_cmd(**kw) -> None:
         severity=kw["severity"], batch_size=kw["batch_size"], n_examples=kw["n_examples"], seed=kw["seed"],
         delta=_parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
         download=kw["download"], threads=kw["threads"], device=kw["device"], workers=kw["workers"],
-        imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"],
+        imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"], protocol=kw["protocol"],
     )
     # Every output path is checked before the run, so a bad one costs nothing.
     outputs = [p for p in (kw["output"], kw["export_order"], kw["plot"]) if p]

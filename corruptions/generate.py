@@ -26,8 +26,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from tta.atomic import atomic_path, save_npy, write_json
-from tta.data.cifar_c import TTA_MANIFEST, read_manifest
 from tta.errors import DataError, InputError
+from tta.manifest import TTA_MANIFEST, read_manifest, severity_blocks, write_manifest
 
 from .api import ALL_CORRUPTIONS, CORRUPTIONS, corrupt
 from .frost import find_frost_dir
@@ -59,13 +59,31 @@ def _write_json(path: Path, obj: dict) -> None:
     write_json(path, obj, indent=None)
 
 
+def _check_folder(out: Path, severities: Sequence[int], n: int) -> None:
+    """Refuse to add files whose severity blocks differ from those already in ``out``:
+    the folder's one ``labels.npy`` and manifest describe every file in it."""
+    old = read_manifest(out)
+    want = ",".join(map(str, severities))
+    if old and old.get("n") == n and tuple(severities) != severity_blocks(old):
+        have = ",".join(map(str, severity_blocks(old)))
+        raise DataError(f"{out} holds severities {have} ({TTA_MANIFEST}), not {want}; "
+                        f"pass --severities {have} or choose another --out")
+    lab = out / "labels.npy"
+    if lab.exists():
+        got, _ = _npy_shape(lab)
+        if tuple(got) != (len(severities) * n,):
+            raise DataError(f"{out} already holds labels.npy of shape {tuple(got)}, not ({len(severities) * n},) for "
+                            f"{n} images x severities {want}; choose another --out")
+
+
 def _update_manifest(out: Path, corruptions: Sequence[str], severities: Sequence[int], preset: str, seed: int,
                      n: int) -> None:
     old = read_manifest(out)
     same = {k: old.get(k) for k in ("preset", "seed", "n")} == {"preset": preset, "seed": seed, "n": n}
     names = sorted(set(corruptions) | (set(old.get("corruptions", [])) if same else set()))
-    write_json(out / TTA_MANIFEST, {"generator": "tta.corruptions", "preset": preset, "seed": seed, "n": n,
-                      "severities": sorted(set(severities)), "corruptions": names})
+    # severities in file order: rows [i*n, (i+1)*n) of every file hold severities[i]
+    write_manifest(out, {"generator": "tta.corruptions", "preset": preset, "seed": seed, "n": n,
+                         "severities": [int(s) for s in severities], "corruptions": names})
 
 
 # ---- worker side (also used in-process when workers == 1) ----
@@ -118,6 +136,7 @@ def generate_arrays(
     config = {"n": n, "shape": list(shape), "severities": list(severities), "preset": preset, "seed": seed,
               "chunk_size": chunk_size}
 
+    _check_folder(out, severities, n)
     lab = out / "labels.npy"
     if not lab.exists():
         save_npy(lab, np.tile(np.asarray(labels), len(severities)).astype(np.uint8))

@@ -6,7 +6,7 @@ result document the CLI writes as JSON.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,16 +29,26 @@ log = logging.getLogger(__name__)
 
 #: default model per dataset (RobustBench's corruption-benchmark BN backbones)
 DEFAULT_MODELS = {"cifar10": "wrn-28-10", "cifar100": "resnext-29", "imagenet": "resnet50"}
-#: default Dirichlet δ for ``--delta`` without a value (spec §1.10: UnMix-TNS protocol)
-DEFAULT_DELTA = {"cifar10": 0.1, "cifar100": 0.1, "imagenet": 0.01, "demo": 0.1}
+#: Dirichlet δ for ``--delta`` without a value: the UnMix-TNS scripts' TEST.DELTA_DIRICHLET
+#: (devavratTomar/unmixtns ``tta_experiments/run.sh``; docs/running.md, "Protocols")
+DEFAULT_DELTA = {"cifar10": 0.1, "cifar100": 0.01, "imagenet": 0.01, "demo": 0.1}
 DEFAULT_SEED = 2020
 DEFAULT_BATCH_SIZE = 64
+#: test batch per dataset when ``batch_size`` is None: the same scripts' TEST.BATCH_SIZE
+DATASET_BATCH_SIZE = {"imagenet": 16}
 DEFAULT_SEVERITY = 5
 
 
 @dataclass
 class RunConfig:
-    """Everything that determines a run. Defaults follow the UnMix-TNS CIFAR protocol."""
+    """Everything that determines a run.
+
+    Defaults follow the UnMix-TNS scripts (docs/running.md, "Protocols"): severity 5, seed
+    2020, batch 64 (16 on ImageNet-C), δ per dataset when ``delta="default"``. Label
+    correlation is off by default (``delta=None``), which is the plain ``continual``
+    setting; the UnMix-TNS paper's non-i.i.d. settings add ``delta="default"``.
+    ``protocol="reference"`` draws the reference framework's exact sample order.
+    """
 
     method: str = "source"
     shift: str = "continual"
@@ -52,7 +62,8 @@ class RunConfig:
     options: dict[str, Any] = field(default_factory=dict)
     domains: list[str] | None = None
     severity: int = DEFAULT_SEVERITY
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None
+    """None: 64, or 16 on ImageNet-C (``DATASET_BATCH_SIZE``)."""
     n_examples: int | None = None
     seed: int = DEFAULT_SEED
     delta: float | str | None = None  # a float, "default" (per dataset) or None (no correlation)
@@ -62,7 +73,11 @@ class RunConfig:
     threads: int | None = 1
     device: str = "auto"
     workers: int | None = None
-    imagenet_subset: str = "5000"
+    imagenet_subset: str | None = None
+    """None: RobustBench's 5,000-image list, or all 50,000 images for label-correlated streams
+    and ``n_examples`` runs, as the reference framework's ``create_imagenetc_dataset``."""
+    protocol: str = "tta"
+    """How the sample order is drawn: ``"tta"`` or ``"reference"`` (``tta.streams.build_order``)."""
     frost_dir: str | None = None
     """Frost textures for generated domains (else ``$TTA_FROST_DIR`` or an imagecorruptions wheel)."""
 
@@ -86,17 +101,22 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
     threads = configure_threads(config.threads)
     device = pick_device(config.device)
     data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
+    subset = config.imagenet_subset
+    if subset is None:  # the reference reads all 50,000 ids for correlated streams and NUM_EX runs
+        subset = "50000" if config.delta is not None or config.sort_labels or config.n_examples else "5000"
     source, notes = open_source(
         config.dataset, data_dir, download=config.download, confirm_download=confirm_download,
-        imagenet_subset=config.imagenet_subset, frost_dir=config.frost_dir,
+        imagenet_subset=subset, frost_dir=config.frost_dir,
     )
     delta = config.delta
     if delta == "default":
         delta = DEFAULT_DELTA.get(source.dataset, 0.1)
+    batch_size = config.batch_size or DATASET_BATCH_SIZE.get(source.dataset, DEFAULT_BATCH_SIZE)
+    config = replace(config, batch_size=batch_size, imagenet_subset=subset)  # results record the resolved values
     stream = make_stream(
-        source, config.shift, domains=config.domains, severity=config.severity, batch_size=config.batch_size,
+        source, config.shift, domains=config.domains, severity=config.severity, batch_size=batch_size,
         seed=config.seed, n_examples=config.n_examples, delta=delta, sort_labels=config.sort_labels,
-        order_file=config.order_file, num_workers=config.workers,
+        order_file=config.order_file, num_workers=config.workers, protocol=config.protocol,
     )
     model, model_info = _load_model(config, source)
     torch.manual_seed(config.seed)  # methods that draw from torch's global RNG are reproducible too

@@ -157,12 +157,15 @@ def make_stream(
     sort_labels: bool = False,
     order_file: str | Path | None = None,
     num_workers: int | None = None,
+    protocol: str = "tta",
 ) -> Stream:
     """Build a stream from a domain ``source`` (see ``tta.data``) and a shift protocol.
 
     ``domains`` defaults to the source's canonical order (the 15 corruptions
     gaussian_noise ... jpeg_compression for CIFAR-10-C). ``order_file`` replays
-    an exported order instead of drawing one from ``seed``.
+    an exported order instead of drawing one from ``seed``. ``protocol`` picks how the
+    order is drawn: tta's own (``"tta"``) or the reference framework's (``"reference"``),
+    see ``build_order``.
     """
     spec = get_shift(shift)
     if not 1 <= int(severity) <= 5:
@@ -193,10 +196,11 @@ def make_stream(
             n_examples=n_examples,
             delta=delta,
             sort_labels=sort_labels,
+            protocol=protocol,
         )
         order = StreamOrder(described, blocks)
     order.meta.update(
         {"shift": spec.name, "seed": seed, "severity": int(severity), "n_examples": n_examples,
-         "delta": delta, "sorted": sort_labels}
+         "delta": delta, "sorted": sort_labels, "protocol": protocol}
     )
     return Stream(doms, order, batch_size, reset_each_block=spec.reset_each_block, num_workers=num_workers)
