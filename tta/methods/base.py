@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..runtime import prefers_channels_last
+from ..validate import check_images
 
 
 class Adapter(nn.Module):
@@ -75,6 +76,7 @@ class Adapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predict logits for ``x`` ((B,3,H,W) float in [0,1]) and adapt on it."""
         check_batch(x, self.min_batch_size, self.name, self.min_batch_reason)
+        check_images(x, self.model)
         if self._use_channels_last(x.device):
             x = x.contiguous(memory_format=torch.channels_last)
         if self.needs_grad:
