@@ -55,7 +55,11 @@ def load_array_set(src: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"clean set {src} does not exist; pass an existing .npy file or folder to --src")
     if src.suffix != ".npy":
         raise DataError(f"{src} is not a .npy file; pass an images .npy (N,H,W,3) uint8 or a folder")
-    images = np.load(src, mmap_mode="r")
+    try:
+        images = np.load(src, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        raise DataError(f"{src} is not a NumPy array file (no .npy header); pass an images .npy (N,H,W,3) uint8 "
+                        "written by np.save, or a folder") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DataError(f"{src} holds {images.dtype} {images.shape}; expected (N, H, W, 3) uint8 images")
     lab_path = _labels_beside(src)
