@@ -17,12 +17,13 @@ from .options import parse_key_values
 DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY = 64, 2020, 5
 #: what matplotlib's savefig writes without extra backends
 PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
-_NUMBER = re.compile(r"^-?(\d|\.\d|inf|nan)", re.IGNORECASE)
+_NUMBER = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
 def _parse_delta(value: str | None) -> float | str | None:
     if value is None or value == "default":
         return value
+    value = value.strip()
     try:
         delta = float(value)
     except ValueError:
@@ -39,8 +40,9 @@ class _RunCommand(click.Command):
         out: list[str] = []
         i = 0
         while i < len(args):
-            if args[i] == "--delta" and i + 1 < len(args) and _NUMBER.match(args[i + 1]):
-                out.append(f"--delta={args[i + 1]}")
+            if args[i] == "--delta" and i + 1 < len(args) and args[i + 1].startswith("-") and _NUMBER.match(args[i + 1]):
+                # click takes a leading "-" for the next option; a leading space hides it and float() ignores it
+                out += ["--delta", " " + args[i + 1]]
                 i += 2
                 continue
             out.append(args[i])
