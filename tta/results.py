@@ -81,9 +81,9 @@ def check_writable(path: str | Path) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise InputError(
-            f"cannot write the result to {path} ({exc.strerror or exc}); pass --output in a writable folder"
-        ) from None
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
+        raise InputError(f"cannot write the result to {path} ({why}); pass --output in a writable folder") from None
     return path
 
 
