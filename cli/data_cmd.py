@@ -5,10 +5,13 @@ from pathlib import Path
 
 import click
 
-from tta.data import default_data_dir
-from tta.data.check import check_cifar_c, fix_for
-from tta.data.download import download_cifar_c, network_available
 from tta.errors import DataError
+
+
+def default_data_dir() -> Path:
+    from tta.data import default_data_dir as find  # noqa: PLC0415  (tta.data imports torch)
+
+    return find()
 
 _DATASET = click.option("--dataset", type=click.Choice(["cifar10", "cifar100"]), default="cifar10", show_default=True)
 _DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
@@ -35,6 +38,8 @@ def check(dataset: str, data_dir: str | None, domains: str | None) -> None:
     """Check every file of a CIFAR-C folder (shapes, dtypes, sizes); exit 2 if any is missing or broken.
 
     A folder written by `tta corrupt` is checked against its manifest (its corruptions and severities)."""
+    from tta.data.check import check_cifar_c, fix_for  # noqa: PLC0415  (tta.data imports torch)
+
     root = Path(data_dir) if data_dir else default_data_dir()
     names = [d.strip() for d in domains.split(",") if d.strip()] if domains else None
     rows = check_cifar_c(root, dataset, names)
@@ -50,6 +55,8 @@ def check(dataset: str, data_dir: str | None, domains: str | None) -> None:
 @_DATA_DIR
 def fetch(dataset: str, data_dir: str | None) -> None:
     """Download CIFAR-10-C / CIFAR-100-C from Zenodo (MD5-checked, resumable) and unpack it."""
+    from tta.data.download import download_cifar_c, network_available  # noqa: PLC0415
+
     root = Path(data_dir) if data_dir else default_data_dir()
     if not network_available():
         raise DataError("zenodo.org cannot be reached from here; download the archive elsewhere and unpack it into " + str(root))

@@ -19,10 +19,12 @@ def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> N
     size, label correlation, domains); seeds of one method are averaged. Rows
     sharing a seed must share the stream fingerprint, or the table says so.
     """
-    from tta.atomic import write_bytes  # noqa: PLC0415  (keeps `tta --help` fast)
-    from tta.errors import InputError  # noqa: PLC0415
+    from tta.errors import InputError  # noqa: PLC0415  (keeps `tta --help` fast)
     from tta.leaderboard import build, load_results, render  # noqa: PLC0415
+    from tta.results import atomic_write_bytes, check_writable  # noqa: PLC0415
 
+    if output is not None:
+        check_writable(output)  # before reading anything, so a bad --output costs nothing
     paths = paths or (Path("tta-results"),)
     docs = load_results(paths)
     if not docs:
@@ -34,5 +36,5 @@ def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> N
     if output is None:
         click.echo(text, nl=False)
     else:
-        write_bytes(output, text.encode())
+        atomic_write_bytes(output, text.encode())
         click.echo(f"leaderboard of {len(docs)} results written to {output}")

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+import signal
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from numpy.lib.format import open_memmap, read_array_header_1_0, read_array_header_2_0, read_magic
@@ -32,6 +33,7 @@ from tta.manifest import TTA_MANIFEST, read_manifest, severity_blocks, write_man
 from .api import ALL_CORRUPTIONS, CORRUPTIONS, corrupt
 from .frost import find_frost_dir
 from .presets import PRESETS
+from .workers import die_with
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +92,13 @@ def _update_manifest(out: Path, corruptions: Sequence[str], severities: Sequence
 _SRC: np.ndarray | None = None
 
 
-def _init_worker(src: np.ndarray | str) -> None:
+def _init_worker(src: np.ndarray | str, parent_pid: int | None = None) -> None:
     global _SRC
     import torch
+
+    if parent_pid is not None:  # a pool worker: never outlive the command, and let it handle Ctrl-C
+        die_with(parent_pid)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     torch.set_num_threads(1)
     _SRC = np.load(src, mmap_mode="r") if isinstance(src, str) else src
@@ -122,8 +128,17 @@ def generate_arrays(
     workers: int = 1,
     frost_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Write ``<out>/<name>.npy`` for every corruption plus ``labels.npy``; returns the paths."""
+    """Write ``<out>/<name>.npy`` for every corruption plus ``labels.npy``; returns the paths.
+
+    ``report`` (e.g. ``print``) is told which files a rerun skips as done and which it resumes.
+    """
+    say = report or log.info
+    if chunk_size < 1:
+        raise InputError(f"--chunk-size must be >= 1, got {chunk_size}; e.g. --chunk-size 1000")
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
     _check_request(corruptions, severities, preset)
     if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] != 3:
         raise InputError(f"images must be (N, H, W, 3) uint8, got {images.dtype} {images.shape}")
@@ -149,7 +164,7 @@ def generate_arrays(
             got, dtype = _npy_shape(final)
             if tuple(got) != shape or dtype != np.uint8:
                 raise DataError(f"{final} exists with shape {got} {dtype}, not {shape} uint8; delete it or choose another --out")
-            log.info("%s exists, skipping", final)
+            say(f"skipping {final}: already written")
             continue
         partial = out / f".{name}.npy.partial"
         marker = out / f".{name}.progress.json"
@@ -157,7 +172,7 @@ def generate_arrays(
         state = json.loads(marker.read_text()) if marker.exists() and partial.exists() else None
         if state is not None and state.get("config") == config:
             done = {tuple(d) for d in state["done"]}
-            log.info("resuming %s: %d chunks already written", name, len(done))
+            say(f"resuming {name}: {len(done)} of {len(severities) * -(-n // chunk_size)} chunks already written")
         else:
             open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)  # allocates the file at full size
             _write_json(marker, {"config": config, "done": []})
@@ -191,10 +206,18 @@ def generate_arrays(
             finish(*_run_chunk(job))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(src,)) as pool:
-            for res in pool.map(_run_chunk, jobs):
+        pool = multiprocessing.Pool(workers, initializer=_init_worker, initargs=(src, os.getpid()))
+        try:
+            for res in pool.imap(_run_chunk, jobs):
                 finish(*res)
                 bar.update()
+        except BaseException:
+            pool.terminate()  # finished chunks are recorded; a rerun resumes from them
+            raise
+        else:
+            pool.close()
+        finally:
+            pool.join()
     bar.close()
     _update_manifest(out, corruptions, severities, preset, seed, n)
     return [lab] + [out / f"{name}.npy" for name in corruptions]

@@ -61,7 +61,8 @@ def bstats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def batches(n: int = 3, b: int = 5, seed: int = 1) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.rand(b, 3, 8, 8, generator=g) * (1 + i) for i in range(n)]
+    # shifted batch by batch, yet inside [0, 1] as every adapter requires (tta.validate)
+    return [torch.rand(b, 3, 8, 8, generator=g) ** (1 + i) for i in range(n)]
 
 
 # -- tbn ---------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_interrupted_run_leaves_no_result(setup, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tta.cli.run_cmd.evaluate", boom)
+    monkeypatch.setattr("tta.evaluate.evaluate", boom)
     out = tmp_path / "o" / "r.json"
     result = CliRunner().invoke(cli, ["run", "-q", *_base(setup), "--domains", "gaussian_noise", "--batch-size", "4",
                                       "--output", str(out)])

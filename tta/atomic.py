@@ -15,6 +15,20 @@ from typing import Any, Iterator
 import numpy as np
 
 
+def _umask() -> int:
+    """The process umask: from /proc on Linux (thread-safe), else by setting it and back."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
@@ -24,8 +38,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     tmp = Path(name)
+    try:  # mkstemp makes the file 0600; a result must get the mode any new file gets (0666 less the umask)
+        os.fchmod(fd, 0o666 & ~_umask())
+    except (OSError, AttributeError):  # no fchmod (Windows) or a filesystem without modes
+        pass
+    os.close(fd)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .adapt import adapt
+from .adaptation import adapt
 from .data import default_data_dir, open_source
 from .data.source import DomainSource
 from .errors import CheckpointError, InputError
@@ -24,6 +24,7 @@ from .results import build_result, sha256_file
 from .runtime import configure_threads, pick_device, runtime_info, versions
 from .streams import Stream, make_stream
 from .training import record_path, training_record
+from .validate import check_dataset_size
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,13 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
         seed=config.seed, n_examples=config.n_examples, delta=delta, sort_labels=config.sort_labels,
         order_file=config.order_file, num_workers=config.workers, protocol=config.protocol,
     )
+    used = stream.order.meta.get("n_examples")
+    if config.n_examples is not None and not config.order_file and used != config.n_examples:
+        notes.append(f"--n-examples {config.n_examples}: the domains hold fewer images, so {used} per domain were used "
+                     "(and are recorded)")
     model, model_info = _load_model(config, source)
+    if len(stream):
+        check_dataset_size(tuple(stream.batch(0).x.shape[-2:]), model, source.label)
     torch.manual_seed(config.seed)  # methods that draw from torch's global RNG are reproducible too
     # the library resolves the method's defaults for this dataset and shift, as tta.adapt does for any caller
     adapted = adapt(model.to(device), method=config.method, dataset=source.dataset, shift=config.shift,
@@ -133,6 +140,11 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
 
 def _load_model(config: RunConfig, source: DomainSource) -> tuple[nn.Module, dict[str, Any]]:
     if source.is_demo:
+        if (config.model or config.checkpoint) and config.data_dir and not Path(config.data_dir).expanduser().is_dir():
+            raise InputError(
+                f"--data-dir {config.data_dir} does not exist; pass the folder holding CIFAR-10-C/ "
+                "(or add --dataset cifar10 --download to fetch it there)"
+            )
         if config.model or config.checkpoint:
             raise InputError("the demo brings its own source model; drop --model/--checkpoint or pick another --dataset")
         from .data.demo_model import load_demo_model  # noqa: PLC0415
@@ -157,6 +169,14 @@ def _load_model(config: RunConfig, source: DomainSource) -> tuple[nn.Module, dic
                 "--model resnet20 --checkpoint /path/to/resnet20.th, or place the file at that path ($TTA_MODEL_DIR)"
             )
     spec = resolve_model_name(name)
+    if config.checkpoint is None and find_pretrained(spec) is None:
+        if spec.torch_hub_file:
+            where = f"at {Path(torch.hub.get_dir()) / 'checkpoints' / spec.torch_hub_file}"
+        elif spec.robustbench_name:
+            where = f"at {default_model_dir() / spec.dataset / 'corruptions' / (spec.robustbench_name + '.pt')}"
+        else:
+            where = "(it has no published weights; train one with `tta train`)"
+        raise CheckpointError(f"no weights for --model {spec.name} {where}; pass --checkpoint /path/to/weights")
     if spec.num_classes != source.num_classes:
         raise InputError(
             f"model {spec.name} predicts {spec.num_classes} classes but {source.label} has {source.num_classes}; "

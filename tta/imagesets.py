@@ -100,16 +100,20 @@ def read_npy_pair(images_path: Path) -> ImageArrays:
     """A memory-mapped images ``.npy`` and the labels beside it."""
     if not images_path.is_file():
         raise DataError(f"{images_path} does not exist; pass a folder holding <split>_images.npy and <split>_labels.npy")
+    try:
+        images = np.load(images_path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        raise DataError(f"{images_path} is not a NumPy array file (no .npy header); pass an images .npy "
+                        "(N, H, W, 3) uint8 written by np.save, or a folder") from None
     labels_path = labels_beside(images_path)
     if labels_path is None:
         want = images_path.name.replace("images", "labels") if "images" in images_path.name else "labels.npy"
         raise DataError(f"no labels beside {images_path}: {images_path.with_name(want)} does not exist; "
                         "put the labels there as a .npy")
     try:
-        images = np.load(images_path, mmap_mode="r", allow_pickle=False)
         labels = np.load(labels_path, allow_pickle=False).astype(np.int64, copy=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {images_path} or {labels_path} ({exc}); re-create the .npy files") from None
+        raise DataError(f"cannot read {labels_path} ({exc}); re-create the labels .npy") from None
     return checked(ImageArrays(images, labels, str(images_path)))
 
 

@@ -22,6 +22,8 @@ from .dirichlet import class_sorted_order, dirichlet_order
 
 ORDER_FORMAT = "tta.order"
 ORDER_VERSION = 1
+#: how an order was drawn; a replayed JSON order carries them, so a replay is filed under its real setting
+PROTOCOL_KEYS = ("shift", "seed", "severity", "n_examples", "delta", "sorted")
 
 
 @dataclass
@@ -137,6 +139,10 @@ class StreamOrder:
                         "pass the same --domains, --severity and --shift as the exporting run"
                     )
             order = cls(domains, blocks, {"replayed_from": str(path)})
+            meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+            # the protocol an order was built with is trusted only while its blocks are the ones fingerprinted
+            if meta and doc.get("fingerprint") == order.fingerprint():
+                order.meta.update({k: meta[k] for k in PROTOCOL_KEYS if k in meta})
         else:
             raise InputError(f"order file {path} must end in .json or .npy; rename it")
         if not order.blocks:
