@@ -19,3 +19,13 @@ def parse_key_values(pairs: tuple[str, ...], flag: str, example: str) -> dict[st
         except json.JSONDecodeError:
             out[key] = {"true": True, "false": False}.get(raw.lower(), raw)
     return out
+
+
+def parse_delta(value: str | None) -> float | str | None:
+    """``--delta``: a number, ``default`` (the dataset's protocol value) or absent."""
+    if value is None or value == "default":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"--delta expects a number such as 0.1, got {value!r}") from None

@@ -1,27 +1,15 @@
-"""``tta run``: adapt a model online over a test stream and report its error."""
+"""``tta run``: parse the flags, call ``tta.run``, print the result table."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
-from tta.errors import InputError
-from tta.evaluate import evaluate
-from tta.experiment import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY, RunConfig, finish, prepare
-from tta.resume import load_partial, partial_path, run_key, save_partial
-from tta.results import DEMO_BANNER, check_writable, markdown_table, write_json
+from tta.experiment import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY, RunConfig
+from tta.results import markdown_table
+from tta.run import DEFAULT_OUTPUT, run
 
-from .options import parse_key_values
-
-
-def _parse_delta(value: str | None) -> float | str | None:
-    if value is None or value == "default":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise InputError(f"--delta expects a number such as 0.1, got {value!r}") from None
+from .options import parse_delta, parse_key_values
 
 
 @click.command("run")
@@ -75,48 +63,16 @@ def run_cmd(**kw) -> None:
         norm=kw["norm"], norm_options=parse_key_values(kw["norm_options"], "--norm-option", "num_groups=8"),
         domains=[d.strip() for d in kw["domains"].split(",") if d.strip()] if kw["domains"] else None,
         severity=kw["severity"], batch_size=kw["batch_size"], n_examples=kw["n_examples"], seed=kw["seed"],
-        delta=_parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
+        delta=parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
         download=kw["download"], threads=kw["threads"], device=kw["device"], workers=kw["workers"],
         imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"],
     )
-    # Every output path is checked before the run, so a bad one costs nothing.
-    outputs = [p for p in (kw["output"], kw["export_order"], kw["plot"]) if p]
-    for path in outputs:
-        check_writable(path)
-    if kw["plot"]:
-        try:
-            import matplotlib  # noqa: F401, PLC0415
-        except ImportError:
-            raise InputError("--plot needs matplotlib; pip install 'tta[plot]' or drop --plot") from None
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
-    prepared = prepare(config, confirm_download=(lambda q: click.confirm(q, err=True)) if interactive else None)
-    for note in prepared.notes:
-        click.echo(note, err=True)
-    if prepared.source.is_demo:
-        click.secho(f"*** {DEMO_BANNER} ***", err=True, bold=True)
-    if kw["export_order"]:
-        prepared.stream.export_order(kw["export_order"])
-    output = check_writable(kw["output"] or Path("tta-results") / (
-        f"{prepared.source.dataset}-{config.method}-{config.shift}-s{config.seed}.json"))
-    # Progress of a long run is saved beside the result; rerunning the same command resumes it.
-    partial = partial_path(output)
-    key = run_key(prepared.stream.fingerprint(), config.method, prepared.hparams, prepared.model_info)
-    resumed = None if kw["fresh"] else load_partial(partial, key, prepared.adapted)
-    start, tally = resumed if resumed else (0, None)
-    if resumed:
-        click.echo(f"resuming at batch {start} of {len(prepared.stream)} from {partial} (--fresh to start over)", err=True)
-    metrics = evaluate(
-        prepared.adapted, prepared.stream, device=prepared.device, progress=not kw["quiet"], start_batch=start,
-        tally=tally, checkpoint=lambda nxt, t: save_partial(partial, key, nxt, t, prepared.adapted),
-        checkpoint_every_s=kw["checkpoint_every"],
+    outcome = run(
+        config, kw["output"] or DEFAULT_OUTPUT, resume=not kw["fresh"], checkpoint_every_s=kw["checkpoint_every"],
+        export_order=kw["export_order"], plot=kw["plot"], progress=not kw["quiet"],
+        confirm_download=(lambda q: click.confirm(q, err=True)) if interactive else None,
+        notify=lambda note: click.echo(note, err=True),
     )
-    doc = finish(prepared, metrics)
-    doc["stream"]["resumed_at_batch"] = start
-    write_json(output, doc)
-    partial.unlink(missing_ok=True)
-    if kw["plot"]:
-        from tta.plotting import plot_error_curve  # noqa: PLC0415  (matplotlib is optional)
-
-        plot_error_curve(doc, kw["plot"])
-    click.echo(markdown_table(doc))
-    click.echo(f"\nresult: {output}", err=True)
+    click.echo(markdown_table(outcome.doc))
+    click.echo(f"\nresult: {outcome.output}", err=True)

@@ -7,7 +7,9 @@ from importlib.metadata import PackageNotFoundError, version
 from .adapt import adapt
 from .errors import CheckpointError, DataError, InputError, TTAError, UnknownNameError
 from .methods import METHODS, Adapter, register_method
+from .experiment import RunConfig
 from .models import MODELS, build_model, load_model
+from .run import RunOutcome, run
 
 try:
     __version__ = version("tta")
@@ -32,6 +34,8 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "InputError",
+    "RunConfig",
+    "RunOutcome",
     "TTAError",
     "UnknownNameError",
     "__version__",
@@ -41,4 +45,5 @@ __all__ = [
     "list_models",
     "load_model",
     "register_method",
+    "run",
 ]

@@ -1,7 +1,7 @@
 """One run: data -> stream -> model -> adapter -> online metrics -> result document.
 
-``run_experiment(RunConfig(...))`` is what ``tta run`` calls; it returns the same
-result document the CLI writes as JSON.
+``run_experiment(RunConfig(...))`` returns the result document of one pass in
+memory; ``tta.run`` (tta/run.py) adds output files and resuming on top of it.
 """
 from __future__ import annotations
 
@@ -83,10 +83,10 @@ class Prepared:
     device: Any
 
 
-def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = None) -> Prepared:
-    """Resolve data, stream, model and method; fails fast, before any image is adapted on."""
-    threads = configure_threads(config.threads)
-    device = pick_device(config.device)
+def prepare_stream(
+    config: RunConfig, confirm_download: Callable[[str], bool] | None = None
+) -> tuple[DomainSource, Stream, list[str]]:
+    """The data and the stream of a run, without the model: enough to fingerprint it (``tta sweep`` does)."""
     data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
     source, notes = open_source(
         config.dataset, data_dir, download=config.download, confirm_download=confirm_download,
@@ -100,6 +100,14 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
         seed=config.seed, n_examples=config.n_examples, delta=delta, sort_labels=config.sort_labels,
         order_file=config.order_file, num_workers=config.workers,
     )
+    return source, stream, notes
+
+
+def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = None) -> Prepared:
+    """Resolve data, stream, model and method; fails fast, before any image is adapted on."""
+    threads = configure_threads(config.threads)
+    device = pick_device(config.device)
+    source, stream, notes = prepare_stream(config, confirm_download)
     model, model_info = _load_model(config, source)
     defaults = method_defaults(config.method, source.dataset, config.shift)
     if "norm" in defaults and "norm" not in config.options and not batchnorm_layers(model):
@@ -193,7 +201,7 @@ def finish(prepared: Prepared, metrics: OnlineMetrics) -> dict[str, Any]:
 
 
 def run_experiment(config: RunConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Prepare, run the online loop once, and return the result document."""
+    """Prepare, run the online loop once, and return the result document (no files; see ``tta.run``)."""
     prepared = prepare(config)
     metrics = evaluate(prepared.adapted, prepared.stream, device=prepared.device, progress=progress)
     return finish(prepared, metrics)
