@@ -13,7 +13,7 @@ import click
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here (atomically) instead of printing.")
 def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> None:
-    """Rank the methods of the result files or folders PATHS (default: tta-results).
+    """Rank the methods of the result files, folders or stores (tta sweep --store) PATHS (default: tta-results).
 
     Results are grouped by setting (data, model checkpoint, shift, severity, batch
     size, label correlation, domains); seeds of one method are averaged. Rows
