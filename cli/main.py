@@ -14,6 +14,7 @@ from .data_cmd import data_cmd
 from .leaderboard_cmd import leaderboard_cmd
 from .list_cmd import list_cmd
 from .train_cmd import train_cmd
+from .report_cmd import report_cmd
 from .run_cmd import run_cmd
 from .sweep_cmd import store_cmd, sweep_cmd
 
@@ -51,6 +52,7 @@ cli.add_command(data_cmd)
 cli.add_command(leaderboard_cmd)
 cli.add_command(list_cmd)
 cli.add_command(train_cmd)
+cli.add_command(report_cmd)
 cli.add_command(run_cmd)
 cli.add_command(store_cmd)
 cli.add_command(sweep_cmd)

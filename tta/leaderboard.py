@@ -187,7 +187,7 @@ def build(docs: Iterable[dict[str, Any]]) -> list[Board]:
         seed = doc["stream"]["seed"]
         if seed in row.runs:
             warnings.setdefault(setting, []).append(
-                f"{doc['method']['name']} seed {seed} appears twice; kept the newer {doc['_path']}"
+                f"{doc['method']['name']} seed {seed} appears twice; kept the newer {doc.get('_path', '')}"
             )
         row.runs[seed] = doc
     boards = []
@@ -247,7 +247,7 @@ def _records(boards: list[Board]) -> list[dict[str, Any]]:
                 "domain_errors": {d: row.domain_error(d) for d in st.domains},
                 "ece": row.mean("ece"),
                 "images_per_s": row.mean("images_per_s"),
-                "files": [d["_path"] for d in row.runs.values()],
+                "files": [d.get("_path", "") for d in row.runs.values()],
                 "data": sorted({d["data"]["label"] for d in row.runs.values()}),
                 "warnings": board.warnings,
             })
