@@ -35,6 +35,7 @@ tr.published td{font-style:italic;color:#555;background:#fafafa}
 code{font-size:12px;word-break:break-all}
 svg.chart{width:100%;height:auto;border:1px solid #eee;margin:.5em 0}
 .collapsed{color:#b00;font-weight:bold}
+.scroll{overflow-x:auto}
 """
 # A tiny script: any page error is written into the page itself (tests read it back), then the page says it is ready.
 _JS = """<script>
@@ -101,7 +102,7 @@ def _ranked_table(board: Board, published: list[dict[str, Any]]) -> str:
     head = ("<tr><th>#</th><th class=l>method</th><th>seeds</th><th>mean ± std</th><th>Δ vs source</th>"
             + "".join(f"<th>{escape(d)}</th>" for d in st.domains)
             + "<th>ECE</th><th>img/s</th><th>× source forward</th><th>peak MB</th></tr>")
-    lines = ['<table class="ranked">', head]
+    lines = ['<div class="scroll"><table class="ranked">', head]
     for rank, row in enumerate(board.rows, 1):
         mean = row.mean_error
         delta = None if source is None else mean - source.mean_error
@@ -125,7 +126,7 @@ def _ranked_table(board: Board, published: list[dict[str, Any]]) -> str:
             f'<tr class="published"><td></td><td class=l>{escape(e["published_name"])} ({escape(e["method"])})'
             f'<span class="badge">published</span></td><td>{len(e.get("seeds", []))}</td><td>{e["mean_error"]:.1f}</td>'
             f'<td></td>{blanks}<td></td><td></td><td></td><td></td></tr>')
-    lines.append("</table>")
+    lines.append("</table></div>")
     return "\n".join(lines)
 
 
@@ -145,7 +146,7 @@ def _published_note(published: list[dict[str, Any]], board: Board) -> str:
 
 
 def _provenance(board: Board) -> str:
-    out = ['<table class="provenance"><tr><th>#</th><th class=l>method</th><th>seed</th><th class=l>stream</th>'
+    out = ['<div class="scroll"><table class="provenance"><tr><th>#</th><th class=l>method</th><th>seed</th><th class=l>stream</th>'
            '<th class=l>checkpoint sha256</th><th class=l>versions</th><th class=l>command to rerun</th></tr>']
     from ..sweep.cells import rerun_command  # noqa: PLC0415
 
@@ -160,7 +161,7 @@ def _provenance(board: Board) -> str:
                 f'<td class=l>tta {escape(v.get("tta", "?"))}, torch {escape(v.get("torch", "?"))}, '
                 f'numpy {escape(v.get("numpy", "?"))}, python {escape(v.get("python", "?"))}</td>'
                 f'<td class=l><code>{escape(cmd)}</code></td></tr>')
-    out.append("</table>")
+    out.append("</table></div>")
     return "\n".join(out)
 
 
