@@ -44,7 +44,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--n-examples", type=int, default=250)
+    ap.add_argument("--n-examples", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=2, help="alternating 1- and 2-worker sweeps; the best of each counts")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--json", default=None)
