@@ -21,6 +21,14 @@ BACKENDS = ("local", "ray")
 
 
 def _init_worker() -> None:
+    # Each worker in its own session: Linux schedules CPU fairly between sessions (autogroup), so
+    # workers left in the sweep's session would share one session's share of a busy machine, and
+    # a second worker would only halve the speed of the first. Ray's workers get their own too.
+    if hasattr(os, "setsid"):
+        try:
+            os.setsid()
+        except OSError:
+            pass
     # one torch thread per worker: N workers share the cores instead of oversubscribing them
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch  # noqa: PLC0415
