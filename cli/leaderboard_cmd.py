@@ -13,7 +13,7 @@ import click
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here (atomically) instead of printing.")
 def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> None:
-    """Rank the methods of the result files or folders PATHS (default: tta-results).
+    """Rank the methods of the result files, folders or stores (tta sweep --store) PATHS (default: tta-results).
 
     Results are grouped by setting (data, model checkpoint, shift, severity, batch
     size, label correlation, domains); seeds of one method are averaged. Rows
@@ -21,7 +21,8 @@ def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> N
     """
     from tta.errors import InputError  # noqa: PLC0415  (keeps `tta --help` fast)
     from tta.leaderboard import build, load_results, render  # noqa: PLC0415
-    from tta.results import atomic_write_bytes, check_writable  # noqa: PLC0415
+    from tta.atomic import write_bytes  # noqa: PLC0415
+    from tta.runner import check_writable  # noqa: PLC0415
 
     if output is not None:
         check_writable(output)  # before reading anything, so a bad --output costs nothing
@@ -36,5 +37,5 @@ def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> N
     if output is None:
         click.echo(text, nl=False)
     else:
-        atomic_write_bytes(output, text.encode())
+        write_bytes(output, text.encode())
         click.echo(f"leaderboard of {len(docs)} results written to {output}")

@@ -1,36 +1,18 @@
-"""``tta run``: adapt a model online over a test stream and report its error."""
+"""``tta run``: parse the flags, call ``tta.run``, print the result table."""
 from __future__ import annotations
 
-import math
 import re
 import sys
-from pathlib import Path
 
 import click
 
-from tta.errors import InputError
 
-from .options import parse_key_values
+from .options import parse_delta, parse_key_values
 
 # The defaults are repeated here, not imported, so that `tta --help` does not import torch
 # (tests/test_trust_cli.py checks they agree with tta.experiment).
 DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY = 64, 2020, 5
-#: what matplotlib's savefig writes without extra backends
-PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
 _NUMBER = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
-
-
-def _parse_delta(value: str | None) -> float | str | None:
-    if value is None or value == "default":
-        return value
-    value = value.strip()
-    try:
-        delta = float(value)
-    except ValueError:
-        raise InputError(f"--delta expects a number such as 0.1, got {value!r}") from None
-    if not math.isfinite(delta) or delta < 0:
-        raise InputError(f"--delta must be a finite number >= 0 (0 sorts by class), got {value}; e.g. --delta 0.1")
-    return delta
 
 
 class _RunCommand(click.Command):
@@ -48,17 +30,6 @@ class _RunCommand(click.Command):
             out.append(args[i])
             i += 1
         return super().parse_args(ctx, out)
-
-
-def _check_plot(path: str) -> None:
-    suffix = Path(path).suffix.lstrip(".").lower()
-    if suffix not in PLOT_FORMATS:
-        raise InputError(f"--plot {path}: cannot draw a .{suffix or '(no suffix)'} file; "
-                         f"end the name in one of .{', .'.join(PLOT_FORMATS)}")
-    try:
-        import matplotlib  # noqa: F401, PLC0415
-    except ImportError:
-        raise InputError("--plot needs matplotlib; pip install 'tta[plot]' or drop --plot") from None
 
 
 @click.command("run", cls=_RunCommand)
@@ -112,11 +83,9 @@ def run_cmd(**kw) -> None:
     tta run --method unmix-tns --shift continual
     tta run --dataset demo --method unmix-tns --shift continual
     """
-    from tta.evaluate import RunInterrupted, evaluate  # noqa: PLC0415  (torch; keeps `tta --help` fast)
-    from tta.experiment import RunConfig, finish, prepare  # noqa: PLC0415
-    from tta.lock import output_lock  # noqa: PLC0415
-    from tta.resume import data_identity, load_partial, partial_path, run_key, save_partial, stop_on_signals  # noqa: PLC0415
-    from tta.results import DEMO_BANNER, check_overwrite, check_writable, configuration, markdown_table, write_json  # noqa: PLC0415
+    from tta.experiment import RunConfig  # noqa: PLC0415  (torch; keeps `tta --help` fast)
+    from tta.results import markdown_table  # noqa: PLC0415
+    from tta.runner import DEFAULT_OUTPUT, RunStopped, run  # noqa: PLC0415
 
     config = RunConfig(
         method=kw["method"], shift=kw["shift"], dataset=kw["dataset"], data_dir=kw["data_dir"],
@@ -124,59 +93,20 @@ def run_cmd(**kw) -> None:
         norm=kw["norm"], norm_options=parse_key_values(kw["norm_options"], "--norm-option", "num_groups=8"),
         domains=[d.strip() for d in kw["domains"].split(",") if d.strip()] if kw["domains"] else None,
         severity=kw["severity"], batch_size=kw["batch_size"], n_examples=kw["n_examples"], seed=kw["seed"],
-        delta=_parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
+        delta=parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
         download=kw["download"], threads=kw["threads"], device=kw["device"], workers=kw["workers"],
         imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"], protocol=kw["protocol"],
     )
-    # Every output path is checked before the run, so a bad one costs nothing.
-    outputs = [p for p in (kw["output"], kw["export_order"], kw["plot"]) if p]
-    for path in outputs:
-        check_writable(path)
-    if kw["plot"]:
-        _check_plot(kw["plot"])
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
-    prepared = prepare(config, confirm_download=(lambda q: click.confirm(q, err=True)) if interactive else None)
-    for note in prepared.notes:
-        click.echo(note, err=True)
-    if prepared.source.is_demo:
-        click.secho(f"*** {DEMO_BANNER} ***", err=True, bold=True)
-    output = check_writable(kw["output"] or Path("tta-results") / (
-        f"{prepared.source.dataset}-{config.method}-{config.shift}-s{config.seed}.json"))
-    with output_lock(output):
-        note = check_overwrite(output, configuration(
-            config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
-            prepared.stream.fingerprint()), kw["overwrite"])
-        if kw["export_order"]:
-            prepared.stream.export_order(kw["export_order"])
-        # Progress of a long run is saved beside the result; rerunning the same command resumes it.
-        partial = partial_path(output)
-        key = run_key(prepared.stream.fingerprint(), config.method, prepared.hparams, prepared.model_info,
-                      data_identity(prepared.source, prepared.stream.domains))
-        resumed = None if kw["fresh"] else load_partial(partial, key, prepared.adapted)
-        start, tally = resumed if resumed else (0, None)
-        if resumed:
-            click.echo(f"resuming at batch {start} of {len(prepared.stream)} from {partial} (--fresh to start over)", err=True)
-        try:
-            with stop_on_signals() as should_stop:
-                metrics = evaluate(
-                    prepared.adapted, prepared.stream, device=prepared.device, progress=not kw["quiet"],
-                    start_batch=start, tally=tally,
-                    checkpoint=lambda nxt, t: save_partial(partial, key, nxt, t, prepared.adapted),
-                    checkpoint_every_s=kw["checkpoint_every"], should_stop=should_stop,
-                )
-        except RunInterrupted as stop:
-            click.echo(f"stopped before batch {stop.next_batch} of {stop.total}; progress saved to {partial}. "
-                       "Rerun the same command to resume (--fresh to start over).", err=True)
-            sys.exit(130)
-        doc = finish(prepared, metrics)
-        doc["stream"]["resumed_at_batch"] = start
-        if kw["plot"]:  # drawn before the result is written, so a failed plot leaves nothing half-done
-            from tta.plotting import plot_error_curve  # noqa: PLC0415  (matplotlib is optional)
-
-            plot_error_curve(doc, kw["plot"])
-        write_json(output, doc)
-        partial.unlink(missing_ok=True)
-    if note:
-        click.echo(note, err=True)
-    click.echo(markdown_table(doc))
-    click.echo(f"\nresult: {output}", err=True)
+    try:
+        outcome = run(
+            config, kw["output"] or DEFAULT_OUTPUT, resume=not kw["fresh"], checkpoint_every_s=kw["checkpoint_every"],
+            export_order=kw["export_order"], plot=kw["plot"], progress=not kw["quiet"], overwrite=kw["overwrite"],
+            confirm_download=(lambda q: click.confirm(q, err=True)) if interactive else None,
+            notify=lambda note: click.echo(note, err=True),
+        )
+    except RunStopped as stop:
+        click.echo(f"{stop}. Rerun the same command to resume (--fresh to start over).", err=True)
+        sys.exit(130)
+    click.echo(markdown_table(outcome.doc))
+    click.echo(f"\nresult: {outcome.output}", err=True)

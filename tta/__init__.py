@@ -21,6 +21,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 _LAZY = {
     "adapt": ".adaptation", "Adapter": ".methods", "METHODS": ".methods", "register_method": ".methods",
     "MODELS": ".models", "build_model": ".models", "load_model": ".models",
+    "RunConfig": ".experiment", "run": ".runner", "RunOutcome": ".runner",
 }
 
 
@@ -53,6 +54,8 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "InputError",
+    "RunConfig",
+    "RunOutcome",
     "TTAError",
     "UnknownNameError",
     "__version__",
@@ -62,4 +65,5 @@ __all__ = [
     "list_models",
     "load_model",
     "register_method",
+    "run",
 ]

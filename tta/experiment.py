@@ -1,7 +1,7 @@
 """One run: data -> stream -> model -> adapter -> online metrics -> result document.
 
-``run_experiment(RunConfig(...))`` is what ``tta run`` calls; it returns the same
-result document the CLI writes as JSON.
+``run_experiment(RunConfig(...))`` returns the result document of one pass in
+memory; ``tta.run`` (tta/runner.py) adds output files and resuming on top of it.
 """
 from __future__ import annotations
 
@@ -97,10 +97,12 @@ class Prepared:
     device: Any
 
 
-def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = None) -> Prepared:
-    """Resolve data, stream, model and method; fails fast, before any image is adapted on."""
-    threads = configure_threads(config.threads)
-    device = pick_device(config.device)
+def prepare_stream(
+    config: RunConfig, confirm_download: Callable[[str], bool] | None = None
+) -> tuple[RunConfig, DomainSource, Stream, list[str]]:
+    """The data and the stream of a run, without the model: enough to fingerprint it (``tta sweep`` does).
+
+    Returns the config with its per-dataset defaults resolved (batch size, ImageNet subset), as results record it."""
     data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
     subset = config.imagenet_subset
     if subset is None:  # the reference reads all 50,000 ids for correlated streams and NUM_EX runs
@@ -123,6 +125,14 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
     if config.n_examples is not None and not config.order_file and used != config.n_examples:
         notes.append(f"--n-examples {config.n_examples}: the domains hold fewer images, so {used} per domain were used "
                      "(and are recorded)")
+    return config, source, stream, notes
+
+
+def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = None) -> Prepared:
+    """Resolve data, stream, model and method; fails fast, before any image is adapted on."""
+    threads = configure_threads(config.threads)
+    device = pick_device(config.device)
+    config, source, stream, notes = prepare_stream(config, confirm_download)
     model, model_info = _load_model(config, source)
     if len(stream):
         check_dataset_size(tuple(stream.batch(0).x.shape[-2:]), model, source.label)
@@ -228,7 +238,7 @@ def finish(prepared: Prepared, metrics: OnlineMetrics) -> dict[str, Any]:
 
 
 def run_experiment(config: RunConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Prepare, run the online loop once, and return the result document."""
+    """Prepare, run the online loop once, and return the result document (no files; see ``tta.run``)."""
     prepared = prepare(config)
     metrics = evaluate(prepared.adapted, prepared.stream, device=prepared.device, progress=progress)
     return finish(prepared, metrics)

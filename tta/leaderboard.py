@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 from .errors import InputError
 from .results import DEMO_BANNER, SCHEMA, SCHEMA_VERSION
+from .store import Store, is_store
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ def _data_name(doc: dict[str, Any]) -> str:
     return f"{name} ({subset} images)" if dataset == "imagenet" and subset else name
 
 
-def _setting(doc: dict[str, Any]) -> Setting:
+def setting_of(doc: dict[str, Any]) -> Setting:
+    """The setting a result belongs to (its table)."""
     s, m, model = doc["stream"], doc["metrics"], doc["model"]
     sha = (model.get("checkpoint_sha256") or "")[:12]
     name = model["name"] + (f"+{model['norm']}" if model.get("norm") not in (None, "bn") else "")
@@ -137,6 +139,7 @@ def _result_files(paths: Iterable[str | Path]) -> list[tuple[Path, bool]]:
         p = p.expanduser()
         if p.is_dir():
             out += [(f, False) for f in sorted(p.rglob("*.json"))]
+            out += [(f, False) for f in sorted(p.rglob("*.db")) if is_store(f)]
         elif p.is_file():
             out.append((p, True))
         else:
@@ -145,9 +148,14 @@ def _result_files(paths: Iterable[str | Path]) -> list[tuple[Path, bool]]:
 
 
 def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Every ``tta.result`` document under ``paths``; other JSON files in folders are skipped."""
+    """Every ``tta.result`` document under ``paths`` (JSON files, or result stores of ``tta sweep``).
+
+    Other JSON files in folders are skipped."""
     docs = []
     for path, explicit in _result_files(paths):
+        if is_store(path):  # a `tta sweep --store` database: every finished cell
+            docs += Store(path, create=False).documents()
+            continue
         try:
             doc = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -223,14 +231,14 @@ def build(docs: Iterable[dict[str, Any]]) -> list[Board]:
     grouped: dict[Setting, dict[str, Row]] = {}
     warnings: dict[Setting, list[str]] = {}
     for doc in sorted(docs, key=lambda d: d.get("created_utc", "")):
-        setting = _setting(doc)
+        setting = setting_of(doc)
         hp = doc["method"]["hparams"]
         key = doc["method"]["name"] + json.dumps(hp, sort_keys=True, default=str)
         row = grouped.setdefault(setting, {}).setdefault(key, Row(doc["method"]["name"], hp))
         seed = doc["stream"]["seed"]
         if seed in row.runs:
             warnings.setdefault(setting, []).append(
-                f"{doc['method']['name']} seed {seed} appears twice; kept the newer {doc['_path']}"
+                f"{doc['method']['name']} seed {seed} appears twice; kept the newer {doc.get('_path', '')}"
             )
         row.runs[seed] = doc
     boards = []
@@ -295,7 +303,7 @@ def _records(boards: list[Board]) -> list[dict[str, Any]]:
                 "ece": row.mean("ece"),
                 "collapsed": row.collapsed,
                 "images_per_s": row.mean("images_per_s"),
-                "files": [d["_path"] for d in row.runs.values()],
+                "files": [d.get("_path", "") for d in row.runs.values()],
                 "data": sorted({d["data"]["label"] for d in row.runs.values()}),
                 "warnings": board.warnings,
             })

@@ -1,4 +1,6 @@
-"""Run results: one versioned JSON schema for the CLI and Python, a Markdown table, atomic writes.
+"""Run results: one versioned JSON schema for the CLI and Python, and a Markdown table.
+
+Result files are written with ``tta.atomic.write_json``.
 
 Schema ``tta.result`` version 1 (top-level keys)::
 
@@ -15,17 +17,13 @@ Errors and ECE are in percent.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import atomic
+from .atomic import json_safe
 from .errors import InputError
 
 SCHEMA = "tta.result"
@@ -69,65 +67,11 @@ def build_result(
     }
 
 
-def check_writable(path: str | Path) -> Path:
-    """Fail before a run starts when ``path`` cannot be written."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise InputError(f"output path {path} is a directory; pass a file name such as {path / 'result.json'}")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-        why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
-        raise InputError(f"cannot write the result to {path} ({why}); pass --output in a writable folder") from None
-    return path
-
-
-_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; an unwritable folder raises ``InputError``."""
-    path = Path(path).expanduser()
-    try:
-        atomic.write_bytes(path, data)  # creates the folder too
-    except OSError as exc:
-        if exc.errno not in _UNWRITABLE:
-            raise
-        raise InputError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None
-
-
-def write_json(path: str | Path, doc: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(_clean(doc), indent=2) + "\n").encode())
-
-
 def read_json(path: str | Path) -> dict[str, Any]:
     doc = json.loads(Path(path).read_text())
     if doc.get("schema") != SCHEMA:
         raise InputError(f"{path} is not a tta result (schema {doc.get('schema')!r}); pass a file written by tta run")
     return doc
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf become None, numpy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        try:
-            obj = obj.item()
-        except (ValueError, TypeError):
-            return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _pct(x: Any) -> str:
@@ -177,7 +121,7 @@ def markdown_table(doc: dict[str, Any]) -> str:
 def configuration(method: str, hparams: dict[str, Any], model: dict[str, Any], data: dict[str, Any],
                   fingerprint: str) -> dict[str, Any]:
     """What makes two results the same experiment (JSON-normalized, so a written result compares equal)."""
-    return json.loads(json.dumps(_clean({
+    return json.loads(json.dumps(json_safe({
         "method": method, "hparams": hparams, "checkpoint_sha256": model.get("checkpoint_sha256"),
         "norm": model.get("norm"), "data": data.get("label"), "stream": fingerprint,
     })))

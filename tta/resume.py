@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .evaluate import Tally
-from .results import atomic_write_bytes
+from .atomic import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def save_partial(path: Path, key: str, next_batch: int, tally: Tally, adapted: n
     }
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
     log.info("saved progress at batch %d to %s", next_batch, path)
 
 
@@ -137,3 +137,20 @@ def stop_on_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) 
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def resume_point(path: Path | None, key: str, adapted: nn.Module, *, fresh: bool = False) -> tuple[int, Tally | None]:
+    """Where a run starts: (next batch, saved tally) from ``path`` when it applies, else (0, None).
+
+    ``fresh`` ignores saved progress; a file of another run (different key) is ignored too.
+    """
+    if path is None or fresh:
+        return 0, None
+    resumed = load_partial(path, key, adapted)
+    return resumed if resumed else (0, None)
+
+
+def discard_partial(path: Path | None) -> None:
+    """Remove the progress file of a run whose result has been written."""
+    if path is not None:
+        path.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataError, InputError
-from ..results import atomic_write_bytes
+from ..atomic import write_bytes
 from .dirichlet import class_sorted_order, dirichlet_order
 
 ORDER_FORMAT = "tta.order"
@@ -89,7 +89,7 @@ class StreamOrder:
         if path.suffix == ".npy":
             buf = io.BytesIO()
             np.save(buf, self.as_rows())
-            atomic_write_bytes(path, buf.getvalue())
+            write_bytes(path, buf.getvalue())
         elif path.suffix == ".json":
             doc = {
                 "format": ORDER_FORMAT,
@@ -99,7 +99,7 @@ class StreamOrder:
                 "domains": self.domains,
                 "blocks": [_block_json(b) for b in self.blocks],
             }
-            atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
+            write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
         else:
             raise InputError(f"order file {path} must end in .json or .npy; rename it")
 
