@@ -83,8 +83,7 @@ def _source_batches(source: torch.Tensor | Iterable[torch.Tensor], num_samples: 
     n = source.shape[0]
     if n == 0:
         return []
-    pick = torch.randperm(n, generator=generator)[: min(num_samples, n)] if num_samples < n else torch.arange(n)
-    pick = pick.to(source.device)
+    pick = torch.randperm(n, generator=generator)[:num_samples].to(source.device)  # a random subset, shuffled
     return (source[pick[i : i + batch_size]] for i in range(0, pick.numel(), batch_size))
 
 
