@@ -192,6 +192,6 @@ def test_eta_collapse_is_flagged_not_raised():
 def test_fisher_regularizer_state_dict_holds_constants():
     p = nn.Parameter(torch.ones(3))
     reg = FisherRegularizer([p], [torch.full((3,), 2.0)], [torch.zeros(3)], alpha=0.5)
-    assert float(reg()) == pytest.approx(0.5 * 2.0 * 3)
+    assert float(reg().detach()) == pytest.approx(0.5 * 2.0 * 3)
     sd = reg.state_dict()
     assert sd["alpha"] == 0.5 and torch.equal(sd["fisher"][0], torch.full((3,), 2.0))
