@@ -87,8 +87,8 @@ def test_shot_im_refuses_batch_size_one():
     opt = torch.optim.SGD([p for _, p in shot_im_parameters(model)], lr=0.1)
     with pytest.raises(InputError, match="SHOT-IM needs batches of at least 2.*batch size >= 2"):
         shot_im_step(model, torch.randn(1, 3, 2, 2), opt)
-    # at B = 1 the loss is the smoothing residue only: no signal to learn from
-    assert abs(float(shot_im_loss(model(torch.randn(1, 3, 2, 2))).detach())) < 1e-4
+    # at B = 1 the loss is the smoothing residue only, Σ p log(1 + 1e-5/p) <= C · 1e-5: no signal
+    assert 0 <= float(shot_im_loss(model(torch.randn(1, 3, 2, 2))).detach()) <= 10 * 1e-5 + 1e-7
 
 
 def test_shot_im_parameters_need_a_classifier():
