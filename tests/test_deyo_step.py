@@ -57,7 +57,8 @@ def ref_forward_and_adapt(x, model, optimizer, deyo_margin, margin, plpd_thresho
     if len(entropys) == 0:
         return outputs, filter_ids_1[0], filter_ids_1[0][filter_ids_2[0]]
     plpd = plpd[filter_ids_2]
-    coeff = 1 * (1 / (torch.exp(entropys.clone().detach() - margin))) + 1 * (1 / (torch.exp(-1. * plpd.clone().detach())))
+    coeff = (1 * (1 / (torch.exp(entropys.clone().detach() - margin)))
+             + 1 * (1 / (torch.exp(-1. * plpd.clone().detach()))))
     loss = entropys.mul(coeff).mean(0)
     loss.backward()
     optimizer.step()

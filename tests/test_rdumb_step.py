@@ -67,7 +67,8 @@ class RefRDumb:
 
 
 @pytest.mark.realdata
-def test_rdumb_matches_reference_with_resets(cifar10_test, resnet20_checkpoint):
+@pytest.mark.parametrize("batch_size", [32, 1])
+def test_rdumb_matches_reference_with_resets(cifar10_test, resnet20_checkpoint, batch_size):
     ref_model, model = twin_models(resnet20_checkpoint)
     ref = RefRDumb(ref_model, reset_every=2)
     opt = torch.optim.SGD([p for _, p in eata_parameters(model)], 0.00025 * 4, momentum=0.9)
@@ -79,7 +80,7 @@ def test_rdumb_matches_reference_with_resets(cifar10_test, resnet20_checkpoint):
 
     state = RDumbState()
     resets = []
-    for x in noisy_batches(cifar10_test, n_batches=5, batch_size=32):
+    for x in noisy_batches(cifar10_test, n_batches=5, batch_size=batch_size):
         ref_logits = ref.forward(x)
         out = rdumb_step(model, x, opt, state, restore=restore, reset_every=2, d_margin=0.4)
         resets.append(out.reset)

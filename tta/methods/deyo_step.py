@@ -42,6 +42,11 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 Augmentation = Literal["patch", "pixel", "occ"]
 
 
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, antialiased resize: torchvision's ``Resize`` on tensors, which the reference calls."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 def patch_shuffle(x: torch.Tensor, patch_len: int = PATCH_LEN, generator: torch.Generator | None = None,
                   perm: torch.Tensor | None = None) -> torch.Tensor:
     """Cut each image into a patch_len × patch_len grid and permute its patches, per sample.
@@ -54,14 +59,15 @@ def patch_shuffle(x: torch.Tensor, patch_len: int = PATCH_LEN, generator: torch.
     th, tw = (h // p) * p, (w // p) * p
     if th == 0 or tw == 0:
         raise InputError(f"DeYO: images of {h}x{w} are smaller than the {p}x{p} patch grid; use a smaller patch_len")
-    y = x if (th, tw) == (h, w) else F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
+    resized = (th, tw) != (h, w)
+    y = _resize(x, (th, tw)) if resized else x
     if perm is None:
         perm = torch.argsort(torch.rand(n, p * p, generator=generator), dim=-1)
     perm = perm.to(x.device)
     patches = y.reshape(n, c, p, th // p, p, tw // p).permute(0, 2, 4, 1, 3, 5).reshape(n, p * p, c, th // p, tw // p)
     patches = torch.gather(patches, 1, perm.view(n, p * p, 1, 1, 1).expand_as(patches))
     y = patches.reshape(n, p, p, c, th // p, tw // p).permute(0, 3, 1, 4, 2, 5).reshape(n, c, th, tw)
-    return y if (th, tw) == (h, w) else F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return _resize(y, (h, w)) if resized else y
 
 
 def pixel_shuffle(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -50,7 +50,9 @@ EATA_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def eata_parameters(model: nn.Module, is_norm: type | tuple[type, ...] = nn.BatchNorm2d) -> list[tuple[str, nn.Parameter]]:
+def eata_parameters(
+    model: nn.Module, is_norm: type | tuple[type, ...] = nn.BatchNorm2d
+) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of every BatchNorm2d weight/bias, the set the reference adapts."""
     return [
         (f"{name}.{pname}" if name else pname, p)
@@ -122,7 +124,8 @@ def compute_fisher(
     if n_batches == 0:
         raise TTAError("EATA: the source data for the Fisher regularizer is empty; pass clean source images "
                        "(the reference uses 2,000), or use ETA, the source-free variant")
-    return FisherRegularizer(params, [f / n_batches for f in fisher], [p.detach().clone() for p in params], float(alpha))
+    anchor = [p.detach().clone() for p in params]
+    return FisherRegularizer(params, [f / n_batches for f in fisher], anchor, float(alpha))
 
 
 @dataclass

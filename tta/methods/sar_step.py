@@ -90,7 +90,8 @@ def sar_lr(batch_size: int, dataset: str = "imagenet", *, vit: bool = False) -> 
         raise TTAError(f"SAR: batch_size must be >= 1, got {batch_size}")
     if dataset != "imagenet":
         if dataset not in DATASET_DEFAULTS:
-            raise TTAError(f"SAR: no default lr for dataset {dataset!r}; use one of {sorted(DATASET_DEFAULTS)} or pass lr")
+            raise TTAError(f"SAR: no default lr for dataset {dataset!r}; "
+                           f"use one of {sorted(DATASET_DEFAULTS)} or pass lr")
         return DATASET_DEFAULTS[dataset]["lr"]
     lr = 1e-3 / 64 * batch_size if vit else (2.5e-4 if batch_size >= 32 else 2.5e-4 / 64 * batch_size * 2)
     return 2 * lr if batch_size == 1 else lr
@@ -143,7 +144,8 @@ def sar_step(
     docstring). Works at B = 1 (batch statistics over one image's pixels).
     """
     if not isinstance(optimizer, SAM):
-        raise TTAError("SAR needs a SAM optimizer for its two-pass update; build it with make_sar_optimizer(params, lr)")
+        raise TTAError("SAR needs a SAM optimizer for its two-pass update; "
+                       "build it with make_sar_optimizer(params, lr)")
     with torch.enable_grad():
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)

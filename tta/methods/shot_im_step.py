@@ -37,11 +37,14 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def shot_im_parameters(model: nn.Module, classifier_names: Sequence[str] = CLASSIFIER_NAMES) -> list[tuple[str, nn.Parameter]]:
+def shot_im_parameters(
+    model: nn.Module, classifier_names: Sequence[str] = CLASSIFIER_NAMES
+) -> list[tuple[str, nn.Parameter]]:
     """(name, parameter) of every top-level child except the classifier, as ttab selects them."""
     frozen = [n for n, _ in model.named_children() if n in classifier_names]
     if not frozen:
-        raise InputError(f"SHOT-IM: no classifier among the model's top-level modules {[n for n, _ in model.named_children()]}; "
+        children = [n for n, _ in model.named_children()]
+        raise InputError(f"SHOT-IM: no classifier among the model's top-level modules {children}; "
                          f"pass classifier_names naming it (default {list(classifier_names)})")
     return [(f"{n}.{pn}", p) for n, child in model.named_children() if n not in frozen
             for pn, p in child.named_parameters()]
