@@ -211,6 +211,29 @@ def test_sar_collapse_is_flagged_not_raised():
         assert torch.equal(p, b)
 
 
+def test_sar_collapse_at_the_perturbed_point_restores_parameters():
+    """Finite first forward, NaN second forward (at θ + ε): θ is restored, no base step."""
+    class NaNOnSecondCall(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(12, 10), nn.LayerNorm(10))
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            z = self.body(x) * 10
+            return z * float("nan") if self.calls == 2 else z
+
+    torch.manual_seed(0)
+    model = NaNOnSecondCall()
+    opt = make_sar_optimizer([p for _, p in sar_parameters(model)], 0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    out = sar_step(model, torch.randn(8, 3, 2, 2), opt, SARState(), restore=lambda: None)
+    assert model.calls == 2 and out.collapsed and not out.updated and out.stats["selected_1"] > 0
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)
+
+
 @pytest.mark.realdata
 def test_sar_batch_size_one_matches_reference(cifar10_test, resnet20_checkpoint):
     """B = 1 runs as the reference does: batch statistics over one image's pixels. On ResNet-20

@@ -115,15 +115,6 @@ class SARState:
         self.ema = None if state["ema"] is None else float(state["ema"])
 
 
-@torch.no_grad()
-def _undo_first_step(optimizer: SAM) -> None:
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p.grad is not None and "old_p" in optimizer.state[p]:
-                p.copy_(optimizer.state[p]["old_p"])
-    optimizer.zero_grad(set_to_none=True)
-
-
 def sar_step(
     model: nn.Module,
     x: torch.Tensor,
@@ -162,7 +153,7 @@ def sar_step(
         mask2 = mask1 & (ent2 < e0)
         loss2 = masked_mean(ent2, mask2)
         if not all_finite(ent2, loss2):
-            _undo_first_step(optimizer)
+            optimizer.undo_first_step()
             return StepResult(logits.detach(), collapsed=True, stats={"selected_1": int(mask1.sum())})
         loss2.backward()
         optimizer.second_step(zero_grad=True)

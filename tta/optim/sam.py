@@ -37,6 +37,7 @@ class SAM(Optimizer):
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
+        self._climbed: list[torch.Tensor] = []  # parameters moved by the last first_step
 
     def _params_with_grad(self) -> list[tuple[dict[str, Any], torch.Tensor]]:
         return [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
@@ -55,18 +56,29 @@ class SAM(Optimizer):
     def first_step(self, zero_grad: bool = False) -> None:
         """Climb to θ + ε (saving θ) along the current gradients."""
         norm = self.grad_norm()
+        self._climbed = []
         for group, p in self._params_with_grad():
             scale = group["rho"] / (norm + 1e-12)
             self.state[p]["old_p"] = p.detach().clone()
             p.add_((p.square() if group["adaptive"] else 1.0) * p.grad * scale.to(p))
+            self._climbed.append(p)
         if zero_grad:
             self.zero_grad()
+
+    @torch.no_grad()
+    def undo_first_step(self) -> None:
+        """Return to θ without a base step (when the loss at θ + ε turns out unusable)."""
+        for p in self._climbed:
+            p.copy_(self.state[p]["old_p"])
+        self._climbed = []
+        self.zero_grad()
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
         """Return to θ and take the base step with the gradients taken at θ + ε."""
         for _, p in self._params_with_grad():
             p.copy_(self.state[p]["old_p"])
+        self._climbed = []
         self.base_optimizer.step()
         if zero_grad:
             self.zero_grad()
