@@ -60,6 +60,8 @@ class CoTTAAnchor(StepState):
                high=1),
         Option("n_augmentations", int, 32, "augmented views of the teacher", low=1),
         Option("symmetric", bool, False, "symmetric cross-entropy (the ImageNet code)"),
+        Option("vectorized_views", bool, True, "one vmapped teacher forward over the views (batch-statistics "
+               "policies only; rounding differs from a loop by about 1e-5)"),
         Option("seed", int, 0, "seed of the augmentations and restore masks", low=0, from_context="run_seed"),
         *optimizer_options("adam", 1e-3),
     ),
@@ -74,7 +76,7 @@ class CoTTAAnchor(StepState):
 )
 def cotta(model: nn.Module, opts: Resolved) -> Adapter:
     hyper = CoTTAHyper(mt=opts["mt"], rst=opts["rst"], ap=opts["ap"], n_augmentations=opts["n_augmentations"],
-                       symmetric=opts["symmetric"], vectorized_views=opts["stats"] in STATELESS_STATS)
+                       symmetric=opts["symmetric"], vectorized_views=opts["vectorized_views"] and opts["stats"] in STATELESS_STATS)
 
     def step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
         anchor = adapter.memory.anchor

@@ -99,7 +99,7 @@ def eta(model: nn.Module, opts: Resolved) -> Adapter:
 
 
 def load_source_images(path: str, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` random images (without replacement) of a .npy of uint8 (N, H, W, 3) images, as float NCHW in [0, 1]."""
+    """``n`` random images (without replacement) of a .npy of uint8 (N, H, W, 3) images, as uint8 NCHW."""
     file = Path(path)
     if not file.is_file():
         raise InputError(f"method 'eata': source_data {path!r} is not a file; pass a .npy of uint8 NHWC images "
@@ -113,7 +113,7 @@ def load_source_images(path: str, n: int, generator: torch.Generator) -> torch.T
         raise InputError(f"method 'eata': source_data {path!r} holds {images.dtype} {images.shape}; "
                          "expected uint8 images of shape (N, H, W, 3)")
     pick = torch.randperm(images.shape[0], generator=generator)[:n].sort().values.numpy()
-    return torch.from_numpy(np.ascontiguousarray(images[pick])).permute(0, 3, 1, 2).float().div_(255)
+    return torch.from_numpy(np.ascontiguousarray(images[pick])).permute(0, 3, 1, 2)
 
 
 @register_method(
@@ -140,7 +140,8 @@ def eata(model: nn.Module, opts: Resolved) -> Adapter:
     def memory(student: nn.Module) -> ETAMemory:
         params = norm_parameters(student)
         ref = next(iter(params))
-        fisher = compute_fisher(student, params, source.to(ref.device, ref.dtype), alpha=opts["fisher_alpha"],
+        images = source.to(ref.device, ref.dtype).div_(255)  # in the model's precision
+        fisher = compute_fisher(student, params, images, alpha=opts["fisher_alpha"],
                                 num_samples=opts["fisher_samples"], batch_size=opts["fisher_batch"],
                                 generator=generator)
         log.info("eata: Fisher from %d source images of %s", source.shape[0], opts["source_data"])

@@ -125,7 +125,8 @@ def gradient_adapter(
         memory=memory if memory is None or isinstance(memory, nn.Module) else memory(model),
         teacher=None if teacher is None else teacher(model), seed=seed,
         min_batch_size=max(min_batch_size, policy_minimum),
-        min_batch_reason=min_batch_reason if min_batch_size > policy_minimum else policy.min_batch_reason,
+        min_batch_reason=(min_batch_reason if min_batch_reason and min_batch_size >= policy_minimum
+                          else policy.min_batch_reason),
         batch_context=policy.batch_context if policy.has_batch_context() else None,
     )
 
