@@ -38,6 +38,8 @@ def _parse_delta(value: str | None) -> float | str | None:
                    "beside --checkpoint, else the model's own]")
 @click.option("--norm-option", "norm_options", multiple=True, metavar="KEY=VALUE", help="Option of --norm; repeatable.")
 @click.option("--option", "-O", "options", multiple=True, metavar="KEY=VALUE", help="Method hyperparameter; repeatable.")
+@click.option("--source-data", type=click.Path(dir_okay=False), default=None,
+              help="Clean source images (.npy, uint8 NHWC) for methods that need them, e.g. eata.")
 @click.option("--domains", default=None, help="Comma-separated corruptions, in stream order. [default: the canonical 15]")
 @click.option("--severity", default=DEFAULT_SEVERITY, show_default=True, type=int)
 @click.option("--batch-size", "-b", default=DEFAULT_BATCH_SIZE, show_default=True, type=int)
@@ -77,7 +79,7 @@ def run_cmd(**kw) -> None:
         severity=kw["severity"], batch_size=kw["batch_size"], n_examples=kw["n_examples"], seed=kw["seed"],
         delta=_parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
         download=kw["download"], threads=kw["threads"], device=kw["device"], workers=kw["workers"],
-        imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"],
+        imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"], source_data=kw["source_data"],
     )
     # Every output path is checked before the run, so a bad one costs nothing.
     outputs = [p for p in (kw["output"], kw["export_order"], kw["plot"]) if p]
