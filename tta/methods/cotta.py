@@ -75,8 +75,9 @@ class CoTTAAnchor(StepState):
     notes="stats=unmix-tns is UnMix-TNS + CoTTA (own components per model, K=128 on mixed domains, protocol lr)",
 )
 def cotta(model: nn.Module, opts: Resolved) -> Adapter:
+    vectorized = opts["vectorized_views"] and opts["stats"] in STATELESS_STATS
     hyper = CoTTAHyper(mt=opts["mt"], rst=opts["rst"], ap=opts["ap"], n_augmentations=opts["n_augmentations"],
-                       symmetric=opts["symmetric"], vectorized_views=opts["vectorized_views"] and opts["stats"] in STATELESS_STATS)
+                       symmetric=opts["symmetric"], vectorized_views=vectorized)
 
     def step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
         anchor = adapter.memory.anchor
