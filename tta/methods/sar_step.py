@@ -49,9 +49,9 @@ SKIPPED_NAMES = ("norm",)
 #: optimizer defaults: mdb cfgs/{cifar10_c,cifar100_c}/sar.yaml (SGD under SAM, batch 200);
 #: ImageNet: SAR main.py (batch 64), see ``sar_lr`` for other batch sizes
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": {"lr": 1e-3, "momentum": 0.9, "batch_size": 200},
-    "cifar100": {"lr": 1e-3, "momentum": 0.9, "batch_size": 200},
-    "imagenet": {"lr": 2.5e-4, "momentum": 0.9, "batch_size": 64},
+    "cifar10": {"optimizer": "sam-sgd", "lr": 1e-3, "momentum": 0.9, "rho": RHO, "batch_size": 200},
+    "cifar100": {"optimizer": "sam-sgd", "lr": 1e-3, "momentum": 0.9, "rho": RHO, "batch_size": 200},
+    "imagenet": {"optimizer": "sam-sgd", "lr": 2.5e-4, "momentum": 0.9, "rho": RHO, "batch_size": 64},
 }
 
 
