@@ -1,7 +1,7 @@
 """ETA and EATA (Niu et al., ICML 2022): efficient anti-forgetting entropy minimization, one step.
 
 Reference: mr-eggplant/EATA ``eata.py``/``main.py``; mariodoebler/test-time-adaptation
-``methods/eata.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):
+(below "mdb") ``methods/eata.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):
 
 1. z = f(x); e = H(z); reliable S1 = {e < E0}, E0 = 0.4 ln C.
 2. Non-redundant S2 = S1 ∩ {|cos(m, softmax z)| < d_margin}, m the moving average of the

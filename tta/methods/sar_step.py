@@ -1,7 +1,7 @@
 """SAR (Niu et al., ICLR 2023): sharpness-aware, reliable entropy minimization, one step.
 
 Reference: mr-eggplant/SAR ``sar.py``/``sam.py``/``main.py``; mariodoebler/test-time-adaptation
-``methods/sar.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):
+(below "mdb") ``methods/sar.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):
 
 1. z = f(x); e = H(z); S1 = {e < E0}, E0 = 0.4 ln C; backward of mean_{S1} e.
 2. SAM first step: θ ← θ + ρ g/‖g‖ (ρ = 0.05).
