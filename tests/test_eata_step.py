@@ -195,3 +195,14 @@ def test_fisher_regularizer_state_dict_holds_constants():
     assert float(reg().detach()) == pytest.approx(0.5 * 2.0 * 3)
     sd = reg.state_dict()
     assert sd["alpha"] == 0.5 and torch.equal(sd["fisher"][0], torch.full((3,), 2.0))
+    again = FisherRegularizer.from_state_dict([p], sd)
+    assert float(again().detach()) == float(reg().detach())
+    with pytest.raises(TTAError, match="Fisher does not match"):
+        FisherRegularizer.from_state_dict([nn.Parameter(torch.ones(4))], sd)
+
+
+def test_eata_parameters_accept_a_predicate():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.GroupNorm(2, 4))
+    assert [n for n, _ in eata_parameters(model)] == ["1.weight", "1.bias"]
+    names = [n for n, _ in eata_parameters(model, lambda m: isinstance(m, nn.GroupNorm))]
+    assert names == ["2.weight", "2.bias"]

@@ -1,7 +1,7 @@
 """DeYO (Lee et al., ICLR 2024): destroy-your-object entropy minimization, one step.
 
 Reference: Jhyun17/DeYO ``methods/deyo.py``/``main.py``/``exp_deyo.sh``; mariodoebler/
-test-time-adaptation ``methods/deyo.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):
+test-time-adaptation (below "mdb") ``methods/deyo.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):
 
 1. z = f(x); e = H(z); S1 = {e < τ_Ent}, τ_Ent = 0.5 ln C. Empty S1: no update.
 2. x' = the S1 images with their P×P patch grid shuffled per sample (P = 4); z' = f(x')

@@ -1,7 +1,7 @@
 """ETA and EATA (Niu et al., ICML 2022): efficient anti-forgetting entropy minimization, one step.
 
 Reference: mr-eggplant/EATA ``eata.py``/``main.py``; mariodoebler/test-time-adaptation
-``methods/eata.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):
+(below "mdb") ``methods/eata.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):
 
 1. z = f(x); e = H(z); reliable S1 = {e < E0}, E0 = 0.4 ln C.
 2. Non-redundant S2 = S1 ∩ {|cos(m, softmax z)| < d_margin}, m the moving average of the
@@ -18,7 +18,7 @@ its Fisher (``eata_step`` raises). The reference's ``reset`` does not clear m; m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,12 +51,15 @@ EATA_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def eata_parameters(
-    model: nn.Module, is_norm: type | tuple[type, ...] = nn.BatchNorm2d
+    model: nn.Module, is_norm: Callable[[nn.Module], bool] | None = None
 ) -> list[tuple[str, nn.Parameter]]:
-    """(name, parameter) of every BatchNorm2d weight/bias, the set the reference adapts."""
+    """(name, parameter) of every BatchNorm2d weight/bias, the set the reference adapts.
+
+    Pass ``is_norm`` when the BatchNorm layers have been swapped for other classes."""
+    is_norm = is_norm or (lambda m: isinstance(m, nn.BatchNorm2d))
     return [
         (f"{name}.{pname}" if name else pname, p)
-        for name, m in model.named_modules() if isinstance(m, is_norm)
+        for name, m in model.named_modules() if is_norm(m)
         for pname, p in m.named_parameters(recurse=False) if pname in ("weight", "bias")
     ]
 
@@ -76,6 +79,15 @@ class FisherRegularizer:
 
     def state_dict(self) -> dict[str, Any]:
         return {"fisher": list(self.fisher), "anchor": list(self.anchor), "alpha": self.alpha}
+
+    @classmethod
+    def from_state_dict(cls, params: Sequence[nn.Parameter], state: dict[str, Any]) -> FisherRegularizer:
+        """Rebuild the term for ``params`` (same order as when it was computed) on resume."""
+        params = list(params)
+        if len(state["fisher"]) != len(params) or any(f.shape != p.shape for f, p in zip(state["fisher"], params)):
+            raise TTAError("EATA: the saved Fisher does not match the adapted parameters; "
+                           "recompute it with compute_fisher for this model")
+        return cls(params, list(state["fisher"]), list(state["anchor"]), float(state["alpha"]))
 
 
 def _source_batches(source: torch.Tensor | Iterable[torch.Tensor], num_samples: int, batch_size: int,

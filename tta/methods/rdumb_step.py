@@ -1,7 +1,7 @@
 """RDumb (Press et al., NeurIPS 2023): ETA with a full reset every 1000 batches, one step.
 
 Reference: oripress/CCC ``models/rdumb.py``; mariodoebler/test-time-adaptation
-``cfgs/*/rdumb.yaml``. Before the ETA step of batch t (counted from 0, whether or not a
+(below "mdb") ``cfgs/*/rdumb.yaml``. Before the ETA step of batch t (counted from 0, whether or not a
 batch updated the model), if t is a positive multiple of ``reset_every``, the model, the
 optimizer and the moving-average probability m are reset. CCC also "resets" at t = 0,
 where the model is still initial, so skipping it is the same.

@@ -1,7 +1,7 @@
 """SAR (Niu et al., ICLR 2023): sharpness-aware, reliable entropy minimization, one step.
 
 Reference: mr-eggplant/SAR ``sar.py``/``sam.py``/``main.py``; mariodoebler/test-time-adaptation
-``methods/sar.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):
+(below "mdb") ``methods/sar.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):
 
 1. z = f(x); e = H(z); S1 = {e < E0}, E0 = 0.4 ln C; backward of mean_{S1} e.
 2. SAM first step: θ ← θ + ρ g/‖g‖ (ρ = 0.05).
@@ -49,9 +49,9 @@ SKIPPED_NAMES = ("norm",)
 #: optimizer defaults: mdb cfgs/{cifar10_c,cifar100_c}/sar.yaml (SGD under SAM, batch 200);
 #: ImageNet: SAR main.py (batch 64), see ``sar_lr`` for other batch sizes
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": {"lr": 1e-3, "momentum": 0.9, "batch_size": 200},
-    "cifar100": {"lr": 1e-3, "momentum": 0.9, "batch_size": 200},
-    "imagenet": {"lr": 2.5e-4, "momentum": 0.9, "batch_size": 64},
+    "cifar10": {"optimizer": "sam-sgd", "lr": 1e-3, "momentum": 0.9, "rho": RHO, "batch_size": 200},
+    "cifar100": {"optimizer": "sam-sgd", "lr": 1e-3, "momentum": 0.9, "rho": RHO, "batch_size": 200},
+    "imagenet": {"optimizer": "sam-sgd", "lr": 2.5e-4, "momentum": 0.9, "rho": RHO, "batch_size": 64},
 }
 
 
