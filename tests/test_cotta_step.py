@@ -17,7 +17,8 @@ from torch import nn
 import tta
 from conftest import to_tensor
 from tta.augment.cotta import augment
-from tta.methods.cotta_step import (CoTTAHyper, CoTTAModels, cotta_parameters, cotta_step, forward_views,
+from tta.methods.view_forward import forward_views
+from tta.methods.cotta_step import (CoTTAHyper, CoTTAModels, cotta_parameters, cotta_step,
                                     draw_restore_masks, ema_update_, stochastic_restore_)
 
 pytestmark = pytest.mark.realdata
@@ -103,12 +104,12 @@ def assert_params_close(a: nn.Module, b: nn.Module, atol: float) -> None:
 
 # Adam's first steps are about lr * sign(grad), so a 1e-7 rounding difference in a tiny
 # gradient entry can move a weight by up to lr; the exact comparison therefore runs the
-# views as a loop (the official arithmetic) and the vectorized path is checked separately.
+# views one per call (the official arithmetic) and the grouped path is checked separately.
 @pytest.mark.parametrize("ap", [0.92, 0.0])  # 0.92: the view-averaged teacher; 0.0: the plain teacher
 def test_cotta_step_matches_official_over_several_steps(cifar10_test, resnet20, ap):
     images, _ = cifar10_test
     xs = noisy_batches(images, 3, 16)
-    hyper = CoTTAHyper(ap=ap, n_augmentations=6, rst=0.05, vectorized_views=False)
+    hyper = CoTTAHyper(ap=ap, n_augmentations=6, rst=0.05, views_per_call=1)
     official = OfficialCoTTA(resnet20, mt=hyper.mt, rst=hyper.rst, ap=ap)
     models, opt = make_ours(resnet20)
     g = torch.Generator().manual_seed(1)
@@ -128,16 +129,18 @@ def test_cotta_step_matches_official_over_several_steps(cifar10_test, resnet20, 
     assert max(moved) > 1e-4
 
 
-def test_vectorized_view_forward_equals_one_call_per_view(cifar10_test, resnet20):
+def test_grouped_view_forward_equals_one_call_per_view(cifar10_test, resnet20):
     images, _ = cifar10_test
     x = noisy_batches(images, 1, 16)[0]
     models, _ = make_ours(resnet20)
     views = augment(x, 8, generator=torch.Generator().manual_seed(3)).view(8, *x.shape)
     with torch.no_grad():
         loop = torch.stack([models.teacher(v) for v in views])
-        vec = forward_views(models.teacher, views)
+        vec = forward_views(models.teacher, views, views_per_call=8)
+        chunks = forward_views(models.teacher, views, views_per_call=3)  # 3 + 3 + 2
         whole = models.teacher(views.flatten(0, 1)).view(8, 16, -1)  # one batch of 128: wrong statistics
-    assert torch.allclose(vec, loop, atol=1e-4, rtol=0)
+    assert torch.allclose(vec, loop, atol=1e-4, rtol=0) and torch.allclose(chunks, loop, atol=1e-4, rtol=0)
+    assert torch.equal(forward_views(models.teacher, views), loop)  # CPU default: one view per call
     assert (whole - loop).abs().max() > 1e-2  # per-view batch statistics matter
 
 
