@@ -197,3 +197,39 @@ def test_non_finite_input_skips_the_update(cifar10_test, resnet20):
     assert out.collapsed
     assert all(torch.equal(v, before[k]) for k, v in models.student.state_dict().items())
     assert all(torch.equal(v, teacher_before[k]) for k, v in models.teacher.state_dict().items())
+
+
+def test_grouped_forward_refuses_a_model_with_call_to_call_statistics():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.5), nn.Flatten(), nn.LazyLinear(2))
+    net.train()  # running statistics update on every call: the views are sequential
+    net(torch.rand(2, 3, 8, 8))
+    views = torch.rand(3, 2, 3, 8, 8)
+    with pytest.raises(ValueError, match="running-statistics"):
+        forward_views(net, views, views_per_call=3)
+
+    class EmaStats(nn.Module):  # a custom layer that keeps state across calls
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.zeros(4))
+
+        def forward(self, x):
+            self.mean.mul_(0.9).add_(x.mean((0, 2, 3)), alpha=0.1)
+            return x - self.mean.view(1, -1, 1, 1)
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), EmaStats(), nn.Flatten(), nn.Linear(144, 2))
+    before = net[1].mean.clone()
+    with pytest.raises(RuntimeError, match="views_per_call=1"):
+        forward_views(net, views, views_per_call=3)
+    assert torch.equal(net[1].mean, before)
+    assert forward_views(net, views, views_per_call=1).shape == (3, 2, 2)
+
+
+def test_cotta_loss_forms_and_defaults():
+    from tta.methods.cotta_step import COTTA_DEFAULTS, cotta_loss
+    s, t = torch.randn(5, 4), torch.randn(5, 4)
+    ce = -(t.softmax(1) * s.log_softmax(1)).sum(1)
+    rev = -(s.softmax(1) * t.log_softmax(1)).sum(1)
+    assert torch.allclose(cotta_loss(s, t), ce.mean())
+    assert torch.allclose(cotta_loss(s, t, symmetric=True), (0.5 * ce + 0.5 * rev).mean())
+    assert [COTTA_DEFAULTS[d]["ap"] for d in ("cifar10", "cifar100", "imagenet")] == [0.92, 0.72, 0.1]
+    assert CoTTAHyper().ap == COTTA_DEFAULTS["cifar10"]["ap"] and CoTTAHyper().rst == COTTA_DEFAULTS["cifar10"]["rst"]

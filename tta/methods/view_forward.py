@@ -7,7 +7,11 @@ pool statistics over all views. Inside :func:`per_view_statistics`, every
 ``nn.BatchNorm1d/2d`` that normalizes with batch statistics computes them per group of
 B samples instead; a module that defines ``forward_grouped(x, n_groups)`` is called
 through it. Every other module is assumed per-sample (convolutions, activations,
-pooling, GroupNorm/LayerNorm, eval-mode BatchNorm on running statistics).
+pooling, GroupNorm/LayerNorm, eval-mode BatchNorm on running statistics). A layer whose
+statistics carry state from call to call (e.g. UnMix-TNS components, an EMA of batch
+statistics) makes the official 32 calls sequential; grouping them would change the
+result, so a grouped forward that changes any buffer raises an error: use one view per
+call for such models.
 
 Measured on CPU (``benchmarks/bench_cotta_views.py``, ResNet-20, 32 views of 64 images,
 one thread): one forward over all views ran about 3x slower than 32 separate calls,
@@ -81,6 +85,15 @@ def forward_views(model: nn.Module, views: torch.Tensor, views_per_call: int | N
         if chunk.shape[0] == 1:
             outs.append(model(chunk[0]).unsqueeze(0))
             continue
+        before = [(name, buf.clone()) for name, buf in model.named_buffers()]
         with per_view_statistics(model, chunk.shape[0]):
             outs.append(model(chunk.flatten(0, 1)).unflatten(0, chunk.shape[:2]))
+        changed = [name for name, old in before if not torch.equal(old, model.get_buffer(name))]
+        if changed:
+            with torch.no_grad():
+                for name, old in before:
+                    model.get_buffer(name).copy_(old)  # leave the model as it was
+            raise RuntimeError(f"a grouped forward over views changed buffer {changed[0]!r}: this model carries "
+                               "statistics from call to call, so its views must run one per call "
+                               "(views_per_call=1)")
     return torch.cat(outs)
