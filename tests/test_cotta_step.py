@@ -156,6 +156,15 @@ def test_restore_with_p_one_returns_source_and_ema_one_keeps_teacher(cifar10_tes
         assert torch.equal(p.detach(), models.source[name])
     for k, v in models.teacher.state_dict().items():
         assert torch.equal(v, teacher0[k])
+    # save / load / reset of what CoTTA carries across batches
+    cotta_step(models, opt, x, g, CoTTAHyper(rst=0.0, n_augmentations=4))
+    saved = deepcopy(models.state_dict())
+    models.reset()
+    assert all(torch.equal(v, models.source[k]) for k, v in models.teacher.state_dict().items())
+    assert all(torch.equal(v, models.source[k]) for k, v in models.student.state_dict().items())
+    models.load_state_dict(saved)
+    assert all(torch.equal(v, saved["teacher"][k]) for k, v in models.teacher.state_dict().items())
+    assert not all(torch.equal(v, models.source[k]) for k, v in models.teacher.state_dict().items())
 
 
 def test_ema_and_restore_closed_forms():

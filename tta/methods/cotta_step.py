@@ -115,6 +115,19 @@ class CoTTAModels:
         source = {k: v.detach().clone() for k, v in student.state_dict().items()}
         return cls(student, teacher, anchor, source)
 
+    def reset(self) -> None:
+        """Student and teacher back to the source weights (the optimizer is the caller's to reset)."""
+        self.student.load_state_dict(self.source)
+        self.teacher.load_state_dict(self.source)
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """What changes across batches: student and teacher (anchor and source are constant)."""
+        return {"student": self.student.state_dict(), "teacher": self.teacher.state_dict()}
+
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        self.student.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+
 
 @dataclass
 class CoTTAStepOutput:
@@ -162,7 +175,8 @@ def cotta_step(models: CoTTAModels, optimizer: torch.optim.Optimizer, x: torch.T
     """One CoTTA step on batch ``x`` (B, C, H, W) in [0, 1]; returns the teacher's prediction.
 
     ``views`` (V, B, C, H, W) and ``restore_masks`` replace the drawn augmentations and
-    masks (tests inject them); otherwise they come from ``generator``. A batch of one
+    masks (tests inject them); otherwise they come from ``generator`` (None: torch's
+    global generator, which a seeded run should not rely on). A batch of one
     works (batch statistics over the image's pixels), as in the official code.
     """
     student, teacher, anchor = models.student, models.teacher, models.anchor
