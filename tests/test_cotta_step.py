@@ -17,7 +17,8 @@ from torch import nn
 import tta
 from conftest import to_tensor
 from tta.augment.cotta import augment
-from tta.methods.cotta_step import (CoTTAHyper, CoTTAModels, cotta_parameters, cotta_step, forward_views,
+from tta.methods.view_forward import forward_views
+from tta.methods.cotta_step import (CoTTAHyper, CoTTAModels, cotta_parameters, cotta_step,
                                     draw_restore_masks, ema_update_, stochastic_restore_)
 
 pytestmark = pytest.mark.realdata
@@ -103,12 +104,12 @@ def assert_params_close(a: nn.Module, b: nn.Module, atol: float) -> None:
 
 # Adam's first steps are about lr * sign(grad), so a 1e-7 rounding difference in a tiny
 # gradient entry can move a weight by up to lr; the exact comparison therefore runs the
-# views as a loop (the official arithmetic) and the vectorized path is checked separately.
+# views one per call (the official arithmetic) and the grouped path is checked separately.
 @pytest.mark.parametrize("ap", [0.92, 0.0])  # 0.92: the view-averaged teacher; 0.0: the plain teacher
 def test_cotta_step_matches_official_over_several_steps(cifar10_test, resnet20, ap):
     images, _ = cifar10_test
     xs = noisy_batches(images, 3, 16)
-    hyper = CoTTAHyper(ap=ap, n_augmentations=6, rst=0.05, vectorized_views=False)
+    hyper = CoTTAHyper(ap=ap, n_augmentations=6, rst=0.05, views_per_call=1)
     official = OfficialCoTTA(resnet20, mt=hyper.mt, rst=hyper.rst, ap=ap)
     models, opt = make_ours(resnet20)
     g = torch.Generator().manual_seed(1)
@@ -128,16 +129,18 @@ def test_cotta_step_matches_official_over_several_steps(cifar10_test, resnet20, 
     assert max(moved) > 1e-4
 
 
-def test_vectorized_view_forward_equals_one_call_per_view(cifar10_test, resnet20):
+def test_grouped_view_forward_equals_one_call_per_view(cifar10_test, resnet20):
     images, _ = cifar10_test
     x = noisy_batches(images, 1, 16)[0]
     models, _ = make_ours(resnet20)
     views = augment(x, 8, generator=torch.Generator().manual_seed(3)).view(8, *x.shape)
     with torch.no_grad():
         loop = torch.stack([models.teacher(v) for v in views])
-        vec = forward_views(models.teacher, views)
+        vec = forward_views(models.teacher, views, views_per_call=8)
+        chunks = forward_views(models.teacher, views, views_per_call=3)  # 3 + 3 + 2
         whole = models.teacher(views.flatten(0, 1)).view(8, 16, -1)  # one batch of 128: wrong statistics
-    assert torch.allclose(vec, loop, atol=1e-4, rtol=0)
+    assert torch.allclose(vec, loop, atol=1e-4, rtol=0) and torch.allclose(chunks, loop, atol=1e-4, rtol=0)
+    assert torch.equal(forward_views(models.teacher, views), loop)  # CPU default: one view per call
     assert (whole - loop).abs().max() > 1e-2  # per-view batch statistics matter
 
 
@@ -153,6 +156,15 @@ def test_restore_with_p_one_returns_source_and_ema_one_keeps_teacher(cifar10_tes
         assert torch.equal(p.detach(), models.source[name])
     for k, v in models.teacher.state_dict().items():
         assert torch.equal(v, teacher0[k])
+    # save / load / reset of what CoTTA carries across batches
+    cotta_step(models, opt, x, g, CoTTAHyper(rst=0.0, n_augmentations=4))
+    saved = deepcopy(models.state_dict())
+    models.reset()
+    assert all(torch.equal(v, models.source[k]) for k, v in models.teacher.state_dict().items())
+    assert all(torch.equal(v, models.source[k]) for k, v in models.student.state_dict().items())
+    models.load_state_dict(saved)
+    assert all(torch.equal(v, saved["teacher"][k]) for k, v in models.teacher.state_dict().items())
+    assert not all(torch.equal(v, models.source[k]) for k, v in models.teacher.state_dict().items())
 
 
 def test_ema_and_restore_closed_forms():
@@ -194,3 +206,39 @@ def test_non_finite_input_skips_the_update(cifar10_test, resnet20):
     assert out.collapsed
     assert all(torch.equal(v, before[k]) for k, v in models.student.state_dict().items())
     assert all(torch.equal(v, teacher_before[k]) for k, v in models.teacher.state_dict().items())
+
+
+def test_grouped_forward_refuses_a_model_with_call_to_call_statistics():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.5), nn.Flatten(), nn.LazyLinear(2))
+    net.train()  # running statistics update on every call: the views are sequential
+    net(torch.rand(2, 3, 8, 8))
+    views = torch.rand(3, 2, 3, 8, 8)
+    with pytest.raises(ValueError, match="running-statistics"):
+        forward_views(net, views, views_per_call=3)
+
+    class EmaStats(nn.Module):  # a custom layer that keeps state across calls
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.zeros(4))
+
+        def forward(self, x):
+            self.mean.mul_(0.9).add_(x.mean((0, 2, 3)), alpha=0.1)
+            return x - self.mean.view(1, -1, 1, 1)
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), EmaStats(), nn.Flatten(), nn.Linear(144, 2))
+    before = net[1].mean.clone()
+    with pytest.raises(RuntimeError, match="views_per_call=1"):
+        forward_views(net, views, views_per_call=3)
+    assert torch.equal(net[1].mean, before)
+    assert forward_views(net, views, views_per_call=1).shape == (3, 2, 2)
+
+
+def test_cotta_loss_forms_and_defaults():
+    from tta.methods.cotta_step import COTTA_DEFAULTS, cotta_loss
+    s, t = torch.randn(5, 4), torch.randn(5, 4)
+    ce = -(t.softmax(1) * s.log_softmax(1)).sum(1)
+    rev = -(s.softmax(1) * t.log_softmax(1)).sum(1)
+    assert torch.allclose(cotta_loss(s, t), ce.mean())
+    assert torch.allclose(cotta_loss(s, t, symmetric=True), (0.5 * ce + 0.5 * rev).mean())
+    assert [COTTA_DEFAULTS[d]["ap"] for d in ("cifar10", "cifar100", "imagenet")] == [0.92, 0.72, 0.1]
+    assert CoTTAHyper().ap == COTTA_DEFAULTS["cifar10"]["ap"] and CoTTAHyper().rst == COTTA_DEFAULTS["cifar10"]["rst"]

@@ -23,8 +23,9 @@ Choices, all numerically neutral on BatchNorm CNNs without dropout:
   configuration) instead of ``model.train()``; so dropout never draws unseeded numbers.
 - The 32 augmented teacher passes run only when conf < AP (the port); the official CIFAR
   script always runs them and discards them otherwise.
-- The 32 views run as one vectorized teacher forward (``torch.func.vmap`` over views),
-  which keeps per-view batch statistics exactly as 32 separate calls do.
+- On an accelerator the 32 views run as one teacher forward on a (32*B) batch whose
+  BatchNorm layers compute statistics per view (``tta.methods.view_forward``), as 32
+  separate calls do; on CPU one call per view measured faster and is the default.
 - Every random draw (augmentation, noise, restore masks) comes from the caller's
   ``torch.Generator`` instead of the global RNG.
 """
@@ -38,6 +39,7 @@ import torch
 from torch import nn
 
 from ..augment.cotta import COTTA_AUGMENT, AugmentConfig, augment_views, sample_view_params
+from .view_forward import forward_views
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class CoTTAHyper:
     n_augmentations: int = 32
     symmetric: bool = False  # ImageNet: symmetric cross-entropy
     augment: AugmentConfig = COTTA_AUGMENT
-    vectorized_views: bool = True  # one vmapped teacher forward over the views, else a loop
+    views_per_call: int | None = None  # views per teacher forward; None: 1 on CPU, all on an accelerator
 
 
 def configure_cotta(model: nn.Module) -> nn.Module:
@@ -113,6 +115,19 @@ class CoTTAModels:
         source = {k: v.detach().clone() for k, v in student.state_dict().items()}
         return cls(student, teacher, anchor, source)
 
+    def reset(self) -> None:
+        """Student and teacher back to the source weights (the optimizer is the caller's to reset)."""
+        self.student.load_state_dict(self.source)
+        self.teacher.load_state_dict(self.source)
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """What changes across batches: student and teacher (anchor and source are constant)."""
+        return {"student": self.student.state_dict(), "teacher": self.teacher.state_dict()}
+
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        self.student.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+
 
 @dataclass
 class CoTTAStepOutput:
@@ -121,23 +136,6 @@ class CoTTAStepOutput:
     augmented: bool  # whether the view-averaged teacher prediction was used
     anchor_confidence: float
     collapsed: bool  # non-finite logits or loss: no update was made
-
-
-def forward_views(model: nn.Module, views: torch.Tensor, vectorized: bool = True) -> torch.Tensor:
-    """Run (V, B, C, H, W) views through ``model`` as if called once per view, vectorized.
-
-    Batch-statistics norm layers see one view at a time, as in V separate calls. Falls
-    back to a loop over views when the model cannot be vmapped (e.g. a layer updating
-    buffers in place). The vectorized path's batch-norm reductions round differently
-    (about 1e-5 on CIFAR ResNet logits).
-    """
-    if not vectorized:
-        return torch.stack([model(v) for v in views])
-    try:
-        return torch.func.vmap(model)(views)
-    except RuntimeError as err:  # pragma: no cover - depends on the layers
-        log.warning("vectorized view forward failed (%s); looping over views", err)
-        return torch.stack([model(v) for v in views])
 
 
 def cotta_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, symmetric: bool = False) -> torch.Tensor:
@@ -177,7 +175,8 @@ def cotta_step(models: CoTTAModels, optimizer: torch.optim.Optimizer, x: torch.T
     """One CoTTA step on batch ``x`` (B, C, H, W) in [0, 1]; returns the teacher's prediction.
 
     ``views`` (V, B, C, H, W) and ``restore_masks`` replace the drawn augmentations and
-    masks (tests inject them); otherwise they come from ``generator``. A batch of one
+    masks (tests inject them); otherwise they come from ``generator`` (None: torch's
+    global generator, which a seeded run should not rely on). A batch of one
     works (batch statistics over the image's pixels), as in the official code.
     """
     student, teacher, anchor = models.student, models.teacher, models.anchor
@@ -191,7 +190,7 @@ def cotta_step(models: CoTTAModels, optimizer: torch.optim.Optimizer, x: torch.T
                 params = sample_view_params(hyper.n_augmentations, x.shape[-1], hyper.augment, generator)
                 flat = augment_views(x, params, hyper.augment, generator=generator)
                 views = flat.view(hyper.n_augmentations, *x.shape)
-            z_t = forward_views(teacher, views, hyper.vectorized_views).mean(0)
+            z_t = forward_views(teacher, views, hyper.views_per_call).mean(0)
         else:
             z_t = teacher(x)
     loss = cotta_loss(z_s, z_t, hyper.symmetric)
