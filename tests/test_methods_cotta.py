@@ -14,13 +14,14 @@ from test_cotta_step import OfficialCoTTA, noisy_batches
 from tta.augment.cotta import augment
 from tta.methods.cotta_step import draw_restore_masks
 from tta.methods.unmix_tns import UnMixTNS2d
+from tta.methods.view_forward import forward_views
 
 pytestmark = pytest.mark.realdata
 
 
 def test_registered_cotta_equals_the_official_step(cifar10_test, resnet20_checkpoint):
     raw, adapter = reference_and_adapter(resnet20_checkpoint, "cotta", torch.float32, configure=lambda m: m,
-                                         n_augmentations=6, rst=0.05, vectorized_views=False, seed=1)
+                                         n_augmentations=6, rst=0.05, views_per_call=1, seed=1)
     hp = adapter.hparams()
     assert (hp["mt"], hp["ap"], hp["optimizer"], hp["lr"]) == (0.999, 0.92, "adam", 1e-3)
     official = OfficialCoTTA(raw, mt=0.999, rst=0.05, ap=0.92)
@@ -34,6 +35,21 @@ def test_registered_cotta_equals_the_official_step(cifar10_test, resnet20_checkp
         assert_same_parameters(official.model, adapter.model, atol=1e-7)
         assert_same_parameters(official.model_ema, adapter.teacher, atol=1e-7)
     assert_same_parameters(official.model_anchor, adapter.memory.anchor, atol=0)
+
+
+def test_views_in_one_forward_equal_one_call_per_view(cifar10_test, resnet20_checkpoint):
+    """The tbn teacher normalizes each view with its own statistics inside a grouped forward."""
+    model = tta.load_model("resnet20", checkpoint=resnet20_checkpoint)
+    x = noisy_batches(cifar10_test[0], 1, 16)[0]
+    out = {k: tta.adapt(model, "cotta", views_per_call=k, channels_last=False)(x) for k in (1, 8)}
+    assert torch.allclose(out[8], out[1], atol=1e-5, rtol=0)
+    a = tta.adapt(model, "cotta", views_per_call=8, channels_last=False)
+    views = augment(x, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        one_batch = a.teacher(views).view(8, 16, -1).mean(0)  # statistics pooled over all views
+        grouped = forward_views(a.teacher, views.view(8, *x.shape), 8).mean(0)
+        looped = forward_views(a.teacher, views.view(8, *x.shape), 1).mean(0)
+    assert torch.allclose(grouped, looped, atol=1e-5) and not torch.allclose(one_batch, looped, atol=1e-3)
 
 
 def test_unmix_tns_plus_cotta_keeps_components_per_model(cifar10_test, resnet20_checkpoint):
