@@ -8,15 +8,14 @@ are printed too. Ratios are against ``source`` measured in the same run.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_methods.py            # both backbones
     OMP_NUM_THREADS=1 python benchmarks/bench_methods.py --quick    # ResNet-20 only
-
     OMP_NUM_THREADS=1 python benchmarks/bench_methods.py --quick --memory  # + peak memory per method
 
 Targets: normalization-only methods <= 1.15x source, unmix-tns (K = 16) <= 1.25x.
-Gradient methods include their backward pass(es) and optimizer step; CoTTA's 32 augmented
+Gradient methods include their backward pass(es) and optimizer step. CoTTA's 32 augmented
 teacher views run one per call (the CPU default, measured faster) and, in the
-``views_per_call=32`` row, as one batched forward with per-view statistics. The entropy, consistency and teacher
-methods run on ResNet-20 only unless ``--wave2-large`` (CoTTA at ResNet-50 b64 is minutes
-per step on one thread). EATA's Fisher (construction, not per batch) uses random source
+``views_per_call=32`` row, as one batched forward with per-view statistics. The entropy,
+consistency and teacher methods run on ResNet-20 only unless ``--wave2-large`` (CoTTA at
+ResNet-50 b64 is minutes per step on one thread). EATA's Fisher (construction, not per batch) uses random source
 images. Peak memory (``--memory``): each method runs two steps in a fresh process; the
 table gives its peak resident memory above that of a process that only ran the source model.
 """

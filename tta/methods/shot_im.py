@@ -48,7 +48,7 @@ def extractor_parameters(model: nn.Module) -> list[nn.Parameter]:
     summary="SHOT-IM: information maximization (entropy - diversity) on the feature extractor, online",
     paper="Liang, Hu, Feng, ICML 2020; tim-learn/SHOT, online as LINs-lab/ttab",
     options=(*stats_options("tbn"), *optimizer_options("sgd", 1e-3)),
-    defaults=(when()(nesterov=True), when(dataset="imagenet")(lr=2.5e-4), NO_BATCHNORM),
+    defaults=(when("SGD nesterov, as ttab")(nesterov=True), when(dataset="imagenet")(lr=2.5e-4), NO_BATCHNORM),
     notes="classifier frozen; everything before it adapts (not only norm layers)",
     min_batch_size=2,
 )
