@@ -46,6 +46,8 @@ class _RunCommand(click.Command):
                    "beside --checkpoint, else the model's own]")
 @click.option("--norm-option", "norm_options", multiple=True, metavar="KEY=VALUE", help="Option of --norm; repeatable.")
 @click.option("--option", "-O", "options", multiple=True, metavar="KEY=VALUE", help="Method hyperparameter; repeatable.")
+@click.option("--source-data", type=click.Path(dir_okay=False), default=None,
+              help="Clean source images (.npy, uint8 NHWC) for methods that need them, e.g. eata.")
 @click.option("--domains", default=None, help="Comma-separated corruptions, in stream order. [default: the canonical 15]")
 @click.option("--severity", default=DEFAULT_SEVERITY, show_default=True, type=int)
 @click.option("--batch-size", "-b", default=None, type=int, help=f"[default: {DEFAULT_BATCH_SIZE}, 16 on ImageNet-C]")
@@ -96,6 +98,7 @@ def run_cmd(**kw) -> None:
         delta=parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
         download=kw["download"], threads=kw["threads"], device=kw["device"], workers=kw["workers"],
         imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"], protocol=kw["protocol"],
+        source_data=kw["source_data"],
     )
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     try:

@@ -81,6 +81,8 @@ class RunConfig:
     """How the sample order is drawn: ``"tta"`` or ``"reference"`` (``tta.streams.build_order``)."""
     frost_dir: str | None = None
     """Frost textures for generated domains (else ``$TTA_FROST_DIR`` or an imagecorruptions wheel)."""
+    source_data: str | None = None
+    """Clean source images (.npy, uint8 NHWC) for methods that need them (eata); the method's ``source_data``."""
 
 
 @dataclass
@@ -138,8 +140,9 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
         check_dataset_size(tuple(stream.batch(0).x.shape[-2:]), model, source.label)
     torch.manual_seed(config.seed)  # methods that draw from torch's global RNG are reproducible too
     # the library resolves the method's defaults for this dataset and shift, as tta.adapt does for any caller
+    options = {**config.options, **({"source_data": config.source_data} if config.source_data else {})}
     adapted = adapt(model.to(device), method=config.method, dataset=source.dataset, shift=config.shift,
-                    run_seed=config.seed, **config.options)
+                    run_seed=config.seed, **options)
     hparams = adapted.hparams()
     if hparams.get("stats") == "none" and "stats" not in config.options:
         notes.append(f"{model_info['name']} has no BatchNorm ({model_info.get('norm')}): {config.method} adapts "

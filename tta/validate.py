@@ -43,8 +43,12 @@ def expected_size(model: nn.Module) -> tuple[int | None, bool]:
 
 def check_images(x: torch.Tensor, model: nn.Module) -> None:
     """Raise ``InputError`` for a float batch outside [0, 1] or with channels/size the model cannot take."""
-    if x.dtype == torch.float64:
-        raise InputError("expected float32 images, got float64; convert with x.float()")
+    param = next(model.parameters(), None)
+    want = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    if x.dtype != want and torch.float64 in (x.dtype, want):
+        fix = "convert with x.float()" if want == torch.float32 else "convert with x.double(), or the model with .float()"
+        raise InputError(f"expected {str(want).replace('torch.', '')} images (the model's dtype), got "
+                         f"{str(x.dtype).replace('torch.', '')}; {fix}")
     if x.numel():
         lo, hi = torch.aminmax(x.detach())
         lo, hi = float(lo), float(hi)

@@ -141,6 +141,22 @@ class Adapter(nn.Module, metaclass=_SnapshotAfterInit):
             raise RuntimeError(f"{type(self).__name__} was not snapshotted")
         self.load_state_dict(self._initial_state)
 
+    def restore(self, *parts: str) -> None:
+        """Reload only ``parts`` ("model", "teacher", "memory", "objective", "optimizer") from the
+        reset snapshot; for methods whose own recovery resets some parts and keeps others (SAR, RDumb)."""
+        if self._initial_state is None:
+            raise RuntimeError(f"{type(self).__name__} was not snapshotted")
+        for part in parts:
+            if part == "optimizer":
+                saved = self._initial_state["_extra_state"]["optimizer"]
+                if self.optimizer is not None and saved is not None:
+                    self.optimizer.load_state_dict(copy.deepcopy(saved))
+                continue
+            module = getattr(self, part)
+            prefix = part + "."
+            module.load_state_dict({k[len(prefix):]: v for k, v in self._initial_state.items()
+                                    if k.startswith(prefix)})
+
     def _apply(self, fn, recurse: bool = True):  # keep the snapshot on the module's device
         out = super()._apply(fn, recurse)
         if getattr(self, "_initial_state", None) is not None:

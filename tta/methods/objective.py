@@ -88,10 +88,12 @@ def gradient_adapter(
     *,
     params: Callable[[nn.Module], list[nn.Parameter]] = norm_parameters,
     step: StepFn | None = None,
-    memory: nn.Module | None = None,
+    memory: nn.Module | Callable[[nn.Module], nn.Module] | None = None,
     teacher: Callable[[nn.Module], nn.Module] | None = None,
     seed: int | None = None,
     min_batch_size: int = 1,
+    min_batch_reason: str = "",
+    optimizer: Callable[[list[nn.Parameter], Resolved], torch.optim.Optimizer] | None = None,
 ) -> Adapter:
     """Compose a gradient method: swap statistics (``opts["stats"]``), select ``params(model)``,
     build the optimizer from ``opts``, and wrap it all in an ``Adapter``.
@@ -100,6 +102,10 @@ def gradient_adapter(
     objective module can hold references to (or buffers from) the swapped layers.
     ``teacher`` is called with the swapped student (e.g. ``copy.deepcopy``) so that the
     teacher starts from the student's exact layers. Only the selected parameters require grad.
+    ``memory`` may likewise be a callable of the swapped student (state that copies it, e.g.
+    source weights or an anchor model). ``optimizer(params, opts)`` replaces the optimizer
+    that ``optimizer_options`` describe (e.g. SAM); ``min_batch_size``/``min_batch_reason``
+    add the method's own batch minimum to the policy's.
     """
     policy = get_stats(opts["stats"], opts.method)
     policy.swap(model, opts["stats_options"])
@@ -112,12 +118,15 @@ def gradient_adapter(
         )
     for p in selected:
         p.requires_grad_(True)
+    policy_minimum = policy.batch_minimum(opts["stats_options"])
     return opts.adapter(
         model, objective=None if objective is None else objective(model),
-        optimizer=make_optimizer(selected, opts), step=step, memory=memory,
+        optimizer=(optimizer or make_optimizer)(selected, opts), step=step,
+        memory=memory if memory is None or isinstance(memory, nn.Module) else memory(model),
         teacher=None if teacher is None else teacher(model), seed=seed,
-        min_batch_size=max(min_batch_size, policy.batch_minimum(opts["stats_options"])),
-        min_batch_reason=policy.min_batch_reason,
+        min_batch_size=max(min_batch_size, policy_minimum),
+        min_batch_reason=(min_batch_reason if min_batch_reason and min_batch_size >= policy_minimum
+                          else policy.min_batch_reason),
         batch_context=policy.batch_context if policy.has_batch_context() else None,
     )
 

@@ -40,6 +40,20 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
             return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         return normalize_with_batch_stats(x, self.mix, self.weight, self.bias, self.eps)
 
+    def forward_grouped(self, x: torch.Tensor, n_groups: int) -> torch.Tensor:
+        """Each of ``n_groups`` consecutive equal groups of samples normalized with its own statistics,
+        as separate calls would (CoTTA's augmented views in one forward, ``tta.methods.view_forward``)."""
+        xv = x.unflatten(0, (n_groups, x.shape[0] // n_groups))
+        dims = (1, *range(3, xv.dim()))
+        var, mean = torch.var_mean(xv, dim=dims, keepdim=True, correction=0)
+        shape = (1, 1, -1) + (1,) * (xv.dim() - 3)
+        if self.prior:
+            w = self.prior / (self.prior + xv.shape[1])
+            mean = torch.lerp(mean, self.source_mean.view(shape), w)
+            var = torch.lerp(var, self.source_var.view(shape), w)
+        scale = torch.rsqrt(var + self.eps) * self.weight.view(shape)
+        return (xv * scale + (self.bias.view(shape) - mean * scale)).flatten(0, 1)
+
     def mix(self, mean: torch.Tensor, var: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.prior / (self.prior + x.shape[0])
         return torch.lerp(mean, self.source_mean, w), torch.lerp(var, self.source_var, w)

@@ -1,0 +1,1 @@
+"""Test-time augmentations used by the teacher/consistency methods, batched over views."""
