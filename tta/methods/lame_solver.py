@@ -24,8 +24,13 @@ penultimate features F:
 
 Defaults (affinity rbf, knn 5, sigma unused, no symmetry) are fiveai's
 ``src/config/defaults.py`` and ``configs/method/best/LAME/overall_best.yaml``, the same as
-the mariodoebler/UnMix-TNS ``conf.py``. Batch of one / degenerate rbf: the official rbf
-gives sigma = 0 and NaN outputs; here rbf with sigma = 0 returns softmax(z) unchanged.
+the mariodoebler/UnMix-TNS ``conf.py``.
+
+Degenerate rbf: the self-distance 0 counts as the first neighbour, so sigma = 0 whenever
+knn = 1, N = 1, or every row's knn-th distance is 0, and the official rbf then returns
+NaN for the whole batch. Here rbf with sigma = 0 returns softmax(z) unchanged. kNN at
+N = 1 has no neighbour (W = 0, so Y = softmax(z) as official); linear follows the
+official iterations at any N.
 """
 from __future__ import annotations
 
