@@ -157,6 +157,23 @@ def test_features_are_the_classifier_input(feats_logits):
     assert feats.shape == (64, 64)
 
 
+def test_features_of_wide_resnet_and_resnext():
+    from tta.models.resnext import CifarResNeXt
+    from tta.models.wide_resnet import WideResNet
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    wrn = WideResNet(depth=10, widen_factor=1).eval()
+    feats, logits = features_and_logits(wrn, x)
+    with torch.no_grad():
+        h = F.relu(wrn.bn1(wrn.block3(wrn.block2(wrn.block1(wrn.conv1(x))))))
+        torch.testing.assert_close(feats, h.mean((2, 3)))  # after the final BN + ReLU, as mdb's split
+        torch.testing.assert_close(wrn.fc(feats), logits)
+    rx = CifarResNeXt(depth=11, cardinality=2, base_width=4, num_classes=100).eval()
+    feats, logits = features_and_logits(rx, x)
+    assert feats.shape == (3, 1024) and logits.shape == (3, 100)
+    torch.testing.assert_close(rx.classifier(feats), logits)
+
+
 def test_bad_inputs():
     with pytest.raises(InputError, match="unknown LAME affinity"):
         lame(torch.randn(4, 3), torch.randn(4, 8), "cosine")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T

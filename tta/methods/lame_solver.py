@@ -114,7 +114,7 @@ def lame(logits: torch.Tensor, features: torch.Tensor, affinity_kind: str = DEFA
 
 
 def classifier_layer(model: nn.Module) -> nn.Linear:
-    """The model's last ``nn.Linear`` (``linear``/``fc``/``classifier`` of the CIFAR ResNet, WRN, ResNeXt, ResNet-50)."""
+    """The model's last ``nn.Linear``: ``linear``/``fc``/``classifier`` of CIFAR ResNet, WRN, ResNeXt, ResNet-50."""
     last = None
     for module in model.modules():
         if isinstance(module, nn.Linear):
