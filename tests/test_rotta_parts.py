@@ -308,8 +308,7 @@ def test_rbn_closed_forms(resnet20, noisy):
 # CSTU
 # ---------------------------------------------------------------------------------------------
 def ours_contents(mem: CSTU):
-    slots = mem.ordered_slots()
-    return [(int(c), float(u), int(a)) for c, u, a in zip(mem.cls[slots], mem.uncertainty[slots], mem.age[slots])]
+    return mem.items()
 
 
 def check_same_memory(ours: CSTU, ref: RefCSTU):

@@ -1,8 +1,11 @@
-"""Fixed-capacity slot storage with per-class lists, shared by the class-aware memories.
+"""Fixed-capacity sample storage with per-class lists, shared by the class-aware memories.
 
-The official memories keep one Python list per class and append new items at the end,
-so "list order" is (class, insertion order). Here items live in ``capacity`` slots; a
-monotone insertion ``stamp`` per slot recovers that order with one sort.
+The official memories keep one Python list per class and append new items at the end, so
+"list order" is (class, insertion order). Here the samples live in one (capacity, ...)
+tensor on the samples' device, and the bookkeeping (which slot holds which class, in
+which order) is small Python lists, so that a per-sample insert costs microseconds and
+never synchronizes with an accelerator. ``get_state()`` exports everything as tensors;
+``set_state()`` rebuilds the lists from them.
 """
 from __future__ import annotations
 
@@ -12,10 +15,7 @@ from ..errors import InputError
 
 
 class SlotMemory:
-    """Samples plus their class in ``capacity`` slots; class ``-1`` marks a free slot."""
-
-    #: Tensors saved by :meth:`get_state`; subclasses add their own.
-    state_keys: tuple[str, ...] = ("cls", "stamp", "clock")
+    """Samples in ``capacity`` slots plus, per class, the list of its slots in insertion order."""
 
     def __init__(self, capacity: int, num_classes: int) -> None:
         if capacity < 1:
@@ -29,39 +29,38 @@ class SlotMemory:
     def reset(self) -> None:
         """Empty the memory (the sample buffer is reallocated on the next insert)."""
         self.data: torch.Tensor | None = None
-        self.cls = torch.full((self.capacity,), -1, dtype=torch.long)
-        self.stamp = torch.zeros(self.capacity, dtype=torch.long)
-        self.clock = torch.zeros((), dtype=torch.long)
+        self._lists: list[list[int]] = [[] for _ in range(self.num_classes)]
+        self._counts: list[int] = [0] * self.num_classes
+        self._free: list[int] = list(range(self.capacity - 1, -1, -1))  # pop() gives the lowest slot
+        self._stamp: list[int] = [0] * self.capacity
+        self._clock = 0
 
     # -- reading -------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int((self.cls >= 0).sum())
+        return self.capacity - len(self._free)
+
+    def counts(self) -> list[int]:
+        """Number of stored items per class (a copy)."""
+        return list(self._counts)
 
     def class_counts(self) -> torch.Tensor:
         """(num_classes,) number of stored items per class."""
-        stored = self.cls[self.cls >= 0]
-        return torch.bincount(stored, minlength=self.num_classes)
+        return torch.tensor(self.counts(), dtype=torch.long)
 
-    def ordered_slots(self) -> torch.Tensor:
+    def ordered_slots(self) -> list[int]:
         """Slots of the stored items in the official list order: by class, then insertion."""
-        slots = torch.nonzero(self.cls >= 0).flatten()
-        key = self.cls[slots] * (int(self.clock) + 1) + self.stamp[slots]
-        return slots[torch.argsort(key)]
-
-    def class_slots(self, c: int) -> torch.Tensor:
-        """Slots of class ``c`` in insertion order (the official per-class list)."""
-        slots = torch.nonzero(self.cls == c).flatten()
-        return slots[torch.argsort(self.stamp[slots])]
+        return [s for lst in self._lists if lst for s in lst]
 
     def samples(self) -> torch.Tensor:
-        """Stored samples (M, ...) in list order; empty (0,) when nothing is stored."""
-        if self.data is None:
+        """Stored samples (M, ...) in list order; an empty tensor when nothing is stored."""
+        slots = self.ordered_slots()
+        if self.data is None or not slots:
             return torch.empty(0)
-        return self.data[self.ordered_slots().to(self.data.device)]
+        return self.data[torch.tensor(slots, device=self.data.device)]
 
     def labels(self) -> torch.Tensor:
         """Stored (pseudo-)labels in list order."""
-        return self.cls[self.ordered_slots()]
+        return torch.tensor([c for c, lst in enumerate(self._lists) for _ in lst], dtype=torch.long)
 
     # -- writing -------------------------------------------------------------------------
     def _put(self, x: torch.Tensor, c: int) -> int:
@@ -72,16 +71,20 @@ class SlotMemory:
                 f"memory holds samples of shape {tuple(self.data.shape[1:])}, got {tuple(x.shape)}; "
                 "reset() the memory before changing the input size"
             )
-        free = torch.nonzero(self.cls < 0)
-        slot = int(free[0])
+        slot = self._free.pop()
         self.data[slot] = x.detach()
-        self.cls[slot] = c
-        self.stamp[slot] = self.clock
-        self.clock += 1
+        self._lists[c].append(slot)
+        self._counts[c] += 1
+        self._stamp[slot] = self._clock
+        self._clock += 1
         return slot
 
-    def _free(self, slot: int) -> None:
-        self.cls[slot] = -1
+    def _pop(self, c: int, index: int) -> int:
+        """Remove item ``index`` of class ``c``'s list; return its slot."""
+        slot = self._lists[c].pop(index)
+        self._counts[c] -= 1
+        self._free.append(slot)
+        return slot
 
     def _check_class(self, c: int) -> int:
         c = int(c)
@@ -91,19 +94,36 @@ class SlotMemory:
 
     # -- state ---------------------------------------------------------------------------
     def get_state(self) -> dict[str, torch.Tensor]:
-        """All contents as tensors (``data`` only once something was stored)."""
-        state = {k: getattr(self, k).clone() for k in self.state_keys}
+        """All contents as tensors: ``cls`` (-1 = free) and ``stamp`` per slot, ``clock``, and ``data``."""
+        cls = [-1] * self.capacity
+        for c, lst in enumerate(self._lists):
+            for s in lst:
+                cls[s] = c
+        state = {
+            "cls": torch.tensor(cls, dtype=torch.long),
+            "stamp": torch.tensor(self._stamp, dtype=torch.long),
+            "clock": torch.tensor(self._clock, dtype=torch.long),
+        }
         if self.data is not None:
             state["data"] = self.data.clone()
         return state
 
     def set_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore what :meth:`get_state` returned."""
-        missing = [k for k in self.state_keys if k not in state]
+        missing = [k for k in ("cls", "stamp", "clock") if k not in state]
         if missing:
             raise InputError(f"memory state lacks {missing}; pass a dict returned by get_state()")
         if state["cls"].shape != (self.capacity,):
             raise InputError(f"memory state is for capacity {state['cls'].numel()}, this memory has {self.capacity}")
-        for k in self.state_keys:
-            setattr(self, k, state[k].clone())
+        cls, stamp = state["cls"].tolist(), state["stamp"].tolist()
+        if max(cls) >= self.num_classes:
+            raise InputError(f"memory state has class {max(cls)}, this memory has {self.num_classes} classes")
+        self._stamp = stamp
+        self._clock = int(state["clock"])
+        self._lists = [[] for _ in range(self.num_classes)]
+        for s in sorted(range(self.capacity), key=lambda s: stamp[s]):
+            if cls[s] >= 0:
+                self._lists[cls[s]].append(s)
+        self._counts = [len(lst) for lst in self._lists]
+        self._free = [s for s in range(self.capacity - 1, -1, -1) if cls[s] < 0]
         self.data = state["data"].clone() if "data" in state else None
