@@ -16,6 +16,9 @@ running statistics with momentum 0.01 (NOTE's ``bn_momentum``; the port reads an
     s2  = relu(s2_b + softshrink(s2_i - s2_b, k * s_s2))
     y   = gamma * (x - mu) / sqrt(s2 + eps) + beta
 
+The (B, C) statistics are computed first (the batch ones from the instance ones, by the
+law of total variance) and the input is then normalized in one fused pass.
+
 With L <= ``skip_threshold`` (1, NOTE's ``skip_thres``) the reference statistics are used
 as they are; the port has no such guard and divides by zero there. The port converts
 BatchNorm2d only: :func:`make_layer` turns a BatchNorm1d into a copy of itself with the
@@ -30,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import TTAError
+from ..errors import InputError, TTAError
+from .stats import fast_instance_stats, needs_exact_grad, normalize, normalize_per_sample
 
 DEFAULT_K = 4.0
 DEFAULT_MOMENTUM = 0.01
@@ -65,30 +69,37 @@ class InstanceAwareBatchNorm(nn.Module):
         self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spatial = list(range(2, x.dim()))
-        view = (1, -1) + (1,) * len(spatial)
         length = math.prod(x.shape[2:])
+        # (B, C) instance statistics, biased; one pass of sums when no gradient is needed
+        if needs_exact_grad(x, self.weight, self.bias):
+            var_i, mean_i = torch.var_mean(x, dim=list(range(2, x.dim())), correction=0)
+        else:
+            mean_i, var_i = fast_instance_stats(x)
         if self.training:
-            var_b, mean_b = torch.var_mean(x, dim=[0] + spatial, keepdim=True, correction=1)
+            n = x.shape[0] * length
+            if n < 2:
+                raise InputError(
+                    "IABN in train mode needs 2+ values per channel for the unbiased batch variance; "
+                    "give the memory batch more than one sample"
+                )
+            # batch statistics from the instance ones (law of total variance), unbiased as BatchNorm's
+            mean_b = mean_i.mean(0)
+            var_b = (var_i.mean(0) + mean_i.square().mean(0) - mean_b.square()) * (n / (n - 1))
             with torch.no_grad():
                 m = self.momentum
-                self.running_mean.mul_(1 - m).add_(mean_b.flatten(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var_b.flatten(), alpha=m)
+                self.running_mean.mul_(1 - m).add_(mean_b, alpha=m)
+                self.running_var.mul_(1 - m).add_(var_b, alpha=m)
                 self.num_batches_tracked += 1
         else:
-            mean_b, var_b = self.running_mean.view(view), self.running_var.view(view)
+            mean_b, var_b = self.running_mean, self.running_var
         if length <= self.skip_threshold:
-            mean, var = mean_b, var_b
-        else:
-            var_i, mean_i = torch.var_mean(x, dim=spatial, keepdim=True, correction=1)
-            s_mu = torch.sqrt((var_b + self.eps) / length)
-            s_var = (var_b + self.eps) * math.sqrt(2 / (length - 1))
-            mean = mean_b + soft_shrink(mean_i - mean_b, self.k * s_mu)
-            var = F.relu(var_b + soft_shrink(var_i - var_b, self.k * s_var))
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            y = y * self.weight.view(view) + self.bias.view(view)
-        return y
+            return normalize(x, mean_b, var_b, self.weight, self.bias, self.eps)
+        var_i = var_i * (length / (length - 1))  # unbiased, as the official layer
+        s_mu = torch.sqrt((var_b + self.eps) / length)
+        s_var = (var_b + self.eps) * math.sqrt(2 / (length - 1))
+        mean = mean_b + soft_shrink(mean_i - mean_b, self.k * s_mu)
+        var = F.relu(var_b + soft_shrink(var_i - var_b, self.k * s_var))
+        return normalize_per_sample(x, mean, var, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, k={self.k}, momentum={self.momentum}, skip_threshold={self.skip_threshold}"
