@@ -304,6 +304,24 @@ def test_rbn_closed_forms(resnet20, noisy):
     torch.testing.assert_close(batch.global_var, z.var((0, 2, 3), unbiased=False), atol=1e-6, rtol=1e-5)
 
 
+def test_rbn_batchnorm1d_closed_form():
+    g = torch.Generator().manual_seed(0)
+    bn = nn.BatchNorm1d(6)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(6, generator=g))
+        bn.running_var.copy_(torch.rand(6, generator=g) + 0.5)
+        bn.weight.copy_(torch.randn(6, generator=g))
+    z = torch.randn(16, 6, generator=g).double()
+    layer = make_layer(bn.double(), alpha=0.05).train()
+    mean = 0.95 * bn.running_mean + 0.05 * z.mean(0)
+    var = 0.95 * bn.running_var + 0.05 * z.var(0, unbiased=False)
+    want = (z - mean) / torch.sqrt(var + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(layer(z), want, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(layer.global_mean, mean, atol=1e-12, rtol=1e-12)
+    layer.reset_statistics()
+    assert torch.equal(layer.global_var, bn.running_var)
+
+
 # ---------------------------------------------------------------------------------------------
 # CSTU
 # ---------------------------------------------------------------------------------------------
