@@ -145,7 +145,8 @@ def evaluate(
             adapted.reset()
         logits = adapted(batch.x.to(device, non_blocking=True))
         with torch.no_grad():
-            prob = torch.softmax(logits.detach().float(), dim=1).cpu()
+            out = logits.detach().float()
+            prob = (out if getattr(adapted, "output", "logits") == "probabilities" else torch.softmax(out, dim=1)).cpu()
         conf, pred = prob.max(dim=1)
         tally.add(pred, conf, batch.y, batch.domain, keep_predictions)
         now = time.perf_counter()

@@ -1,6 +1,7 @@
 """Adaptation methods. Importing this package registers every built-in method and statistics policy."""
 from . import (  # noqa: F401  (registration)
-    adab2n, alpha_bn, alpha_bn_mcc, momentum_decay, momentum_decay_hbs, source, tbn, tbn_ema, tent, unmix_tns,
+    adab2n, alpha_bn, alpha_bn_mcc, iabn, lame, momentum_decay, momentum_decay_hbs, note, rbn, rotta, source, tbn,
+    tbn_ema, tent, unmix_tns,
 )
 from .adapter import Adapter
 from .base import check_batch
