@@ -10,6 +10,8 @@ statistics move with ``momentum``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from .iabn_layer import DEFAULT_K, DEFAULT_MOMENTUM, DEFAULT_SKIP, make_layer
@@ -36,3 +38,8 @@ class InstanceAwareBN(StatsPolicy):
     def make_layer(cls, bn: nn.Module, k: float = DEFAULT_K, momentum: float = DEFAULT_MOMENTUM,
                    skip_threshold: int = DEFAULT_SKIP) -> nn.Module:
         return make_layer(bn, k, momentum, skip_threshold)
+
+    @classmethod
+    def swap(cls, model: nn.Module, options: dict[str, Any]) -> None:
+        super().swap(model, options)
+        model.eval()  # the new layers are built in train mode; eval-mode IABN changes nothing
