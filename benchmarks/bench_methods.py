@@ -11,10 +11,21 @@ are printed too. Ratios are against ``source`` measured in the same run.
 
 Targets: normalization-only methods <= 1.15x source, unmix-tns (K = 16) <= 1.25x.
 Gradient methods (tent, alpha-bn-mcc, momentum-decay-hbs) include their backward pass and optimizer step.
+rotta and note update every 64 samples, so a batch of 200 runs 3 or 4 updates: their time is the
+mean over the rounds (about 3.1 updates per batch), not the best. lame includes its bound iterations.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_methods.py --quick --only rotta note lame --memory
+
+``--memory`` also prints each method's peak memory (the peak RSS of a fresh process that builds
+the adapter and runs three batches, ResNet-20) and the cost of one memory insert (CSTU, PBRS)
+per sample against the source forward per sample.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import subprocess
+import sys
 import time
 
 import torch
@@ -30,8 +41,16 @@ METHODS: list[tuple[str, dict]] = [
     ("tent", {}),
     ("alpha-bn-mcc", {}),
     ("momentum-decay-hbs", {}),
+    ("rotta", {}),
+    ("note", {}),
+    ("lame", {}),
 ]
-GRAD = ("tent", "alpha-bn-mcc", "momentum-decay-hbs")
+#: the UnMix-TNS compositions (K = 16), keyed "<method>+unmix-tns"
+COMPOSED = {f"{m}+unmix-tns": (m, {"stats": "unmix-tns", "stats_options": {"K": 16}}) for m in ("tent", "rotta", "note", "lame")}
+GRAD = ("tent", "alpha-bn-mcc", "momentum-decay-hbs", "rotta", "note", "tent+unmix-tns", "rotta+unmix-tns",
+        "note+unmix-tns")
+#: methods whose per-batch cost varies from batch to batch (an update every 64 samples): mean, not best
+AVERAGED = ("rotta", "note", "rotta+unmix-tns", "note+unmix-tns")
 SETTINGS = [("resnet20", 200, 32), ("resnet50", 64, 224)]
 
 
@@ -43,18 +62,105 @@ def bench_model(
     torch.manual_seed(seed)
     model = tta.build_model(name).eval()
     x = torch.rand(batch, 3, size, size, generator=gen)
-    adapters = {m: tta.adapt(model, m, **opts) for m, opts in methods}
+    adapters = {m: tta.adapt(model, *COMPOSED.get(m, (m, {})), **opts) for m, opts in methods}
     for a in adapters.values():  # warm-up: allocator, one-time kernel selection
         a(x)
-    cpu = {m: float("inf") for m in adapters}
-    wall = dict(cpu)
+    cpu: dict[str, list[float]] = {m: [] for m in adapters}
+    wall: dict[str, list[float]] = {m: [] for m in adapters}
     for _ in range(rounds):
         for m, a in adapters.items():
             c0, t0 = time.thread_time(), time.perf_counter()
             a(x)
-            cpu[m] = min(cpu[m], time.thread_time() - c0)
-            wall[m] = min(wall[m], time.perf_counter() - t0)
-    return cpu, wall
+            cpu[m].append(time.thread_time() - c0)
+            wall[m].append(time.perf_counter() - t0)
+    pick = {m: (lambda v: sum(v) / len(v)) if m in AVERAGED else min for m in adapters}
+    return {m: pick[m](v) for m, v in cpu.items()}, {m: pick[m](v) for m, v in wall.items()}
+
+
+def peak_rss_mb(method: str, batch: int = 200, size: int = 32) -> float:
+    """Peak RSS of a fresh process that builds ``method`` on ResNet-20 and adapts on three batches."""
+    code = (
+        "import resource, torch, tta, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from bench_methods import COMPOSED\n"
+        "torch.set_num_threads(1); torch.manual_seed(0)\n"
+        "m = tta.build_model('resnet20').eval()\n"
+        f"a = tta.adapt(m, *COMPOSED.get({method!r}, ({method!r}, {{}})))\n"
+        f"x = torch.rand({batch}, 3, {size}, {size})\n"
+        "[a(x) for _ in range(3)]\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(__import__("pathlib").Path(__file__).parent)],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def reference_costs(batch: int = 200, rounds: int = 5) -> dict[str, float]:
+    """Mean CPU seconds per batch of the in-test transcriptions of the official RoTTA, NOTE and LAME
+    steps (tests/test_*_parts.py, test_lame_solver.py: the official code's structure, torch's global
+    generator, NCHW as the official code runs) and of the NCHW source forward, ResNet-20."""
+    tests = __import__("pathlib").Path(__file__).resolve().parents[1] / "tests"
+    sys.path.insert(0, str(tests))
+    from test_lame_solver import ref_lame  # noqa: PLC0415
+    from test_note_parts import RefNOTE, TorchRandom  # noqa: PLC0415
+    from test_rotta_parts import RefRoTTA, ref_transform  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    model = tta.build_model("resnet20").eval()
+    x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    rotta, note = RefRoTTA(copy.deepcopy(model), 10, ref_transform(32)), RefNOTE(copy.deepcopy(model), 10, TorchRandom(0))
+    fc = model.linear
+
+    def lame_ref() -> None:
+        feats = []
+        handle = fc.register_forward_pre_hook(lambda _m, a: feats.append(a[0]))
+        with torch.no_grad():
+            logits = model(x)
+            handle.remove()
+            ref_lame(logits, feats[0], "rbf", 5)
+
+    def source() -> None:
+        with torch.no_grad():
+            model(x)
+
+    cases = {"source (NCHW)": source, "rotta reference": lambda: rotta.forward(x),
+             "note reference": lambda: note.forward(x), "lame reference": lame_ref}
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for fn in cases.values():
+        fn()  # warm-up
+    for _ in range(rounds):
+        for k, fn in cases.items():
+            c0 = time.thread_time()
+            fn()
+            times[k].append(time.thread_time() - c0)
+    return {k: (sum(v) / len(v) if "rotta" in k or "note" in k else min(v)) for k, v in times.items()}
+
+
+def insert_cost(batch: int = 200, rounds: int = 5) -> dict[str, float]:
+    """CPU seconds of one memory insert (CSTU, PBRS) and of the source forward, per sample."""
+    from tta.memory import CSTU, PBRS
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, 32, 32, generator=g)
+    labels = torch.randint(10, (batch,), generator=g).tolist()
+    unc = torch.rand(batch, generator=g).tolist()
+    model = tta.build_model("resnet20").eval()
+    best = {"source forward": float("inf"), "CSTU insert": float("inf"), "PBRS insert": float("inf")}
+    for _ in range(rounds):
+        c0 = time.thread_time()
+        with torch.no_grad():
+            model(x)
+        best["source forward"] = min(best["source forward"], (time.thread_time() - c0) / batch)
+        cstu, pbrs = CSTU(64, 10), PBRS(64, 10)
+        c0 = time.thread_time()
+        for i in range(batch):
+            cstu.add(x[i], labels[i], unc[i])
+        best["CSTU insert"] = min(best["CSTU insert"], (time.thread_time() - c0) / batch)
+        c0 = time.thread_time()
+        for i in range(batch):
+            pbrs.add(x[i], labels[i], g)
+        best["PBRS insert"] = min(best["PBRS insert"], (time.thread_time() - c0) / batch)
+    return best
 
 
 def main() -> None:
@@ -65,9 +171,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="ResNet-20 only")
     parser.add_argument("--skip-grad", action="store_true", help="leave out the gradient methods")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="methods to run besides source (e.g. rotta note lame); their +unmix-tns forms come along")
+    parser.add_argument("--memory", action="store_true", help="also peak memory per method and memory insert cost")
+    parser.add_argument("--reference", action="store_true",
+                        help="also the in-test transcriptions of official RoTTA, NOTE and LAME (ResNet-20)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    methods = [m for m in METHODS if not (args.skip_grad and m[0] in GRAD)]
+    methods = METHODS + [(m, {}) for m in COMPOSED]
+    if args.only:
+        keep = set(args.only) | {f"{m}+unmix-tns" for m in args.only}
+        methods = [m for m in methods if m[0] == "source" or m[0] in keep]
+    methods = [m for m in methods if not (args.skip_grad and m[0] in GRAD)]
     settings = SETTINGS[:1] if args.quick else SETTINGS
     rounds = {name: args.rounds if i == 0 else args.rounds_large for i, (name, _, _) in enumerate(settings)}
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} thread(s), float32, channels_last "
@@ -83,6 +198,24 @@ def main() -> None:
             cells.append(f"{1e3 * cpu[m]:.0f} | {cpu[m] / cpu['source']:.2f}x | {1e3 * wall[m]:.0f} | {wall[m] / wall['source']:.2f}x")
         target = f"<= {TARGETS[m]:.2f}x" if m in TARGETS else "-"
         print(f"| {m} | " + " | ".join(cells) + f" | {target} |", flush=True)
+    if args.reference:
+        ref = reference_costs(rounds=rounds["resnet20"])
+        print("\nTranscriptions of the official steps (tests/), ResNet-20 b200 32px, NCHW, CPU ms per batch "
+              "(rotta/note: mean over rounds)")
+        print("| reference | CPU ms | ratio to its source forward |\n|---|---|---|")
+        for k, t in ref.items():
+            print(f"| {k} | {1e3 * t:.0f} | {t / ref['source (NCHW)']:.2f}x |", flush=True)
+    if args.memory:
+        print("\nPeak RSS of a fresh process (ResNet-20, batch 200, three batches), MB")
+        print("| method | peak RSS MB | ratio to source |\n|---|---|---|")
+        peaks = {m: peak_rss_mb(m) for m, _ in methods}
+        for m, mb in peaks.items():
+            print(f"| {m} | {mb:.0f} | {mb / peaks['source']:.2f}x |", flush=True)
+        cost = insert_cost()
+        print("\nPer-sample CPU cost (ResNet-20, 32px), best of 5")
+        print("| part | us per sample | ratio to the source forward per sample |\n|---|---|---|")
+        for k, t in cost.items():
+            print(f"| {k} | {1e6 * t:.1f} | {t / cost['source forward']:.3f}x |")
 
 
 if __name__ == "__main__":
