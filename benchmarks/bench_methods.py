@@ -14,11 +14,15 @@ Gradient methods (tent, alpha-bn-mcc, momentum-decay-hbs) include their backward
 rotta and note update every 64 samples, so a batch of 200 runs 3 or 4 updates: their time is the
 mean over the rounds (about 3.1 updates per batch), not the best. lame includes its bound iterations.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_methods.py --quick --only rotta note lame --memory
+    OMP_NUM_THREADS=1 python benchmarks/bench_methods.py --quick --only tent rotta note lame --reference --memory
+
+``--reference`` also times the in-test transcriptions of the official RoTTA, NOTE and LAME steps
+(tests/), each as a ratio to an NCHW source forward in the same run: the target for each method
+is at most its official step's ratio.
 
 ``--memory`` also prints each method's peak memory (the resident memory it adds at its peak in
-a fresh process, over the loaded ResNet-20, building the adapter and running three batches; Linux) and the cost of one memory insert (CSTU, PBRS)
-per sample against the source forward per sample.
+a fresh process, over the loaded ResNet-20, building the adapter and running three batches;
+Linux) and the cost of one memory insert (CSTU, PBRS) per sample against the source forward per sample.
 """
 from __future__ import annotations
 
@@ -46,7 +50,8 @@ METHODS: list[tuple[str, dict]] = [
     ("lame", {}),
 ]
 #: the UnMix-TNS compositions (K = 16), keyed "<method>+unmix-tns"
-COMPOSED = {f"{m}+unmix-tns": (m, {"stats": "unmix-tns", "stats_options": {"K": 16}}) for m in ("tent", "rotta", "note", "lame")}
+COMPOSED = {f"{m}+unmix-tns": (m, {"stats": "unmix-tns", "stats_options": {"K": 16}})
+            for m in ("tent", "rotta", "note", "lame")}
 GRAD = ("tent", "alpha-bn-mcc", "momentum-decay-hbs", "rotta", "note", "tent+unmix-tns", "rotta+unmix-tns",
         "note+unmix-tns")
 #: methods whose per-batch cost varies from batch to batch (an update every 64 samples): mean, not best
@@ -124,7 +129,8 @@ def reference_costs(batch: int = 200, rounds: int = 5) -> dict[str, float]:
     torch.manual_seed(0)
     model = tta.build_model("resnet20").eval()
     x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    rotta, note = RefRoTTA(copy.deepcopy(model), 10, ref_transform(32)), RefNOTE(copy.deepcopy(model), 10, TorchRandom(0))
+    rotta = RefRoTTA(copy.deepcopy(model), 10, ref_transform(32))
+    note = RefNOTE(copy.deepcopy(model), 10, TorchRandom(0))
     fc = model.linear
 
     def lame_ref() -> None:

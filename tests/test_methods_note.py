@@ -61,7 +61,7 @@ def test_note_adapter_equals_the_fork_step_through_fill_eviction_and_updates(res
         check_memory(adapter, ref)
         assert_same_iabn(adapter.model, ref.model, 1e-9)
     assert int(adapter.memory.seen) == ref.current_instance == N_IMAGES
-    assert len(adapter.memory) == 64 and sum(ref.mem.counter) == N_IMAGES  # full, so 176 inserts evicted or were refused
+    assert len(adapter.memory) == 64 and sum(ref.mem.counter) == N_IMAGES  # full: 176 inserts evicted or were refused
     assert max(float((p - s).detach().abs().max()) for p, s in zip(params, start)) > 1e-4
     hp = adapter.hparams()
     assert (hp["optimizer"], hp["lr"], hp["memory_size"], hp["update_frequency"], hp["stats"]) == ("adam", 1e-3, 64, 64,

@@ -37,7 +37,7 @@ from .registry import Resolved, register_method
 
 def lame_adapter_step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
     """Features and logits in one frozen forward, then LAME's probabilities for the batch."""
-    hp = adapter._hparams  # noqa: SLF001  (read-only)
+    hp = adapter.hparams()
     with torch.no_grad():
         features, logits = features_and_logits(adapter.model, x)
         return lame(logits, features, hp["affinity"], hp["knn"], hp["force_symmetry"])

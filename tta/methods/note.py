@@ -43,7 +43,7 @@ def note_adapter_step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
     memory = adapter.memory
     with torch.enable_grad():
         logits, seen = note_step(adapter.model, memory.bank, adapter.optimizer, x, int(memory.seen),
-                                 adapter.generator, update_frequency=adapter._hparams["update_frequency"])  # noqa: SLF001
+                                 adapter.generator, update_frequency=adapter.hparams()["update_frequency"])
     memory.seen.fill_(seen)
     return logits
 

@@ -71,7 +71,7 @@ def check_square_rgb(x: torch.Tensor, method: str) -> None:
 def rotta_adapter_step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
     """One official ``forward_and_adapt``: teacher logits of ``x``, then memory inserts and updates."""
     check_square_rgb(x, adapter.name)
-    hp = adapter._hparams  # noqa: SLF001  (read-only)
+    hp = adapter.hparams()
     memory = adapter.memory
     with torch.enable_grad():
         logits, seen = rotta_step(adapter.model, adapter.teacher, memory.bank, adapter.optimizer, x,
