@@ -86,3 +86,32 @@ def test_lame_over_unmix_tns_equals_the_fork_composition(resnet20, stream):
     adapter.reset()
     assert_close_lists(components(adapter.model),
                        components(ref_replace_bn_with_unmix(copy.deepcopy(resnet20), K, 0, 0.1)), 1e-6)
+
+
+class _FixedProbabilities(torch.nn.Module):
+    """Says it returns probabilities: 0.7 on class (label of pixel (0,0,0)), the rest spread evenly."""
+
+    output = "probabilities"
+
+    def forward(self, x):
+        idx = (x[:, 1, 0, 0] * 255).round().long() + 256 * (x[:, 2, 0, 0] * 255).round().long()
+        p = torch.full((len(x), 10), 0.3 / 9)
+        p[torch.arange(len(x)), self.y[idx] % 10] = 0.7
+        return p
+
+
+def test_tta_run_scores_probabilities_without_a_softmax():
+    import numpy as np
+
+    from test_streams_order import ToySource
+    from tta.evaluate import evaluate, expected_calibration_error
+    from tta.streams import make_stream
+
+    src = ToySource(n=64)
+    model = _FixedProbabilities()
+    model.y = torch.from_numpy(src.y)
+    m = evaluate(model, make_stream(src, "mixed", batch_size=10, seed=1), progress=False)
+    assert m.overall_error == 0.0
+    # confidence is the returned 0.7 itself; a softmax of it would give about 0.19
+    assert m.ece == pytest.approx(expected_calibration_error(np.full(192, 0.7), np.ones(192, bool)))
+    assert m.ece == pytest.approx(30.0, abs=1e-4)
