@@ -28,7 +28,7 @@ from tta.data.source import BENCHMARK_CORRUPTIONS
 from tta.runtime import prefers_channels_last
 from tta.training import training_record
 from tta.training.data import ImageArrays, load_images
-from tta.training.trainer import evaluate
+from tta.training.trainer import offline_accuracy
 
 
 def _from_cifar_c(folder: Path, name: str, severity: int) -> ImageArrays:
@@ -81,7 +81,7 @@ def main() -> None:
         model = tta.load_model(args.model, checkpoint=path, norm=norm, **options)
         if prefers_channels_last(model):
             model = model.to(memory_format=torch.channels_last)
-        results[norm] = {k: 1.0 - evaluate(model, v, batch_size=500) for k, v in sets.items()}
+        results[norm] = {k: 1.0 - offline_accuracy(model, v, batch_size=500) for k, v in sets.items()}
         print(f"# {norm}: " + ", ".join(f"{k} {100 * e:.2f}%" for k, e in results[norm].items()), flush=True)
     cols = list(sets)
     print(f"\nsource error (%), {args.model}, {len(test)} test images, severity {args.severity}, seed {args.seed}")

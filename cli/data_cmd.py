@@ -5,10 +5,13 @@ from pathlib import Path
 
 import click
 
-from tta.data import default_data_dir
-from tta.data.check import check_cifar_c
-from tta.data.download import download_cifar_c, network_available
 from tta.errors import DataError
+
+
+def default_data_dir() -> Path:
+    from tta.data import default_data_dir as find  # noqa: PLC0415  (tta.data imports torch)
+
+    return find()
 
 _DATASET = click.option("--dataset", type=click.Choice(["cifar10", "cifar100"]), default="cifar10", show_default=True)
 _DATA_DIR = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
@@ -29,14 +32,22 @@ def where() -> None:
 @data_cmd.command("check")
 @_DATASET
 @_DATA_DIR
-def check(dataset: str, data_dir: str | None) -> None:
-    """Check every file of a CIFAR-C folder (shapes, dtypes, sizes); exit 2 if any is missing or broken."""
-    rows = check_cifar_c(Path(data_dir) if data_dir else default_data_dir(), dataset)
+@click.option("--domains", default=None, help="Comma-separated corruptions to check. [default: all the folder should hold: "
+              "the 15 benchmark ones, or those its tta-corrupt.json lists]")
+def check(dataset: str, data_dir: str | None, domains: str | None) -> None:
+    """Check every file of a CIFAR-C folder (shapes, dtypes, sizes); exit 2 if any is missing or broken.
+
+    A folder written by `tta corrupt` is checked against its manifest (its corruptions and severities)."""
+    from tta.data.check import check_cifar_c, fix_for  # noqa: PLC0415  (tta.data imports torch)
+
+    root = Path(data_dir) if data_dir else default_data_dir()
+    names = [d.strip() for d in domains.split(",") if d.strip()] if domains else None
+    rows = check_cifar_c(root, dataset, names)
     for name, ok, detail in rows:
         click.echo(f"{'ok ' if ok else 'BAD'} {name:24s} {detail}")
     bad = [name for name, ok, _ in rows if not ok]
     if bad:
-        raise DataError(f"{len(bad)} file(s) missing or broken: {', '.join(bad)}; re-download with `tta data fetch`")
+        raise DataError(f"{len(bad)} file(s) missing or broken: {', '.join(bad)}; {fix_for(root, dataset)}")
 
 
 @data_cmd.command("fetch")
@@ -44,6 +55,8 @@ def check(dataset: str, data_dir: str | None) -> None:
 @_DATA_DIR
 def fetch(dataset: str, data_dir: str | None) -> None:
     """Download CIFAR-10-C / CIFAR-100-C from Zenodo (MD5-checked, resumable) and unpack it."""
+    from tta.data.download import download_cifar_c, network_available  # noqa: PLC0415
+
     root = Path(data_dir) if data_dir else default_data_dir()
     if not network_available():
         raise DataError("zenodo.org cannot be reached from here; download the archive elsewhere and unpack it into " + str(root))

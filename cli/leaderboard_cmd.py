@@ -13,16 +13,19 @@ import click
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here (atomically) instead of printing.")
 def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> None:
-    """Rank the methods of the result files or folders PATHS (default: tta-results).
+    """Rank the methods of the result files, folders or stores (tta sweep --store) PATHS (default: tta-results).
 
     Results are grouped by setting (data, model checkpoint, shift, severity, batch
     size, label correlation, domains); seeds of one method are averaged. Rows
     sharing a seed must share the stream fingerprint, or the table says so.
     """
-    from tta.atomic import write_bytes  # noqa: PLC0415  (keeps `tta --help` fast)
-    from tta.errors import InputError  # noqa: PLC0415
+    from tta.errors import InputError  # noqa: PLC0415  (keeps `tta --help` fast)
     from tta.leaderboard import build, load_results, render  # noqa: PLC0415
+    from tta.atomic import write_bytes  # noqa: PLC0415
+    from tta.runner import check_writable  # noqa: PLC0415
 
+    if output is not None:
+        check_writable(output)  # before reading anything, so a bad --output costs nothing
     paths = paths or (Path("tta-results"),)
     docs = load_results(paths)
     if not docs:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import click
 
-from tta.catalog import CATALOGS
+#: the keys of tta.catalog.CATALOGS, repeated so that `tta --help` does not import torch
+WHAT = ("corruptions", "methods", "models", "norms", "shifts")
 
 
 @click.command("list")
-@click.argument("what", type=click.Choice(sorted(CATALOGS)))
+@click.argument("what", type=click.Choice(WHAT))
 def list_cmd(what: str) -> None:
     """Print the registered names of WHAT with their documented defaults."""
+    from tta.catalog import CATALOGS  # noqa: PLC0415  (imports torch)
+
     for line in CATALOGS[what]():
         click.echo(line)

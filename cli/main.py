@@ -14,7 +14,9 @@ from .data_cmd import data_cmd
 from .leaderboard_cmd import leaderboard_cmd
 from .list_cmd import list_cmd
 from .train_cmd import train_cmd
+from .report_cmd import report_cmd
 from .run_cmd import run_cmd
+from .sweep_cmd import store_cmd, sweep_cmd
 
 
 class _Group(click.Group):
@@ -37,7 +39,9 @@ def cli(verbose: int) -> None:
     \b
     tta list methods              the adapters and their defaults
     tta run --method unmix-tns --shift continual
-    tta leaderboard tta-results   rank the results of many runs
+    tta sweep --store runs.db --methods source,tbn --seeds 1,2
+    tta leaderboard runs.db       rank the results of many runs
+    tta report runs.db --html site
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -48,4 +52,7 @@ cli.add_command(data_cmd)
 cli.add_command(leaderboard_cmd)
 cli.add_command(list_cmd)
 cli.add_command(train_cmd)
+cli.add_command(report_cmd)
 cli.add_command(run_cmd)
+cli.add_command(store_cmd)
+cli.add_command(sweep_cmd)

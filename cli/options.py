@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from tta.errors import InputError
@@ -19,3 +20,17 @@ def parse_key_values(pairs: tuple[str, ...], flag: str, example: str) -> dict[st
         except json.JSONDecodeError:
             out[key] = {"true": True, "false": False}.get(raw.lower(), raw)
     return out
+
+
+def parse_delta(value: str | None) -> float | str | None:
+    """``--delta``: a finite number >= 0, ``default`` (the dataset's protocol value) or absent."""
+    if value is None or value == "default":
+        return value
+    value = value.strip()
+    try:
+        delta = float(value)
+    except ValueError:
+        raise InputError(f"--delta expects a number such as 0.1, got {value!r}") from None
+    if not math.isfinite(delta) or delta < 0:
+        raise InputError(f"--delta must be a finite number >= 0 (0 sorts by class), got {value}; e.g. --delta 0.1")
+    return delta

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+import signal
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from numpy.lib.format import open_memmap, read_array_header_1_0, read_array_header_2_0, read_magic
@@ -26,12 +27,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from tta.atomic import atomic_path, save_npy, write_json
-from tta.data.cifar_c import TTA_MANIFEST, read_manifest
 from tta.errors import DataError, InputError
+from tta.manifest import TTA_MANIFEST, read_manifest, severity_blocks, write_manifest
 
 from .api import ALL_CORRUPTIONS, CORRUPTIONS, corrupt
 from .frost import find_frost_dir
 from .presets import PRESETS
+from .workers import die_with
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +61,44 @@ def _write_json(path: Path, obj: dict) -> None:
     write_json(path, obj, indent=None)
 
 
+def _check_folder(out: Path, severities: Sequence[int], n: int) -> None:
+    """Refuse to add files whose severity blocks differ from those already in ``out``:
+    the folder's one ``labels.npy`` and manifest describe every file in it."""
+    old = read_manifest(out)
+    want = ",".join(map(str, severities))
+    if old and old.get("n") == n and tuple(severities) != severity_blocks(old):
+        have = ",".join(map(str, severity_blocks(old)))
+        raise DataError(f"{out} holds severities {have} ({TTA_MANIFEST}), not {want}; "
+                        f"pass --severities {have} or choose another --out")
+    lab = out / "labels.npy"
+    if lab.exists():
+        got, _ = _npy_shape(lab)
+        if tuple(got) != (len(severities) * n,):
+            raise DataError(f"{out} already holds labels.npy of shape {tuple(got)}, not ({len(severities) * n},) for "
+                            f"{n} images x severities {want}; choose another --out")
+
+
 def _update_manifest(out: Path, corruptions: Sequence[str], severities: Sequence[int], preset: str, seed: int,
                      n: int) -> None:
     old = read_manifest(out)
     same = {k: old.get(k) for k in ("preset", "seed", "n")} == {"preset": preset, "seed": seed, "n": n}
     names = sorted(set(corruptions) | (set(old.get("corruptions", [])) if same else set()))
-    write_json(out / TTA_MANIFEST, {"generator": "tta.corruptions", "preset": preset, "seed": seed, "n": n,
-                      "severities": sorted(set(severities)), "corruptions": names})
+    # severities in file order: rows [i*n, (i+1)*n) of every file hold severities[i]
+    write_manifest(out, {"generator": "tta.corruptions", "preset": preset, "seed": seed, "n": n,
+                         "severities": [int(s) for s in severities], "corruptions": names})
 
 
 # ---- worker side (also used in-process when workers == 1) ----
 _SRC: np.ndarray | None = None
 
 
-def _init_worker(src: np.ndarray | str) -> None:
+def _init_worker(src: np.ndarray | str, parent_pid: int | None = None) -> None:
     global _SRC
     import torch
+
+    if parent_pid is not None:  # a pool worker: never outlive the command, and let it handle Ctrl-C
+        die_with(parent_pid)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     torch.set_num_threads(1)
     _SRC = np.load(src, mmap_mode="r") if isinstance(src, str) else src
@@ -104,8 +128,17 @@ def generate_arrays(
     workers: int = 1,
     frost_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Write ``<out>/<name>.npy`` for every corruption plus ``labels.npy``; returns the paths."""
+    """Write ``<out>/<name>.npy`` for every corruption plus ``labels.npy``; returns the paths.
+
+    ``report`` (e.g. ``print``) is told which files a rerun skips as done and which it resumes.
+    """
+    say = report or log.info
+    if chunk_size < 1:
+        raise InputError(f"--chunk-size must be >= 1, got {chunk_size}; e.g. --chunk-size 1000")
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
     _check_request(corruptions, severities, preset)
     if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] != 3:
         raise InputError(f"images must be (N, H, W, 3) uint8, got {images.dtype} {images.shape}")
@@ -118,6 +151,7 @@ def generate_arrays(
     config = {"n": n, "shape": list(shape), "severities": list(severities), "preset": preset, "seed": seed,
               "chunk_size": chunk_size}
 
+    _check_folder(out, severities, n)
     lab = out / "labels.npy"
     if not lab.exists():
         save_npy(lab, np.tile(np.asarray(labels), len(severities)).astype(np.uint8))
@@ -130,7 +164,7 @@ def generate_arrays(
             got, dtype = _npy_shape(final)
             if tuple(got) != shape or dtype != np.uint8:
                 raise DataError(f"{final} exists with shape {got} {dtype}, not {shape} uint8; delete it or choose another --out")
-            log.info("%s exists, skipping", final)
+            say(f"skipping {final}: already written")
             continue
         partial = out / f".{name}.npy.partial"
         marker = out / f".{name}.progress.json"
@@ -138,7 +172,7 @@ def generate_arrays(
         state = json.loads(marker.read_text()) if marker.exists() and partial.exists() else None
         if state is not None and state.get("config") == config:
             done = {tuple(d) for d in state["done"]}
-            log.info("resuming %s: %d chunks already written", name, len(done))
+            say(f"resuming {name}: {len(done)} of {len(severities) * -(-n // chunk_size)} chunks already written")
         else:
             open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)  # allocates the file at full size
             _write_json(marker, {"config": config, "done": []})
@@ -172,10 +206,18 @@ def generate_arrays(
             finish(*_run_chunk(job))
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(src,)) as pool:
-            for res in pool.map(_run_chunk, jobs):
+        pool = multiprocessing.Pool(workers, initializer=_init_worker, initargs=(src, os.getpid()))
+        try:
+            for res in pool.imap(_run_chunk, jobs):
                 finish(*res)
                 bar.update()
+        except BaseException:
+            pool.terminate()  # finished chunks are recorded; a rerun resumes from them
+            raise
+        else:
+            pool.close()
+        finally:
+            pool.join()
     bar.close()
     _update_manifest(out, corruptions, severities, preset, seed, n)
     return [lab] + [out / f"{name}.npy" for name in corruptions]

@@ -6,27 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from tta.errors import DataError
+from tta.imagesets import load_image_set
 
 _IMAGE_EXT = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
-
-
-def _labels_beside(images_path: Path) -> Path | None:
-    name = images_path.name
-    candidates = []
-    if "images" in name:
-        candidates.append(images_path.with_name(name.replace("images", "labels")))
-    candidates.append(images_path.with_name("labels.npy"))
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def _cifar_pickle(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    from tta.data.clean import load_clean  # noqa: PLC0415  (numpy arrays and plain containers only)
-
-    if (folder / "test_batch").is_file():
-        images, labels = load_clean(folder / "test_batch", "cifar10")
-    else:
-        images, labels = load_clean(folder / "test", "cifar100")
-    return np.ascontiguousarray(images), labels
 
 
 def load_array_set(src: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -35,36 +17,10 @@ def load_array_set(src: str | Path) -> tuple[np.ndarray, np.ndarray]:
     Accepts an images ``.npy`` with labels beside it (``test_images.npy`` +
     ``test_labels.npy``, or ``labels.npy``), a folder holding ``test_images.npy``,
     or torchvision's CIFAR folder (``cifar-10-batches-py`` / ``cifar-100-python``
-    or its parent), read from the pickles with an unpickler that admits arrays only.
+    or its parent), read by ``tta.imagesets``.
     """
-    src = Path(src).expanduser()
-    if src.is_dir():
-        for sub in ("cifar-10-batches-py", "cifar-100-python"):
-            if (src / sub).is_dir():
-                return _cifar_pickle(src / sub)
-        if (src / "test_batch").is_file() or (src / "test").is_file():
-            return _cifar_pickle(src)
-        if (src / "test_images.npy").is_file():
-            src = src / "test_images.npy"
-        else:
-            raise DataError(
-                f"{src} holds no clean set; pass an images .npy (labels .npy beside it), "
-                "a folder with test_images.npy, or torchvision's CIFAR folder"
-            )
-    if not src.is_file():
-        raise DataError(f"clean set {src} does not exist; pass an existing .npy file or folder to --src")
-    if src.suffix != ".npy":
-        raise DataError(f"{src} is not a .npy file; pass an images .npy (N,H,W,3) uint8 or a folder")
-    images = np.load(src, mmap_mode="r")
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise DataError(f"{src} holds {images.dtype} {images.shape}; expected (N, H, W, 3) uint8 images")
-    lab_path = _labels_beside(src)
-    if lab_path is None:
-        raise DataError(f"no labels beside {src}; put {src.name.replace('images', 'labels')} or labels.npy next to it")
-    labels = np.load(lab_path)
-    if labels.shape != (len(images),):
-        raise DataError(f"{lab_path} holds {labels.shape} labels for {len(images)} images; they must match")
-    return images, labels
+    data = load_image_set(src, "test")
+    return data.images, data.labels
 
 
 def list_image_folder(src: str | Path) -> list[tuple[str, Path]]:

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from tta.cli.main import cli
 from tta.errors import InputError
 from tta.leaderboard import build, load_results, render
-from tta.results import build_result, write_json
+from tta.atomic import write_json
+from tta.results import build_result
 
 DOMAINS = ["gaussian_noise", "contrast"]
 

@@ -61,7 +61,8 @@ def bstats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def batches(n: int = 3, b: int = 5, seed: int = 1) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.rand(b, 3, 8, 8, generator=g) * (1 + i) for i in range(n)]
+    # shifted batch by batch, yet inside [0, 1] as every adapter requires (tta.validate)
+    return [torch.rand(b, 3, 8, 8, generator=g) ** (1 + i) for i in range(n)]
 
 
 # -- tbn ---------------------------------------------------------------------------
@@ -135,13 +136,63 @@ def ema_reference(net: nn.Module, rate_for_step, unbiased: bool) -> nn.Module:
     return reference(net, fn)
 
 
-def test_tbn_ema_updates_like_train_mode_bn_then_normalizes_with_the_update():
+def test_tbn_ema_one_pass_updates_like_train_mode_bn_then_normalizes_with_the_update():
     net = tiny_net()
-    a = tta.adapt(net, "tbn-ema", momentum=0.2)
+    a = tta.adapt(net, "tbn-ema", momentum=0.2, passes=1)
     ref = ema_reference(net, lambda k: 0.2, unbiased=True)
     with torch.no_grad():
         for x in batches(3):
             assert torch.allclose(a(x), ref(x), atol=1e-5)
+
+
+def two_pass_reference(net: nn.Module):
+    """The reference EMABatchNorm written out: a train-mode pass through every layer (batch
+    statistics normalize, each BN's running statistics move by its own momentum with the
+    unbiased variance), its output discarded; then an eval-mode pass with the updated statistics."""
+    layers = [copy.deepcopy(m) for m in net]
+    running = {i: [m.running_mean.clone(), m.running_var.clone()] for i, m in enumerate(layers)
+               if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))}
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i, m in enumerate(layers):  # pass 1: train mode
+            if i in running:
+                mu, var = bstats(h)
+                n = h.numel() // h.shape[1]
+                rm, rv = running[i]
+                running[i] = [(1 - m.momentum) * rm + m.momentum * mu, (1 - m.momentum) * rv + m.momentum * var * n / (n - 1)]
+                h = apply_bn(m, h, mu, var)
+            else:
+                h = m(h)
+        h = x
+        for i, m in enumerate(layers):  # pass 2: eval mode, updated statistics
+            h = apply_bn(m, h, *running[i]) if i in running else m(h)
+        return h
+
+    return step
+
+
+def test_tbn_ema_equals_the_reference_two_pass_computation_with_each_bns_own_momentum():
+    net = tiny_net()
+    net[6].momentum = 0.3  # each layer keeps its own rate
+    a = tta.adapt(net, "tbn-ema")
+    assert a.hparams()["passes"] == 2 and a.hparams()["momentum"] is None  # None: each BatchNorm keeps its own rate
+    ref = two_pass_reference(net)
+    literal = copy.deepcopy(net)  # the reference code itself: model.train(); model(x); model.eval(); model(x)
+    one_pass = tta.adapt(net, "tbn-ema", passes=1)
+    differs = False
+    with torch.no_grad():
+        for x in batches(4):
+            out = a(x)
+            assert torch.allclose(out, ref(x), atol=1e-5)
+            literal.train()
+            literal(x)
+            literal.eval()
+            assert torch.allclose(out, literal(x), atol=1e-5)
+            differs |= not torch.allclose(out, one_pass(x), atol=1e-4)
+    assert differs  # the one-pass variant is a different computation
+    a.reset()
+    assert torch.equal(a.model[1].running_mean, net[1].running_mean)
 
 
 def test_momentum_decay_follows_eta0_exp_minus_k():
@@ -155,7 +206,7 @@ def test_momentum_decay_follows_eta0_exp_minus_k():
 
 def test_momentum_decay_without_decay_is_tbn_ema():
     net = tiny_net()
-    a, b = tta.adapt(net, "momentum-decay", eta0=0.3, decay=0.0), tta.adapt(net, "tbn-ema", momentum=0.3)
+    a, b = tta.adapt(net, "momentum-decay", eta0=0.3, decay=0.0), tta.adapt(net, "tbn-ema", momentum=0.3, passes=1)
     with torch.no_grad():
         for x in batches(3):
             assert torch.allclose(a(x), b(x), atol=1e-6)

@@ -44,3 +44,16 @@ def test_cli_version_and_listings():
         assert any(line.startswith(name + " ") for line in result.output.splitlines())
     result = runner.invoke(cli, ["list", "models"])
     assert "wrn-28-10" in result.output and "Standard" in result.output
+
+
+def test_corruptions_is_a_leaf_that_never_imports_the_dataset_readers() -> None:
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "corruptions"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert not name.startswith(("tta.data", "tta.training", "tta.cli")), f"{path.name} imports {name}"

@@ -1,6 +1,8 @@
 """Bad inputs to `tta run`: one clear line on stderr, exit status 2, and no result file."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -113,7 +115,8 @@ def test_interrupted_run_leaves_no_result(setup, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tta.cli.run_cmd.evaluate", boom)
+    # the module, not the function `tta.run`
+    monkeypatch.setattr(importlib.import_module("tta.runner"), "evaluate", boom)
     out = tmp_path / "o" / "r.json"
     result = CliRunner().invoke(cli, ["run", "-q", *_base(setup), "--domains", "gaussian_noise", "--batch-size", "4",
                                       "--output", str(out)])

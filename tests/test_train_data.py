@@ -114,7 +114,14 @@ def test_torchvision_cifar_folder_is_read_as_nhwc_with_its_test_split(tmp_path, 
         np.testing.assert_array_equal(test_set.labels, labels[20:])
 
 
-def test_torchvision_folder_that_fails_its_checksums_is_a_clear_error(tmp_path) -> None:
-    _write_torchvision_cifar10(tmp_path)
-    with pytest.raises(DataError, match="download CIFAR again"):
+def test_cifar_python_folder_is_read_without_torchvision_and_refuses_foreign_pickles(tmp_path) -> None:
+    # tta.imagesets reads the batches with an arrays-only unpickler, so no checksum is needed before loading,
+    # and a batch that references any other object is refused with a clear error.
+    import pickle
+
+    images, labels = _write_torchvision_cifar10(tmp_path)
+    np.testing.assert_array_equal(load_images(tmp_path, "train").images, images[:20])
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
+        pickle.dump({"data": __import__("collections").OrderedDict(), "labels": []}, f)
+    with pytest.raises(DataError, match="re-download"):
         load_images(tmp_path, "train")

@@ -4,10 +4,9 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from .adapt import adapt
+from typing import Any
+
 from .errors import CheckpointError, DataError, InputError, TTAError, UnknownNameError
-from .methods import METHODS, Adapter, register_method
-from .models import MODELS, build_model, load_model
 
 try:
     __version__ = version("tta")
@@ -17,13 +16,36 @@ except PackageNotFoundError:  # running from a source tree without install
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
+#: public names imported on first use, so `import tta` (and `tta --help`) does not load torch.
+#: No submodule may share a name with an entry: importing it would shadow the entry.
+_LAZY = {
+    "adapt": ".adaptation", "Adapter": ".methods", "METHODS": ".methods", "register_method": ".methods",
+    "MODELS": ".models", "build_model": ".models", "load_model": ".models",
+    "RunConfig": ".experiment", "run": ".runner", "RunOutcome": ".runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib  # noqa: PLC0415
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tta' has no attribute {name!r}")
+
+
 def list_methods() -> list[str]:
     """Names accepted by ``adapt(model, method=...)``."""
+    from .methods import METHODS  # noqa: PLC0415
+
     return list(METHODS)
 
 
 def list_models() -> list[str]:
     """Names accepted by ``load_model``."""
+    from .models import MODELS  # noqa: PLC0415
+
     return list(MODELS)
 
 
@@ -32,6 +54,8 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "InputError",
+    "RunConfig",
+    "RunOutcome",
     "TTAError",
     "UnknownNameError",
     "__version__",
@@ -41,4 +65,5 @@ __all__ = [
     "list_models",
     "load_model",
     "register_method",
+    "run",
 ]

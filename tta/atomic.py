@@ -6,13 +6,34 @@ Every writer of results, checkpoints and generated data goes through here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from .errors import InputError
+
+#: errors that mean "this folder cannot be written", reported as one clear line
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
+
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux (thread-safe), else by setting it and back."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -24,8 +45,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     tmp = Path(name)
+    try:  # mkstemp makes the file 0600; a result must get the mode any new file gets (0666 less the umask)
+        os.fchmod(fd, 0o666 & ~_umask())
+    except (OSError, AttributeError):  # no fchmod (Windows) or a filesystem without modes
+        pass
+    os.close(fd)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -34,18 +59,50 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    return Path(path)
+    """Write ``data`` to ``path`` atomically (fsynced before the rename).
+
+    A folder that cannot be written raises ``InputError`` naming it, not a traceback.
+    """
+    path = Path(path).expanduser()
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError as exc:
+        if exc.errno not in _UNWRITABLE:
+            raise
+        raise InputError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None
+    return path
+
+
+def json_safe(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf become None, numpy scalars Python numbers, paths strings."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        try:
+            obj = obj.item()
+        except (ValueError, TypeError):
+            return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 2, sort_keys: bool = False) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically."""
-    text = json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n"
+    """Write ``obj`` (made JSON-safe by ``json_safe``) as JSON to ``path`` atomically."""
+    text = json.dumps(json_safe(obj), indent=indent, sort_keys=sort_keys) + "\n"
+    return write_bytes(path, text.encode())
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
     return write_bytes(path, text.encode())
 
 

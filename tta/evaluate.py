@@ -37,6 +37,10 @@ class OnlineMetrics:
     images_per_s: float
     peak_memory_mb: float
     memory_kind: str
+    collapsed_at: dict[str, int] | None = None
+    """First batch (and stream sample) whose logits were NaN or infinite; None when the model never collapsed."""
+    nonfinite_samples: int = 0
+    """Samples with non-finite logits: counted as errors and left out of the ECE."""
     predictions: np.ndarray | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,6 +67,14 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
     return (rss / 2**20 if sys.platform == "darwin" else rss / 1024), "process_peak_rss"
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped on request between two batches, after saving its progress."""
+
+    def __init__(self, next_batch: int, total: int) -> None:
+        super().__init__(f"interrupted before batch {next_batch} of {total}")
+        self.next_batch, self.total = next_batch, total
+
+
 class Tally:
     """Running counts of an online pass; ``state()`` / ``from_state`` make a pass resumable."""
 
@@ -75,14 +87,23 @@ class Tally:
         self.batch_errors: list[float] = []
         self.batch_domains: list[int] = []
         self.elapsed = 0.0
+        self.collapsed_at: dict[str, int] | None = None
+        self.nonfinite = 0
 
-    def add(self, pred: torch.Tensor, conf: torch.Tensor, y: torch.Tensor, domain: torch.Tensor, keep: bool) -> None:
-        ok = (pred == y).numpy()
+    def add(self, pred: torch.Tensor, conf: torch.Tensor, y: torch.Tensor, domain: torch.Tensor, keep: bool,
+            finite: torch.Tensor | None = None) -> None:
+        """Count one batch; samples whose ``finite`` is False (non-finite logits) count as wrong and skip the ECE."""
+        fin = np.ones(len(pred), dtype=bool) if finite is None else finite.numpy()
+        ok = (pred == y).numpy() & fin
         dom = domain.numpy()
+        if not fin.all():
+            if self.collapsed_at is None:
+                self.collapsed_at = {"batch": len(self.batch_errors), "sample": int(self.seen.sum()) + int(np.argmin(fin))}
+            self.nonfinite += int((~fin).sum())
         np.add.at(self.seen, dom, 1)
         np.add.at(self.wrong, dom, (~ok).astype(np.int64))
-        self.conf.append(conf.numpy())
-        self.correct.append(ok)
+        self.conf.append(conf.numpy()[fin])
+        self.correct.append(ok[fin])
         self.batch_errors.append(float(100 * (1 - ok.mean())))
         self.batch_domains.append(int(dom[0]))
         if keep:
@@ -96,6 +117,8 @@ class Tally:
             "conf": cat(self.conf, torch.float32), "correct": cat(self.correct, torch.bool),
             "preds": cat(self.preds, torch.int64), "batch_errors": list(self.batch_errors),
             "batch_domains": list(self.batch_domains), "elapsed": float(self.elapsed),
+            "collapsed_at": [] if self.collapsed_at is None else [self.collapsed_at["batch"], self.collapsed_at["sample"]],
+            "nonfinite": int(self.nonfinite),
         }
 
     @classmethod
@@ -107,6 +130,9 @@ class Tally:
         t.preds = [state["preds"].numpy()] if len(state["preds"]) else []
         t.batch_errors, t.batch_domains = list(state["batch_errors"]), list(state["batch_domains"])
         t.elapsed = float(state["elapsed"])
+        at = state.get("collapsed_at") or []
+        t.collapsed_at = {"batch": int(at[0]), "sample": int(at[1])} if len(at) == 2 else None
+        t.nonfinite = int(state.get("nonfinite", 0))
         return t
 
 
@@ -121,6 +147,7 @@ def evaluate(
     tally: Tally | None = None,
     checkpoint: Callable[[int, Tally], None] | None = None,
     checkpoint_every_s: float = 300.0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> OnlineMetrics:
     """Run ``adapted`` once over ``stream`` and measure online error, calibration and speed.
 
@@ -128,7 +155,9 @@ def evaluate(
     (the start, and every block under the ``iid`` shift). To resume an interrupted
     pass, give the adapter its saved state, ``start_batch`` and the saved ``tally``;
     ``checkpoint(next_batch, tally)`` is called at most every ``checkpoint_every_s``
-    seconds so that such a state can be saved.
+    seconds so that such a state can be saved. When ``should_stop()`` turns true
+    (a signal arrived), the state after the current batch is checkpointed and
+    ``RunInterrupted`` is raised.
     """
     device = torch.device(device)
     tally = tally or Tally(len(stream.domains))
@@ -145,15 +174,26 @@ def evaluate(
             adapted.reset()
         logits = adapted(batch.x.to(device, non_blocking=True))
         with torch.no_grad():
-            out = logits.detach().float()
-            prob = (out if getattr(adapted, "output", "logits") == "probabilities" else torch.softmax(out, dim=1)).cpu()
+            logits = logits.detach().float()
+            finite = torch.isfinite(logits).all(dim=1).cpu()
+            # an adapter whose output is already probabilities (LAME) is scored as it is
+            probabilities = getattr(adapted, "output", "logits") == "probabilities"
+            prob = (logits if probabilities else torch.softmax(logits, dim=1)).cpu()
         conf, pred = prob.max(dim=1)
-        tally.add(pred, conf, batch.y, batch.domain, keep_predictions)
+        healthy = tally.collapsed_at is None
+        tally.add(pred, conf, batch.y, batch.domain, keep_predictions, finite)
+        if healthy and tally.collapsed_at is not None:
+            log.warning("the model collapsed at batch %d: its logits are NaN or infinite; such samples count as errors", i)
         now = time.perf_counter()
         tally.elapsed = base_elapsed + now - start
         if checkpoint is not None and i + 1 < len(stream) and now - last_saved >= checkpoint_every_s:
             checkpoint(i + 1, tally)
             last_saved = time.perf_counter()
+        if should_stop is not None and i + 1 < len(stream) and should_stop():
+            # stopped between batches, so the adapter and the tally agree and a resume is exact
+            if checkpoint is not None:
+                checkpoint(i + 1, tally)
+            raise RunInterrupted(i + 1, len(stream))
     wall = tally.elapsed
     # plain corruption names when every domain has the same severity
     same = len({d.severity for d in stream.domains}) == 1 and len({d.name for d in stream.domains}) == len(stream.domains)
@@ -174,5 +214,7 @@ def evaluate(
         images_per_s=total / wall if wall > 0 else 0.0,
         peak_memory_mb=peak,
         memory_kind=kind,
+        collapsed_at=tally.collapsed_at,
+        nonfinite_samples=tally.nonfinite,
         predictions=np.concatenate(tally.preds) if keep_predictions and tally.preds else None,
     )

@@ -1,19 +1,19 @@
 """One run: data -> stream -> model -> adapter -> online metrics -> result document.
 
-``run_experiment(RunConfig(...))`` is what ``tta run`` calls; it returns the same
-result document the CLI writes as JSON.
+``run_experiment(RunConfig(...))`` returns the result document of one pass in
+memory; ``tta.run`` (tta/runner.py) adds output files and resuming on top of it.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .adapt import adapt
+from .adaptation import adapt
 from .data import default_data_dir, open_source
 from .data.source import DomainSource
 from .errors import CheckpointError, InputError
@@ -24,21 +24,32 @@ from .results import build_result, sha256_file
 from .runtime import configure_threads, pick_device, runtime_info, versions
 from .streams import Stream, make_stream
 from .training import record_path, training_record
+from .validate import check_dataset_size
 
 log = logging.getLogger(__name__)
 
 #: default model per dataset (RobustBench's corruption-benchmark BN backbones)
 DEFAULT_MODELS = {"cifar10": "wrn-28-10", "cifar100": "resnext-29", "imagenet": "resnet50"}
-#: default Dirichlet δ for ``--delta`` without a value (spec §1.10: UnMix-TNS protocol)
-DEFAULT_DELTA = {"cifar10": 0.1, "cifar100": 0.1, "imagenet": 0.01, "demo": 0.1}
+#: Dirichlet δ for ``--delta`` without a value: the UnMix-TNS scripts' TEST.DELTA_DIRICHLET
+#: (devavratTomar/unmixtns ``tta_experiments/run.sh``; docs/running.md, "Protocols")
+DEFAULT_DELTA = {"cifar10": 0.1, "cifar100": 0.01, "imagenet": 0.01, "demo": 0.1}
 DEFAULT_SEED = 2020
 DEFAULT_BATCH_SIZE = 64
+#: test batch per dataset when ``batch_size`` is None: the same scripts' TEST.BATCH_SIZE
+DATASET_BATCH_SIZE = {"imagenet": 16}
 DEFAULT_SEVERITY = 5
 
 
 @dataclass
 class RunConfig:
-    """Everything that determines a run. Defaults follow the UnMix-TNS CIFAR protocol."""
+    """Everything that determines a run.
+
+    Defaults follow the UnMix-TNS scripts (docs/running.md, "Protocols"): severity 5, seed
+    2020, batch 64 (16 on ImageNet-C), δ per dataset when ``delta="default"``. Label
+    correlation is off by default (``delta=None``), which is the plain ``continual``
+    setting; the UnMix-TNS paper's non-i.i.d. settings add ``delta="default"``.
+    ``protocol="reference"`` draws the reference framework's exact sample order.
+    """
 
     method: str = "source"
     shift: str = "continual"
@@ -52,7 +63,8 @@ class RunConfig:
     options: dict[str, Any] = field(default_factory=dict)
     domains: list[str] | None = None
     severity: int = DEFAULT_SEVERITY
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None
+    """None: 64, or 16 on ImageNet-C (``DATASET_BATCH_SIZE``)."""
     n_examples: int | None = None
     seed: int = DEFAULT_SEED
     delta: float | str | None = None  # a float, "default" (per dataset) or None (no correlation)
@@ -62,7 +74,11 @@ class RunConfig:
     threads: int | None = 1
     device: str = "auto"
     workers: int | None = None
-    imagenet_subset: str = "5000"
+    imagenet_subset: str | None = None
+    """None: RobustBench's 5,000-image list, or all 50,000 images for label-correlated streams
+    and ``n_examples`` runs, as the reference framework's ``create_imagenetc_dataset``."""
+    protocol: str = "tta"
+    """How the sample order is drawn: ``"tta"`` or ``"reference"`` (``tta.streams.build_order``)."""
     frost_dir: str | None = None
     """Frost textures for generated domains (else ``$TTA_FROST_DIR`` or an imagecorruptions wheel)."""
 
@@ -81,24 +97,45 @@ class Prepared:
     device: Any
 
 
-def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = None) -> Prepared:
-    """Resolve data, stream, model and method; fails fast, before any image is adapted on."""
-    threads = configure_threads(config.threads)
-    device = pick_device(config.device)
+def prepare_stream(
+    config: RunConfig, confirm_download: Callable[[str], bool] | None = None
+) -> tuple[RunConfig, DomainSource, Stream, list[str]]:
+    """The data and the stream of a run, without the model: enough to fingerprint it (``tta sweep`` does).
+
+    Returns the config with its per-dataset defaults resolved (batch size, ImageNet subset), as results record it."""
     data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
+    subset = config.imagenet_subset
+    if subset is None:  # the reference reads all 50,000 ids for correlated streams and NUM_EX runs
+        subset = "50000" if config.delta is not None or config.sort_labels or config.n_examples else "5000"
     source, notes = open_source(
         config.dataset, data_dir, download=config.download, confirm_download=confirm_download,
-        imagenet_subset=config.imagenet_subset, frost_dir=config.frost_dir,
+        imagenet_subset=subset, frost_dir=config.frost_dir,
     )
     delta = config.delta
     if delta == "default":
         delta = DEFAULT_DELTA.get(source.dataset, 0.1)
+    batch_size = config.batch_size or DATASET_BATCH_SIZE.get(source.dataset, DEFAULT_BATCH_SIZE)
+    config = replace(config, batch_size=batch_size, imagenet_subset=subset)  # results record the resolved values
     stream = make_stream(
-        source, config.shift, domains=config.domains, severity=config.severity, batch_size=config.batch_size,
+        source, config.shift, domains=config.domains, severity=config.severity, batch_size=batch_size,
         seed=config.seed, n_examples=config.n_examples, delta=delta, sort_labels=config.sort_labels,
-        order_file=config.order_file, num_workers=config.workers,
+        order_file=config.order_file, num_workers=config.workers, protocol=config.protocol,
     )
+    used = stream.order.meta.get("n_examples")
+    if config.n_examples is not None and not config.order_file and used != config.n_examples:
+        notes.append(f"--n-examples {config.n_examples}: the domains hold fewer images, so {used} per domain were used "
+                     "(and are recorded)")
+    return config, source, stream, notes
+
+
+def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = None) -> Prepared:
+    """Resolve data, stream, model and method; fails fast, before any image is adapted on."""
+    threads = configure_threads(config.threads)
+    device = pick_device(config.device)
+    config, source, stream, notes = prepare_stream(config, confirm_download)
     model, model_info = _load_model(config, source)
+    if len(stream):
+        check_dataset_size(tuple(stream.batch(0).x.shape[-2:]), model, source.label)
     torch.manual_seed(config.seed)  # methods that draw from torch's global RNG are reproducible too
     # the library resolves the method's defaults for this dataset and shift, as tta.adapt does for any caller
     adapted = adapt(model.to(device), method=config.method, dataset=source.dataset, shift=config.shift,
@@ -113,6 +150,11 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
 
 def _load_model(config: RunConfig, source: DomainSource) -> tuple[nn.Module, dict[str, Any]]:
     if source.is_demo:
+        if (config.model or config.checkpoint) and config.data_dir and not Path(config.data_dir).expanduser().is_dir():
+            raise InputError(
+                f"--data-dir {config.data_dir} does not exist; pass the folder holding CIFAR-10-C/ "
+                "(or add --dataset cifar10 --download to fetch it there)"
+            )
         if config.model or config.checkpoint:
             raise InputError("the demo brings its own source model; drop --model/--checkpoint or pick another --dataset")
         from .data.demo_model import load_demo_model  # noqa: PLC0415
@@ -137,6 +179,14 @@ def _load_model(config: RunConfig, source: DomainSource) -> tuple[nn.Module, dic
                 "--model resnet20 --checkpoint /path/to/resnet20.th, or place the file at that path ($TTA_MODEL_DIR)"
             )
     spec = resolve_model_name(name)
+    if config.checkpoint is None and find_pretrained(spec) is None:
+        if spec.torch_hub_file:
+            where = f"at {Path(torch.hub.get_dir()) / 'checkpoints' / spec.torch_hub_file}"
+        elif spec.robustbench_name:
+            where = f"at {default_model_dir() / spec.dataset / 'corruptions' / (spec.robustbench_name + '.pt')}"
+        else:
+            where = "(it has no published weights; train one with `tta train`)"
+        raise CheckpointError(f"no weights for --model {spec.name} {where}; pass --checkpoint /path/to/weights")
     if spec.num_classes != source.num_classes:
         raise InputError(
             f"model {spec.name} predicts {spec.num_classes} classes but {source.label} has {source.num_classes}; "
@@ -188,7 +238,7 @@ def finish(prepared: Prepared, metrics: OnlineMetrics) -> dict[str, Any]:
 
 
 def run_experiment(config: RunConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Prepare, run the online loop once, and return the result document."""
+    """Prepare, run the online loop once, and return the result document (no files; see ``tta.run``)."""
     prepared = prepare(config)
     metrics = evaluate(prepared.adapted, prepared.stream, device=prepared.device, progress=progress)
     return finish(prepared, metrics)

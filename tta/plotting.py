@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .errors import TTAError
-from .results import atomic_write_bytes
+from .atomic import write_bytes
 
 
 def plot_error_curve(doc: dict[str, Any], path: str | Path, window: int = 10) -> None:
@@ -48,4 +48,4 @@ def plot_error_curve(doc: dict[str, Any], path: str | Path, window: int = 10) ->
     fmt = Path(path).suffix.lstrip(".") or "png"
     fig.savefig(buf, format=fmt, dpi=120)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())

@@ -1,4 +1,6 @@
-"""Run results: one versioned JSON schema for the CLI and Python, a Markdown table, atomic writes.
+"""Run results: one versioned JSON schema for the CLI and Python, and a Markdown table.
+
+Result files are written with ``tta.atomic.write_json``.
 
 Schema ``tta.result`` version 1 (top-level keys)::
 
@@ -7,24 +9,21 @@ Schema ``tta.result`` version 1 (top-level keys)::
     data {dataset, label, demo, ...}, stream {fingerprint, seed, shift, severity,
     batch_size, n_examples, delta, sorted, num_samples, num_batches, domains, blocks},
     metrics {domain_errors, overall_error, mean_domain_error, ece, batch_errors,
-    batch_domains, num_samples, wall_time_s, images_per_s, peak_memory_mb, memory_kind},
+    batch_domains, num_samples, wall_time_s, images_per_s, peak_memory_mb, memory_kind,
+    collapsed_at {batch, sample} or null, nonfinite_samples},
     runtime {threads, device, ...}, versions {tta, torch, numpy, python}
 
 Errors and ECE are in percent.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import atomic
+from .atomic import json_safe
 from .errors import InputError
 
 SCHEMA = "tta.result"
@@ -68,42 +67,6 @@ def build_result(
     }
 
 
-def check_writable(path: str | Path) -> Path:
-    """Fail before a run starts when ``path`` cannot be written."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise InputError(f"output path {path} is a directory; pass a file name such as {path / 'result.json'}")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(
-            f"cannot write the result to {path} ({exc.strerror or exc}); pass --output in a writable folder"
-        ) from None
-    return path
-
-
-_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; an unwritable folder raises ``InputError``."""
-    path = Path(path).expanduser()
-    try:
-        atomic.write_bytes(path, data)  # creates the folder too
-    except OSError as exc:
-        if exc.errno not in _UNWRITABLE:
-            raise
-        raise InputError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None
-
-
-def write_json(path: str | Path, doc: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(_clean(doc), indent=2) + "\n").encode())
-
-
 def read_json(path: str | Path) -> dict[str, Any]:
     doc = json.loads(Path(path).read_text())
     if doc.get("schema") != SCHEMA:
@@ -111,36 +74,33 @@ def read_json(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf become None, numpy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        try:
-            obj = obj.item()
-        except (ValueError, TypeError):
-            return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.2f}%"
 
 
 def markdown_table(doc: dict[str, Any]) -> str:
     """Error % per domain plus the mean, with a header naming the setting."""
     m = doc["metrics"]
     s = doc["stream"]
-    hp = ", ".join(f"{k}={v}" for k, v in doc["method"]["hparams"].items()) or "defaults"
+    # an option left to the run (None) is shown with the value the run used
+    resolved = {"batch_size": s.get("batch_size"), "seed": "run"}  # seed=None: drawn from the run seed
+    hp = ", ".join(f"{k}={resolved.get(k) if v is None and k in resolved else v}"
+                   for k, v in doc["method"]["hparams"].items()) or "defaults"
+    label_order = f", delta {s['delta']}" if s.get("delta") is not None else ""
+    label_order += ", class-sorted" if s.get("sorted") else ""
+    label_order += f", {s['n_examples']} images per domain" if s.get("n_examples") is not None else ""
+    label_order += f", order {s['protocol']}" if s.get("protocol") else ""
     lines = []
     if doc.get("demo"):
         lines += [f"**{DEMO_BANNER}**", ""]
     lines.append(
         f"{doc['method']['name']} ({hp}) on {doc['data']['label']}: shift {s['shift']}, severity {s['severity']}, "
-        f"batch {s['batch_size']}, seed {s['seed']}, stream {s['fingerprint']}"
+        f"batch {s['batch_size']}{label_order}, seed {s['seed']}, stream {s['fingerprint']}"
     )
+    if m.get("collapsed_at"):
+        at = m["collapsed_at"]
+        lines += ["", f"**collapsed at batch {at['batch']} (sample {at['sample']}): the logits became NaN or infinite; "
+                      f"{m.get('nonfinite_samples', 0)} such samples count as errors and are left out of the ECE**"]
     lines.append("")
     keys = list(m["domain_errors"])
     lines.append("| domain | " + " | ".join(keys) + " | mean |")
@@ -151,8 +111,41 @@ def markdown_table(doc: dict[str, Any]) -> str:
     )
     lines.append("")
     lines.append(
-        f"overall error {m['overall_error']:.2f}% over {m['num_samples']} images, ECE {m['ece']:.2f}%, "
+        f"overall error {m['overall_error']:.2f}% over {m['num_samples']} images, ECE {_pct(m.get('ece'))}, "
         f"{m['images_per_s']:.0f} images/s, {m['wall_time_s']:.1f} s, peak memory {m['peak_memory_mb']:.0f} MB, "
         f"{doc['runtime']['threads']} thread(s) on {doc['runtime']['device']}"
     )
     return "\n".join(lines)
+
+
+def configuration(method: str, hparams: dict[str, Any], model: dict[str, Any], data: dict[str, Any],
+                  fingerprint: str) -> dict[str, Any]:
+    """What makes two results the same experiment (JSON-normalized, so a written result compares equal)."""
+    return json.loads(json.dumps(json_safe({
+        "method": method, "hparams": hparams, "checkpoint_sha256": model.get("checkpoint_sha256"),
+        "norm": model.get("norm"), "data": data.get("label"), "stream": fingerprint,
+    })))
+
+
+def configuration_of(doc: dict[str, Any]) -> dict[str, Any]:
+    return configuration(doc["method"]["name"], doc["method"].get("hparams") or {}, doc.get("model") or {},
+                         doc.get("data") or {}, doc["stream"]["fingerprint"])
+
+
+def check_overwrite(output: str | Path, config: dict[str, Any], overwrite: bool = False) -> str | None:
+    """Refuse to replace a result of another configuration unless ``overwrite``; return a note when one is replaced."""
+    path = Path(output)
+    if not path.exists():
+        return None
+    try:
+        old = configuration_of(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        old = None
+    if old == config:
+        return f"note: replacing {path}, an earlier result of the same configuration"
+    if overwrite:
+        return f"note: --overwrite replaces {path}, a result of another configuration"
+    what = "a result of another configuration" if old else "a file that is not a tta result"
+    differ = [k for k in config if old and old.get(k) != config[k]]
+    detail = f" ({', '.join(differ)} differ)" if differ else ""
+    raise InputError(f"{path} holds {what}{detail}; pass another --output, or --overwrite to replace it")

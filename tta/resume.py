@@ -6,21 +6,28 @@ carries across batches: student, teacher, memory, counters, and as extra state t
 optimizer moments and the method's random generator), torch's RNG state and the
 running counts. Rerunning the same
 command resumes from there; the key (stream fingerprint, method, hyperparameters,
-model hash) must match, so a changed command starts afresh. The file is written
-atomically and removed once the result is written.
+model hash, and the identity of the data files: paths, sizes, modification times
+and the ``tta corrupt`` manifest) must match, so a changed command or another
+``--data-dir`` starts afresh. The file is written atomically and removed once the
+result is written. On SIGINT/SIGTERM ``stop_on_signals`` lets the current batch
+finish, so the saved state is exact.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import logging
+import os
+import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from .evaluate import Tally
-from .results import atomic_write_bytes
+from .atomic import write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +43,28 @@ def _canonical(options: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted((str(k), repr(v)) for k, v in options.items())
 
 
-def run_key(fingerprint: str, method: str, hparams: dict[str, Any], model: dict[str, Any]) -> str:
-    """What a saved partial run must match: stream, method, hyperparameters, checkpoint and norm layer."""
+def data_identity(source: Any, domains: Any) -> list[Any]:
+    """What tells one copy of a dataset from another: each domain's file (path, size, mtime) and the manifest.
+
+    The stream fingerprint only covers names, severities and sizes, which every copy
+    of CIFAR-10-C shares; two different folders must not be mixed in one result.
+    """
+    ident: list[Any] = [repr(sorted((str(k), repr(v)) for k, v in source.describe().items()))]
+    for dom in domains:
+        where = str(getattr(dom, "source", ""))
+        try:
+            st = os.stat(where)
+            ident.append((dom.key, os.path.realpath(where), st.st_size, st.st_mtime_ns))
+        except (OSError, ValueError):
+            ident.append((dom.key, where))
+    return ident
+
+
+def run_key(fingerprint: str, method: str, hparams: dict[str, Any], model: dict[str, Any],
+            data: list[Any] | None = None) -> str:
+    """What a saved partial run must match: stream, method, hyperparameters, checkpoint, norm layer and data."""
     norm = (model.get("norm"), _canonical(model.get("norm_options") or {}))
-    return repr((fingerprint, method, _canonical(hparams), model.get("checkpoint_sha256"), norm))
+    return repr((fingerprint, method, _canonical(hparams), model.get("checkpoint_sha256"), norm, data))
 
 
 def save_partial(path: Path, key: str, next_batch: int, tally: Tally, adapted: nn.Module) -> None:
@@ -53,7 +78,7 @@ def save_partial(path: Path, key: str, next_batch: int, tally: Tally, adapted: n
     }
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
     log.info("saved progress at batch %d to %s", next_batch, path)
 
 
@@ -66,9 +91,66 @@ def load_partial(path: Path, key: str, adapted: nn.Module) -> tuple[int, Tally] 
     except Exception as exc:  # noqa: BLE001  (any unreadable file means: start afresh)
         log.warning("ignoring unreadable progress file %s (%s)", path, exc)
         return None
-    if state.get("format") != FORMAT or state.get("key") != key:
-        log.warning("ignoring %s: it belongs to a different run (stream, method, settings or model differ)", path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        log.warning("ignoring %s: not a tta progress file; delete it or pass --fresh", path)
         return None
-    adapted.load_state_dict(state["adapter"])
-    torch.set_rng_state(state["rng"])
-    return int(state["next_batch"]), Tally.from_state(state["tally"])
+    if state.get("key") != key:
+        log.warning("ignoring %s: it belongs to a different run (stream, data, method, settings or model differ)", path)
+        return None
+    before = copy.deepcopy(adapted.state_dict())
+    try:
+        tally = Tally.from_state(state["tally"])
+        next_batch = int(state["next_batch"])
+        adapted.load_state_dict(state["adapter"])
+        rng = state["rng"]
+        torch.set_rng_state(rng)
+    except Exception as exc:  # noqa: BLE001  (a malformed file must not break every rerun)
+        adapted.load_state_dict(before)
+        log.warning("ignoring malformed progress file %s (%s: %s); starting afresh", path, type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "")
+        return None
+    return next_batch, tally
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[Callable[[], bool]]:
+    """Yield ``should_stop()``: true once SIGINT or SIGTERM arrived. A second signal interrupts at once.
+
+    Only the main thread can install handlers; elsewhere ``should_stop`` stays false.
+    """
+    hits: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+        hits.append(signum)
+        if len(hits) > 1:
+            raise KeyboardInterrupt
+        log.warning("%s received: stopping after the current batch (again to stop at once)", signal.Signals(signum).name)
+
+    previous = {}
+    try:
+        for sig in signals:
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield lambda: bool(hits)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def resume_point(path: Path | None, key: str, adapted: nn.Module, *, fresh: bool = False) -> tuple[int, Tally | None]:
+    """Where a run starts: (next batch, saved tally) from ``path`` when it applies, else (0, None).
+
+    ``fresh`` ignores saved progress; a file of another run (different key) is ignored too.
+    """
+    if path is None or fresh:
+        return 0, None
+    resumed = load_partial(path, key, adapted)
+    return resumed if resumed else (0, None)
+
+
+def discard_partial(path: Path | None) -> None:
+    """Remove the progress file of a run whose result has been written."""
+    if path is not None:
+        path.unlink(missing_ok=True)

@@ -47,6 +47,10 @@ def pick_device(name: str = "auto") -> torch.device:
         raise InputError(f"unknown device {name!r}; pass --device cpu, cuda or auto") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was asked for but no CUDA GPU is visible; pass --device cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps was asked for but this machine has no Apple GPU (MPS); pass --device cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device {name} is not supported; pass --device cpu, cuda, mps or auto")
     return device
 
 

@@ -6,7 +6,8 @@ from typing import Any
 from ..errors import UnknownNameError
 from .domain import Domain
 
-#: The 15 benchmark corruptions in the order of the continual protocol (spec §1.10).
+#: The 15 benchmark corruptions in the order of the continual protocol
+#: (RobustBench's CORRUPTIONS, used by the reference TTA framework; docs/running.md).
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
     "motion_blur", "zoom_blur", "snow", "frost", "fog",

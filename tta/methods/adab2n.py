@@ -1,7 +1,7 @@
 """``adab2n``: AdaB²N's balanced BatchNorm statistics applied to a test stream (Lyu et al., NeurIPS 2023).
 
-AdaB²N targets online continual learning; this is a test-time mapping of it (docs/methods.md),
-where a domain plays the role of a task. Each layer keeps one running (mean, var)
+AdaB²N targets online continual learning; this is tta's test-time mapping
+(docs/methods.md, "adab2n"), where a domain plays the role of a task. Each layer keeps one running (mean, var)
 started at the source statistics. For every batch it updates them with AdaB²N's
 modified momentum (official ``get_eta``, lvyilin/AdaB2N ``models/utils/adab2n.py``)::
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import InputError, TTAError
 from ..runtime import prefers_channels_last
+from ..validate import check_images
 from .base import check_batch
 
 #: ``step(adapter, x) -> logits``: one adaptation step on batch ``x``, returning the predictions
@@ -159,6 +160,7 @@ class Adapter(nn.Module, metaclass=_SnapshotAfterInit):
     def forward(self, x: torch.Tensor, **batch_info: Any) -> torch.Tensor:
         """Predict logits for ``x`` ((B,3,H,W) float in [0,1]) and adapt on it."""
         check_batch(x, self.min_batch_size, self.name, self.min_batch_reason)
+        check_images(x, self.model)
         if batch_info and self.batch_context is None:
             raise InputError(f"method {self.name!r} takes no per-batch arguments, got {sorted(batch_info)}; "
                              "call it with the images only")

@@ -3,7 +3,7 @@
 After Liu, Xing, Yang, El Fakhri, Woo (MICCAI 2021, arXiv 2106.12497): "domain-specific
 low-order batch statistics, i.e., mean and variance, are gradually adapted with an
 exponential momentum decay scheme". No code and only the abstract were available, so
-this is the spec's reconstruction (§5.1, unverified), for target batch k = 0, 1, 2, ...::
+this is a reconstruction (unverified, docs/methods.md), for target batch k = 0, 1, 2, ...::
 
     eta_k = eta_0 * exp(-decay * k)
     mean <- (1 - eta_k) mean + eta_k batch_mean

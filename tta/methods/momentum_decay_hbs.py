@@ -2,7 +2,7 @@
 
 Liu et al. (MICCAI 2021) also enforce the "consistency of domain shareable high-order
 batch statistics, i.e., scaling and shifting parameters", weighting each channel by its
-transferability, and add self-entropy. Reconstruction (unverified; the
+transferability, and add self-entropy. Reconstruction (from the abstract, unverified, docs/methods.md; the
 transferability is TransNorm's, thuml/TransNorm ``src/trans_norm.py``)::
 
     D_lc     = | mu_s / sqrt(var_s + eps) - mu_t / sqrt(var_t + eps) |      per layer l, channel c

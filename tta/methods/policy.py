@@ -57,6 +57,12 @@ class StatsPolicy:
             replace_batchnorm(model, cls.layer_factory(options), cls.name)
 
     @classmethod
+    def configure(cls, model: nn.Module, options: dict[str, Any]) -> Callable[[Adapter, Any], Any] | None:
+        """Prepare the swapped model for the statistics-only method; return its step, or None for
+        the plain one-forward step. Not called when the policy is the ``stats`` part of another method."""
+        return None
+
+    @classmethod
     def batch_context(cls, model: nn.Module, x: Any, **batch_info: Any) -> ContextManager[None] | None:
         """Hand per-batch keyword arguments of ``forward`` to the layers; None: the policy takes none."""
         return None
@@ -81,7 +87,7 @@ def stats_adapter(policy: type[StatsPolicy], model: nn.Module, opts: Resolved) -
     """The statistics-only method of ``policy``: swap, then adapt by forwarding (no graph)."""
     policy.swap(model, opts)
     return opts.adapter(
-        model, min_batch_size=policy.batch_minimum(opts), min_batch_reason=policy.min_batch_reason,
+        model, step=policy.configure(model, opts), min_batch_size=policy.batch_minimum(opts), min_batch_reason=policy.min_batch_reason,
         batch_context=policy.batch_context if policy.has_batch_context() else None,
     )
 

@@ -2,7 +2,7 @@
 
 Every BatchNorm2d becomes a layer holding K statistics components (one (K, C) tensor
 of means and one of variances), initialized from the source statistics with noise
-drawn once from ``seed`` (spec §1.2, the official code's independent noise per (k, c))::
+drawn once (the official code's independent noise per (k, c), paper Eq. 5)::
 
     mu_k  = mu_s + sqrt(alpha K/(K-1)) * sigma_s * zeta_kc,   zeta ~ N(0, 1)
     var_k = (1 - alpha) * var_s                               (K = 1: mu_s, var_s, alpha = 0)
@@ -28,6 +28,12 @@ B in lam: the official code uses the configured test batch size. Here ``batch_si
 (the default) uses the actual size of each batch, which equals the official value for
 every full batch and scales lam down for a short last batch or single images
 (B = 1, B_max = 64 gives lam = 0.0016449). Pass ``batch_size`` to pin it.
+
+The noise follows ``seed``; ``seed=None`` (the default) draws that seed from torch's
+global generator, so ``torch.manual_seed(s)`` before ``tta.adapt`` fixes the components
+and ``tta run --seed s`` (which seeds torch before building the adapter) varies them
+with the run seed, as the official runs do. ``hparams()`` then records ``seed=None``:
+the run's seed determines it, and results of one setting stay one leaderboard row.
 
 BatchNorm1d layers keep the source statistics, as in the official ``UnMixTNS1d``.
 The layer adapts on every forward, whatever ``self.training`` says.
@@ -128,18 +134,21 @@ class UnMixTNS(StatsPolicy):
         Option("batch_size_max", int, 64, "B_max in lam", low=1, high=INF),
         Option("alpha", float, 0.5, "spread of the initial components", low=0, high=1),
         Option("tau", float, 0.07, "softmax temperature of the component assignment", low=0, open_low=True, high=INF),
-        Option("seed", int, 0, "seed of the initial component noise", low=0, high=INF),
+        Option("seed", int, None, "seed of the initial component noise (None: drawn from torch's global RNG, which tta run seeds with --seed)", low=0, high=INF, nullable=True),
     ), (
         when(dataset="imagenet")(batch_size_max=16),
         when(shift="mixed")(K=128),
     ))
-    notes = "batch_size=None: lam uses each batch's size (B=1 works, lam scaled)"
+    notes = "K=128 for mixed domains; seed=None follows the run seed; batch_size=None: lam uses each batch's size (B=1 works, lam scaled)"
 
     @classmethod
     def layer_factory(cls, options: dict[str, Any]) -> Callable[[nn.Module], nn.Module]:
         # One generator for the whole model: the noise of each layer follows from the seed
         # and the layer's position in module order.
-        gen = torch.Generator().manual_seed(options["seed"])
+        seed = options["seed"]
+        if seed is None:  # follow torch's global RNG, which `tta run` seeds with --seed before building the method
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        gen = torch.Generator().manual_seed(seed)
         K = options["K"]
         scratch = Scratch()  # layers run one after another, so one temporary buffer serves all
 

@@ -88,6 +88,12 @@ def load_into(
         problems.append(
             f"{len(wrong)} shape mismatches (e.g. {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
         )
+    bad = [k for k, v in state.items() if k in own and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {source} holds NaN or infinite weights in {len(bad)} tensor(s) (e.g. {', '.join(bad[:3])}); "
+            "its training diverged: pass an earlier or another checkpoint"
+        )
     if problems:
         raise CheckpointError(
             f"checkpoint {source} does not match {type(model).__name__}: {'; '.join(problems)}; "

@@ -161,7 +161,9 @@ def build_model(name: str, norm: NormFactory | str | None = None, **norm_options
     model = spec.build(factory)
     # a norm kind that also changes the convs (e.g. "bcn": Weight-Standardized convs) converts them here
     finish = getattr(factory, "finish_model", None)
-    return finish(model) if finish is not None else model
+    model = finish(model) if finish is not None else model
+    model.input_size = spec.input_size  # tta.validate checks incoming images against it
+    return model
 
 
 def load_model(
@@ -172,6 +174,7 @@ def load_model(
     model_dir: str | Path | None = None,
     download: bool = False,
     norm: str | None = None,
+    device: str | torch.device | None = None,
     **norm_options,
 ) -> nn.Module:
     """Return the backbone ``name`` in eval mode, with weights.
@@ -180,6 +183,7 @@ def load_model(
     the RobustBench cache layout ``<model_dir>/<dataset>/corruptions/<name>.pt`` (or
     torchvision's hub cache for ResNet-50), downloading through RobustBench when
     ``download`` is set. ``pretrained=False`` gives random weights (for training).
+    ``device`` ("cpu", "cuda", ...) moves the model there.
     """
     spec = resolve_model_name(name)
     model = build_model(spec.name, norm, **norm_options)
@@ -195,6 +199,10 @@ def load_model(
     if path is not None:
         load_into(model, read_state_dict(path), path, spec.optional_keys)
         log.info("loaded %s from %s", spec.name, path)
+    if device is not None:
+        from ..runtime import pick_device  # noqa: PLC0415
+
+        model = model.to(pick_device(str(device)))
     return model.eval()
 
 

@@ -8,7 +8,7 @@ from .registry import NORMS, NormSpec
 
 def _statistics_methods() -> list[str]:
     """Registered methods that refuse a model without BatchNorm (they rewrite BN statistics)."""
-    from ..adapt import adapt  # noqa: PLC0415
+    from ..adaptation import adapt  # noqa: PLC0415
     from ..errors import TTAError  # noqa: PLC0415
     from ..methods import METHODS  # noqa: PLC0415
 

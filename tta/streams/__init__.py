@@ -1,10 +1,11 @@
 """Test streams: domains × shift protocol × label order × batch size × seed."""
 from .dirichlet import class_sorted_order, dirichlet_order, mean_run_length
-from .order import Block, StreamOrder, build_order
+from .order import PROTOCOLS, Block, StreamOrder, build_order
 from .shifts import SHIFTS, Shift, get_shift
 from .stream import Batch, Stream, make_stream
 
 __all__ = [
+    "PROTOCOLS",
     "SHIFTS",
     "Batch",
     "Block",

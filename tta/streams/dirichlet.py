@@ -1,6 +1,8 @@
 """Label-temporal correlation: the Dirichlet sort of NOTE / UnMix-TNS.
 
-The procedure (spec §1.10, after NOTE's ``learner/dnn.py`` and IBM's PFNM split):
+The procedure (``sort_by_dirichlet`` in mariodoebler/test-time-adaptation's
+``classification/datasets/data_loading.py``, after NOTE's ``learner/dnn.py`` and
+IBM's PFNM split; docs/running.md, "Protocols"):
 the stream is cut into C chunks (C = number of classes); each class k spreads its
 shuffled samples over the chunks with proportions p ~ Dir(δ·1_C), where chunks
 already holding N/C samples get no more; this is redrawn until every chunk holds
@@ -22,8 +24,16 @@ MIN_CHUNK = 10
 MAX_TRIES = 10_000
 
 
-def dirichlet_order(labels: np.ndarray, delta: float, rng: np.random.Generator) -> np.ndarray:
-    """A permutation of ``range(len(labels))`` correlated by label with concentration ``delta``."""
+def dirichlet_order(
+    labels: np.ndarray, delta: float, rng: np.random.Generator | np.random.RandomState, *, strict: bool = False
+) -> np.ndarray:
+    """A permutation of ``range(len(labels))`` correlated by label with concentration ``delta``.
+
+    The draws are the reference's, call for call (``shuffle`` of each class's indices,
+    ``dirichlet``, ``shuffle`` of each chunk's class order), so a ``RandomState`` seeded as
+    the reference seeds numpy reproduces its order exactly. ``strict`` keeps the reference's
+    10-sample minimum per chunk even for streams too short to meet it (it then fails).
+    """
     labels = np.asarray(labels)
     if delta <= 0:
         raise InputError(f"--delta must be > 0 for the Dirichlet sort, got {delta}; use --sorted for a class-sorted stream")
@@ -33,13 +43,14 @@ def dirichlet_order(labels: np.ndarray, delta: float, rng: np.random.Generator) 
         return np.zeros(0, dtype=np.int64)
     cap = n / num_classes
     # A stream too short for C chunks of 10 gets the largest threshold it can meet.
-    need = min(MIN_CHUNK, n // num_classes)
+    need = MIN_CHUNK if strict else min(MIN_CHUNK, n // num_classes)
     by_class = [np.flatnonzero(labels == k) for k in range(num_classes)]
     for _ in range(MAX_TRIES):
         sizes = np.zeros(num_classes, dtype=np.int64)
         parts: list[list[np.ndarray]] = [[] for _ in range(num_classes)]  # parts[chunk][class]
         for idx_k in by_class:
-            idx_k = rng.permutation(idx_k)
+            idx_k = idx_k.copy()
+            rng.shuffle(idx_k)
             p = rng.dirichlet(np.full(num_classes, float(delta)))
             p = p * (sizes < cap)
             p = p / p.sum()
@@ -56,13 +67,15 @@ def dirichlet_order(labels: np.ndarray, delta: float, rng: np.random.Generator) 
         )
     out = []
     for chunk in parts:
-        for k in rng.permutation(num_classes):
+        classes = np.arange(num_classes)
+        rng.shuffle(classes)
+        for k in classes:
             out.append(chunk[k])
     return np.concatenate(out).astype(np.int64)
 
 
 def class_sorted_order(labels: np.ndarray) -> np.ndarray:
-    """Stable sort by label: the samples of class 0, then class 1, ... (δ = 0 in the spec)."""
+    """Stable sort by label: the samples of class 0, then class 1, ... (δ = 0 in the reference framework)."""
     return np.argsort(np.asarray(labels), kind="stable").astype(np.int64)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,11 +17,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataError, InputError
-from ..results import atomic_write_bytes
+from ..atomic import write_bytes
 from .dirichlet import class_sorted_order, dirichlet_order
 
 ORDER_FORMAT = "tta.order"
 ORDER_VERSION = 1
+#: how an order was drawn; a replayed JSON order carries them, so a replay is filed under its real setting
+PROTOCOL_KEYS = ("shift", "seed", "severity", "n_examples", "delta", "sorted")
 
 
 @dataclass
@@ -86,7 +89,7 @@ class StreamOrder:
         if path.suffix == ".npy":
             buf = io.BytesIO()
             np.save(buf, self.as_rows())
-            atomic_write_bytes(path, buf.getvalue())
+            write_bytes(path, buf.getvalue())
         elif path.suffix == ".json":
             doc = {
                 "format": ORDER_FORMAT,
@@ -96,7 +99,7 @@ class StreamOrder:
                 "domains": self.domains,
                 "blocks": [_block_json(b) for b in self.blocks],
             }
-            atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
+            write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
         else:
             raise InputError(f"order file {path} must end in .json or .npy; rename it")
 
@@ -136,6 +139,10 @@ class StreamOrder:
                         "pass the same --domains, --severity and --shift as the exporting run"
                     )
             order = cls(domains, blocks, {"replayed_from": str(path)})
+            meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+            # the protocol an order was built with is trusted only while its blocks are the ones fingerprinted
+            if meta and doc.get("fingerprint") == order.fingerprint():
+                order.meta.update({k: meta[k] for k in PROTOCOL_KEYS if k in meta})
         else:
             raise InputError(f"order file {path} must end in .json or .npy; rename it")
         if not order.blocks:
@@ -164,6 +171,10 @@ def _block_from_json(obj: dict[str, Any]) -> Block:
     return Block(domain, index)
 
 
+#: how a stream's sample order is drawn from its seed (docs/running.md, "Protocols")
+PROTOCOLS = ("tta", "reference")
+
+
 def build_order(
     labels: Sequence[np.ndarray],
     block_domains: Sequence[Sequence[int]],
@@ -172,34 +183,83 @@ def build_order(
     n_examples: int | None = None,
     delta: float | None = None,
     sort_labels: bool = False,
+    protocol: str = "tta",
 ) -> list[Block]:
-    """Blocks of a stream, following the UnMix-TNS construction (spec §1.10).
+    """Blocks of a stream: which samples, in which order.
 
-    Per block: each domain's samples are shuffled and subsampled to ``n_examples``;
-    a block of several domains is pooled and shuffled again; then the labels are
-    correlated by the Dirichlet sort (``delta``) or sorted by class (``sort_labels``).
-    One ``numpy.random.Generator`` seeded with ``seed`` draws everything, in order.
+    ``protocol="tta"`` (the default): each domain's subset and base order come from its
+    own draw seeded with ``seed`` alone (``SeedSequence(seed, spawn_key=(0,))``), so a domain
+    holds the same images, in the same base order, under every shift and label order
+    (``n_examples`` is per domain on every shift, the mixed one included). A block of
+    several domains is pooled and shuffled, then its labels are correlated by the
+    Dirichlet sort (``delta``) or sorted (``sort_labels``), with the block's own
+    generator (``spawn_key=(1, block)``).
+
+    ``protocol="reference"``: the sample order of mariodoebler/test-time-adaptation and
+    its UnMix-TNS fork (``get_test_loader``), call for call. For every block, Python's
+    ``random`` and numpy's legacy generator are reseeded with ``seed``; the block's
+    samples (its domains' rows, domain after domain) are ``random.shuffle``-d, then
+    ``random.sample``-d down to ``n_examples`` (the reference's NUM_EX: of the pooled
+    set on the mixed shift), then ``sort_by_dirichlet``-ed or sorted by label.
     """
-    rng = np.random.default_rng(seed)
+    if protocol not in PROTOCOLS:
+        raise InputError(f"unknown stream protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    if protocol == "reference":
+        return _reference_order(labels, block_domains, seed, n_examples, delta, sort_labels)
+    base: dict[int, np.ndarray] = {}
     blocks = []
-    for members in block_domains:
+    for b, members in enumerate(block_domains):
         doms, idxs = [], []
         for d in members:
-            perm = rng.permutation(len(labels[d]))
-            if n_examples is not None:
-                perm = perm[:n_examples]
-            doms.append(np.full(len(perm), d, dtype=np.int64))
-            idxs.append(perm.astype(np.int64))
+            if d not in base:
+                perm = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,))).permutation(len(labels[d]))
+                base[d] = perm[:n_examples] if n_examples is not None else perm
+            doms.append(np.full(len(base[d]), d, dtype=np.int64))
+            idxs.append(base[d].astype(np.int64))
         domain, index = np.concatenate(doms), np.concatenate(idxs)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, b)))
         if len(members) > 1:
             mix = rng.permutation(len(index))
             domain, index = domain[mix], index[mix]
         if sort_labels or delta is not None:
-            y_all = np.concatenate([labels[d] for d in members])
-            offset = np.zeros(max(members) + 1, dtype=np.int64)
-            offset[list(members)] = np.cumsum([0] + [len(labels[d]) for d in members])[:-1]
-            y_stream = y_all[offset[domain] + index]
+            y_stream = _labels_of(labels, members, domain, index)
             perm = class_sorted_order(y_stream) if sort_labels or delta == 0 else dirichlet_order(y_stream, delta, rng)
+            domain, index = domain[perm], index[perm]
+        blocks.append(Block(domain, index))
+    return blocks
+
+
+def _labels_of(labels: Sequence[np.ndarray], members: Sequence[int], domain: np.ndarray, index: np.ndarray) -> np.ndarray:
+    y_all = np.concatenate([labels[d] for d in members])
+    offset = np.zeros(max(members) + 1, dtype=np.int64)
+    offset[list(members)] = np.cumsum([0] + [len(labels[d]) for d in members])[:-1]
+    return y_all[offset[domain] + index]
+
+
+def _reference_order(
+    labels: Sequence[np.ndarray],
+    block_domains: Sequence[Sequence[int]],
+    seed: int,
+    n_examples: int | None,
+    delta: float | None,
+    sort_labels: bool,
+) -> list[Block]:
+    blocks = []
+    for members in block_domains:
+        py_rng, np_rng = random.Random(seed), np.random.RandomState(seed)  # reseeded for every domain
+        domain = np.concatenate([np.full(len(labels[d]), d, dtype=np.int64) for d in members])
+        index = np.concatenate([np.arange(len(labels[d]), dtype=np.int64) for d in members])
+        order = list(range(len(index)))  # shuffle and sample depend on the length only
+        py_rng.shuffle(order)
+        if n_examples is not None:
+            order = py_rng.sample(order, k=min(n_examples, len(order)))
+        domain, index = domain[order], index[order]
+        if sort_labels or delta is not None:
+            y_stream = _labels_of(labels, members, domain, index)
+            if sort_labels or delta == 0:
+                perm = class_sorted_order(y_stream)  # list.sort(key=label) is stable too
+            else:
+                perm = dirichlet_order(y_stream, delta, np_rng, strict=True)
             domain, index = domain[perm], index[perm]
         blocks.append(Block(domain, index))
     return blocks

@@ -50,5 +50,5 @@ def get_shift(name: str) -> Shift:
 def listing() -> list[str]:
     """Lines for ``tta list shifts``."""
     lines = [f"{name:12s} {shift.summary}" for name, shift in SHIFTS.items()]
-    lines.append("label correlation on top of any shift: --delta D (Dirichlet; default 0.1 CIFAR, 0.01 ImageNet) or --sorted")
+    lines.append("label correlation on top of any shift: --delta D (Dirichlet; default 0.1 CIFAR-10, 0.01 CIFAR-100 and ImageNet) or --sorted")
     return lines

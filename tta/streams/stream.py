@@ -157,12 +157,15 @@ def make_stream(
     sort_labels: bool = False,
     order_file: str | Path | None = None,
     num_workers: int | None = None,
+    protocol: str = "tta",
 ) -> Stream:
     """Build a stream from a domain ``source`` (see ``tta.data``) and a shift protocol.
 
     ``domains`` defaults to the source's canonical order (the 15 corruptions
     gaussian_noise ... jpeg_compression for CIFAR-10-C). ``order_file`` replays
-    an exported order instead of drawing one from ``seed``.
+    an exported order instead of drawing one from ``seed``. ``protocol`` picks how the
+    order is drawn: tta's own (``"tta"``) or the reference framework's (``"reference"``),
+    see ``build_order``.
     """
     spec = get_shift(shift)
     if not 1 <= int(severity) <= 5:
@@ -193,10 +196,22 @@ def make_stream(
             n_examples=n_examples,
             delta=delta,
             sort_labels=sort_labels,
+            protocol=protocol,
         )
         order = StreamOrder(described, blocks)
-    order.meta.update(
-        {"shift": spec.name, "seed": seed, "severity": int(severity), "n_examples": n_examples,
-         "delta": delta, "sorted": sort_labels}
-    )
+    if n_examples is not None:  # the count actually drawn: a domain smaller than n_examples gives all it has
+        used = sorted({min(n_examples, d["size"]) for d in described})
+        n_examples = used[0] if len(used) == 1 else used
+    drawn = {"shift": spec.name, "seed": seed, "severity": int(severity), "n_examples": n_examples,
+             "delta": delta, "sorted": sort_labels, "protocol": protocol}
+    if order_file is not None:
+        if "delta" in order.meta:  # a tta order with its protocol: record that, not this command's flags
+            if order.meta.get("shift") not in (None, spec.name):
+                raise InputError(f"order file {order_file} was drawn for --shift {order.meta['shift']}; pass that shift")
+            drawn = {**drawn, **{k: order.meta[k] for k in ("seed", "severity", "n_examples", "delta", "sorted", "protocol")
+                                  if k in order.meta}}
+        else:  # hand-made or .npy: how it was drawn is unknown
+            drawn = {**drawn, "n_examples": None, "delta": None, "sorted": False,
+                     "protocol": "unknown (replayed order without its protocol)"}
+    order.meta.update(drawn)
     return Stream(doms, order, batch_size, reset_each_block=spec.reset_each_block, num_workers=num_workers)

@@ -142,7 +142,7 @@ def eval_rows(n_total: int, limit: int | None) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageArrays, batch_size: int = 500, limit: int | None = None) -> float:
+def offline_accuracy(model: nn.Module, data: ImageArrays, batch_size: int = 500, limit: int | None = None) -> float:
     """Top-1 accuracy of ``model`` in eval mode on ``data`` (or ``limit`` evenly spaced images)."""
     was_training = model.training
     model.eval()
@@ -157,7 +157,7 @@ def evaluate(model: nn.Module, data: ImageArrays, batch_size: int = 500, limit: 
     return correct / max(len(rows), 1)
 
 
-def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def _training_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
@@ -214,7 +214,7 @@ def train(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    opt = _make_optimizer(cfg, model)
+    opt = _training_optimizer(cfg, model)
     sched = _make_scheduler(cfg, opt, cfg.epochs * steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
@@ -276,7 +276,7 @@ def train(
 
     model.eval()
     save_torch(model.state_dict(), cfg.out)
-    test_acc = evaluate(model, test_set, cfg.eval_batch_size, cfg.limit_test)
+    test_acc = offline_accuracy(model, test_set, cfg.eval_batch_size, cfg.limit_test)
     record = {
         "schema": RECORD_SCHEMA,
         "config": asdict(cfg),

@@ -1,0 +1,204 @@
+"""tta sweep: grids expand as written, cells are identified by content, and the store never loses or repeats a cell."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tta.cli.main import cli
+from tta.errors import InputError
+from tta.experiment import RunConfig
+from tta.store import Store
+from tta.sweep import parse_shift, plan, read_grid
+from tta.sweep.cells import cell_id, rerun_command
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_grid_file_expands_every_axis_with_variants(tmp_path) -> None:
+    (tmp_path / "grid.toml").write_text(
+        'shifts = ["continual", "continual@0.1", "iid@sorted"]\nseeds = [1, 2]\n'
+        '[[models]]\nname = "resnet20"\ncheckpoint = "ck/r20.th"\n'
+        '[[methods]]\nname = "tent"\nvariants = [{}, { lr = 0.0001 }]\n'
+        '[run]\nn_examples = 300\ndata_dir = "data"\n'
+    )
+    grid = read_grid(tmp_path / "grid.toml")
+    cells = grid.cells()
+    assert len(cells) == 2 * 3 * 2  # variants x shifts x seeds
+    assert {(c.shift, c.delta, c.sort_labels) for c in cells} == {("continual", None, False), ("continual", 0.1, False),
+                                                                   ("iid", None, True)}
+    assert sorted({json.dumps(c.options) for c in cells}) == ['{"lr": 0.0001}', "{}"]
+    assert {c.n_examples for c in cells} == {300}
+    # paths in the file are relative to the file
+    assert cells[0].checkpoint == str((tmp_path / "ck" / "r20.th").resolve())
+    assert cells[0].data_dir == str((tmp_path / "data").resolve())
+
+
+@pytest.mark.parametrize("text", ["continual@", "continual@often", "@0.1"])
+def test_bad_shift_variants_are_refused_with_the_syntax(text) -> None:
+    with pytest.raises(InputError, match="delta|shift"):
+        parse_shift(text)
+
+
+def test_grid_axes_are_not_run_settings(tmp_path) -> None:
+    (tmp_path / "g.toml").write_text('[run]\nseed = 3\n')
+    with pytest.raises(InputError, match="axes of the grid"):
+        read_grid(tmp_path / "g.toml")
+
+
+def test_content_id_ignores_machine_settings_but_not_results_settings() -> None:
+    kw = dict(dataset="cifar10", fingerprint="f" * 16, checkpoint_sha256="ab", version="1")
+    base = cell_id(RunConfig(method="tbn", seed=1, data_dir="/a", threads=1), **kw)
+    assert base == cell_id(RunConfig(method="tbn", seed=1, data_dir="/b", threads=2, device="cpu"), **kw)
+    assert base != cell_id(RunConfig(method="tbn", seed=2, data_dir="/a"), **kw)
+    assert base != cell_id(RunConfig(method="tbn", seed=1, options={"momentum": 0.2}), **kw)
+    assert base != cell_id(RunConfig(method="tbn", seed=1), **{**kw, "fingerprint": "e" * 16})
+    assert base != cell_id(RunConfig(method="tbn", seed=1), **{**kw, "version": "2"})
+
+
+def test_rerun_command_parses_back_to_the_same_configuration() -> None:
+    cfg = RunConfig(method="tent", shift="continual", seed=3, delta=0.1, sort_labels=False, n_examples=50,
+                    domains=["fog", "snow"], options={"lr": 0.001, "stats": "test"})
+    cmd = rerun_command(cfg)
+    assert cmd.startswith("tta run --method tent --shift continual")
+    for part in ("--seed 3", "--delta 0.1", "--n-examples 50", "--domains fog,snow", "-O lr=0.001", "-O stats=test"):
+        assert part in cmd
+
+
+def test_two_processes_claiming_the_same_cells_each_get_a_disjoint_share(tmp_path) -> None:
+    """Claims are atomic: racing writers split the cells between them, none twice, none lost."""
+    db = tmp_path / "s.db"
+    Store(db).close()
+    script = (
+        "import sys; from tta.store import Store\n"
+        "s = Store(sys.argv[1]); got = [i for i in range(200) if s.claim(f'c{i}', {}, '')]\n"
+        "print(','.join(map(str, got)))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    shares = [set(map(int, filter(None, p.communicate()[0].strip().split(",")))) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(map(len, shares)) == 200 and set.union(*shares) == set(range(200))
+
+
+def test_a_claim_of_a_dead_process_is_taken_over_but_a_live_one_is_not(tmp_path) -> None:
+    store = Store(tmp_path / "s.db")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = __import__("socket").gethostname()
+    assert store.claim("a", {}, "", owner=f"{host}:{dead.pid}")
+    assert store.claim("b", {}, "", owner=f"{host}:{os.getpid()}")
+    assert store.claim("a", {}, "")  # its owner is gone
+    assert not store.claim("b", {}, "", owner=f"{host}:999999999")  # its owner (this process) lives
+    assert store.rows()[0]["attempts"] == 2
+
+
+# -- real sweeps on the shared ResNet-20 and real CIFAR-10 images --------------------------------
+
+
+def _args(small_cifar_c_dir: Path, resnet20_checkpoint: Path) -> list[str]:
+    return ["--datasets", "cifar10", "--data-dir", str(small_cifar_c_dir), "--model", "resnet20",
+            "--checkpoint", str(resnet20_checkpoint), "--domains", "noise_low,noise_high", "--n-examples", "40",
+            "--batch-size", "20", "-q"]
+
+
+def _sweep(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "tta", "sweep", *args], capture_output=True, text=True, env=env,
+                          timeout=600, **kw)
+
+
+def _cells(db: Path) -> list[tuple]:
+    return sqlite3.connect(db).execute("SELECT id, status, method, seed, mean_error, attempts FROM cells").fetchall()
+
+
+@pytest.mark.realdata
+def test_sweep_runs_each_cell_once_records_failures_and_resumes(small_cifar_c_dir, resnet20_checkpoint, tmp_path):
+    db = tmp_path / "runs.db"
+    base = _args(small_cifar_c_dir, resnet20_checkpoint)
+    first = _sweep(["--store", str(db), "--methods", "source,tbn", "--shifts", "continual,iid", "--seeds", "1", *base])
+    assert first.returncode == 0, first.stderr
+    rows = _cells(db)
+    assert len(rows) == 4 and {r[1] for r in rows} == {"done"}
+    # a direct `tta run` of one cell gives the same error: the store holds the run's own numbers
+    res = CliRunner().invoke(cli, ["run", "--method", "tbn", "--shift", "iid", "--seed", "1", "--dataset", "cifar10",
+                                   *base[2:-1], "--output", str(tmp_path / "tbn.json"), "-q"])
+    assert res.exit_code == 0, res.output
+    direct = json.loads((tmp_path / "tbn.json").read_text())
+    stored = [d for d in Store(db).documents() if d["method"]["name"] == "tbn" and d["stream"]["shift"] == "iid"]
+    assert stored[0]["metrics"]["domain_errors"] == direct["metrics"]["domain_errors"]
+    # importing that result file finds its cell already done (same content id)
+    imp = CliRunner().invoke(cli, ["store", "import", str(db), str(tmp_path / "tbn.json")])
+    assert "imported 0 of 1" in imp.output, imp.output
+    # rerun: nothing new; a failing cell (unknown option) is recorded with its error, not dropped
+    again = _sweep(["--store", str(db), "--methods", "source,tbn,tent", "--shifts", "continual,iid", "--seeds", "1",
+                    "-O", "no_such_option=1", *base])
+    assert again.returncode == 1
+    rows = _cells(db)
+    failed = [r for r in rows if r[1] == "failed"]
+    assert failed and all(r[5] == 1 for r in failed)
+    err = sqlite3.connect(db).execute("SELECT error FROM cells WHERE status = 'failed'").fetchone()[0]
+    assert "no_such_option" in err
+    # without --retry-failed they stay failed and are not rerun; with it they run again
+    third = _sweep(["--store", str(db), "--methods", "source,tbn,tent", "--shifts", "continual,iid", "--seeds", "1",
+                    "-O", "no_such_option=1", *base])
+    assert "failed before (use --retry-failed)" in third.stderr
+    assert all(r[5] == 1 for r in _cells(db) if r[1] == "failed")
+    _sweep(["--store", str(db), "--methods", "source,tbn,tent", "--shifts", "continual,iid", "--seeds", "1",
+            "-O", "no_such_option=1", "--retry-failed", *base])
+    assert all(r[5] == 2 for r in _cells(db) if r[1] == "failed")
+    first_four = _sweep(["--store", str(db), "--methods", "source,tbn", "--shifts", "continual,iid", "--seeds", "1", *base])
+    assert "nothing to run: every cell is done" in first_four.stderr
+
+
+@pytest.mark.realdata
+def test_a_killed_sweep_resumes_and_every_cell_ends_done_once(small_cifar_c_dir, resnet20_checkpoint, tmp_path):
+    db = tmp_path / "runs.db"
+    args = ["--store", str(db), "--methods", "source,tbn,tbn-ema", "--shifts", "continual,iid", "--seeds", "1",
+            *_args(small_cifar_c_dir, resnet20_checkpoint)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (db.exists() and any(r[1] == "done" for r in _cells(db))):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-sweep
+    proc.wait()
+    before = _cells(db)
+    assert 1 <= sum(r[1] == "done" for r in before) < 6
+    resumed = _sweep(args)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = _cells(db)
+    assert len(rows) == 6 and len({r[0] for r in rows}) == 6 and {r[1] for r in rows} == {"done"}
+    # cells finished before the kill kept their result and were not run again
+    done_before = {r[0]: r[4] for r in before if r[1] == "done"}
+    assert all(r[5] == 1 and r[4] == done_before[r[0]] for r in rows if r[0] in done_before)
+    assert f"done before {len(done_before)}" in resumed.stderr
+
+
+@pytest.mark.realdata
+def test_two_concurrent_sweeps_on_one_store_finish_the_grid_without_duplicates(small_cifar_c_dir, resnet20_checkpoint,
+                                                                               tmp_path):
+    db = tmp_path / "runs.db"
+    args = ["--store", str(db), "--methods", "source,tbn,tbn-ema", "--shifts", "continual,iid", "--seeds", "1,2",
+            *_args(small_cifar_c_dir, resnet20_checkpoint)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    ran = [int(o.split("ran ")[-1].split(",")[0]) for o in outs]
+    assert sum(ran) == 12  # every cell run by exactly one of the two
+    rows = _cells(db)
+    assert len(rows) == 12 and {r[1] for r in rows} == {"done"} and all(r[5] == 1 for r in rows)
+    docs = Store(db).documents()
+    assert len(docs) == 12
+    assert len({(d["method"]["name"], d["stream"]["shift"], d["stream"]["seed"]) for d in docs}) == 12

@@ -1,0 +1,196 @@
+"""``tta.run``: one run, owned by the library: prepare, resume, adapt online, write the result.
+
+The command line (``tta run``), sweeps (``tta sweep``) and notebooks all call
+``run(config, output=...)``; the CLI only parses flags and prints. Output paths
+are checked before any image is adapted on, progress of a long run is saved
+beside the result (``<output>.partial.pt``) and resumed by the same call, and
+every file is written atomically through ``tta.atomic``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from . import atomic
+from .errors import InputError
+from .evaluate import RunInterrupted, evaluate
+from .experiment import Prepared, RunConfig, finish, prepare
+from .lock import output_lock
+from .results import check_overwrite, configuration
+from .resume import (data_identity, discard_partial, partial_path, resume_point, run_key, save_partial,
+                     stop_on_signals)
+
+log = logging.getLogger(__name__)
+
+#: where ``tta run`` writes when no ``--output`` is given; fields are filled from the resolved run
+DEFAULT_OUTPUT = "tta-results/{dataset}-{method}-{shift}-s{seed}.json"
+#: what matplotlib's savefig writes without extra backends
+PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
+class RunStopped(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped a run between two batches; its progress is saved in ``partial``."""
+
+    def __init__(self, stop: RunInterrupted, partial: Path | None) -> None:
+        where = f"; progress saved to {partial}" if partial is not None else ""
+        super().__init__(f"stopped before batch {stop.next_batch} of {stop.total}{where}")
+        self.next_batch, self.total, self.partial = stop.next_batch, stop.total, partial
+
+
+@dataclass
+class RunOutcome:
+    """A finished run: its result document, where it was written, and the batch it resumed at."""
+
+    doc: dict[str, Any]
+    output: Path | None
+    resumed_at_batch: int
+
+
+def as_config(config: RunConfig | Mapping[str, Any]) -> RunConfig:
+    """A ``RunConfig`` from itself or a mapping of its fields; unknown keys are an error naming them."""
+    if isinstance(config, RunConfig):
+        return config
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise InputError(f"unknown run setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return RunConfig(**dict(config))
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail before a run starts when ``path`` cannot be written."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise InputError(f"output path {path} is a directory; pass a file name such as {path / 'result.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
+        raise InputError(f"cannot write the result to {path} ({why}); pass --output in a writable folder") from None
+    return path
+
+
+def resolve_output(output: str | Path, prepared: Prepared) -> Path:
+    """``output`` with ``{dataset}``, ``{method}``, ``{shift}`` and ``{seed}`` filled in from the prepared run."""
+    text = str(output)
+    if "{" in text:
+        cfg = prepared.config
+        text = text.format(dataset=prepared.source.dataset, method=cfg.method, shift=cfg.shift, seed=cfg.seed)
+    return Path(text).expanduser()
+
+
+def check_plot_support(plot: str | Path | None) -> None:
+    """Fail before a run starts when ``plot`` names a format matplotlib cannot write, or matplotlib is missing."""
+    if plot is None:
+        return
+    suffix = Path(plot).suffix.lstrip(".").lower()
+    if suffix not in PLOT_FORMATS:
+        raise InputError(f"--plot {plot}: cannot draw a .{suffix or '(no suffix)'} file; "
+                         f"end the name in one of .{', .'.join(PLOT_FORMATS)}")
+    try:
+        import matplotlib  # noqa: F401, PLC0415
+    except ImportError:
+        raise InputError("--plot needs matplotlib; pip install 'tta[plot]' or drop --plot") from None
+
+
+def write_result(path: Path, doc: dict[str, Any]) -> None:
+    """The result document as JSON, atomically."""
+    atomic.write_json(path, doc)
+
+
+def run(
+    config: RunConfig | Mapping[str, Any],
+    output: str | Path | None = None,
+    *,
+    resume: bool = True,
+    partial: str | Path | None = None,
+    checkpoint_every_s: float = 120.0,
+    export_order: str | Path | None = None,
+    plot: str | Path | None = None,
+    progress: bool = False,
+    overwrite: bool = False,
+    confirm_download: Callable[[str], bool] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """Run ``config`` once and return its result; write it to ``output`` when given.
+
+    ``output`` may hold ``{dataset}``/``{method}``/``{shift}``/``{seed}`` (see ``DEFAULT_OUTPUT``).
+    With ``resume``, progress is saved to ``partial`` (default ``<output>.partial.pt``)
+    every ``checkpoint_every_s`` seconds, and a rerun of the same run continues from
+    there; ``resume=False`` starts over. While it runs, ``output`` is locked against a
+    second run; a result of another configuration there is replaced only with
+    ``overwrite``. SIGINT/SIGTERM stop the run after the current batch with its progress
+    saved and raise ``RunStopped``. ``notify`` receives the user-facing notes
+    (data found, demo, resuming); by default they are logged.
+    """
+    config = as_config(config)
+    say = notify or log.info
+    # Every output path is checked before the run, so a bad one costs nothing.
+    for path in (output, export_order, plot):
+        if path is not None and "{" not in str(path):
+            check_writable(path)
+    check_plot_support(plot)
+    prepared = prepare(config, confirm_download=confirm_download)
+    for note in prepared.notes:
+        say(note)
+    if prepared.source.is_demo:
+        from .results import DEMO_BANNER  # noqa: PLC0415
+
+        say(f"*** {DEMO_BANNER} ***")
+    if export_order is not None:
+        prepared.stream.export_order(export_order)
+    out = check_writable(resolve_output(output, prepared)) if output is not None else None
+    if partial is None and out is not None:
+        partial = partial_path(out)
+    partial = Path(partial) if partial is not None else None
+    with contextlib.ExitStack() as stack:
+        if out is not None:
+            stack.enter_context(output_lock(out))
+            replaced = check_overwrite(out, configuration(
+                config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
+                prepared.stream.fingerprint()), overwrite)
+        else:
+            replaced = None
+        doc, start = _online_pass(prepared, partial, resume, checkpoint_every_s, progress, say)
+        if plot is not None:  # drawn before the result is written, so a failed plot leaves nothing half-done
+            from .plotting import plot_error_curve  # noqa: PLC0415  (matplotlib is optional)
+
+            plot_error_curve(doc, plot)
+        if out is not None:
+            write_result(out, doc)
+        discard_partial(partial)
+    if replaced:
+        say(replaced)
+    return RunOutcome(atomic.json_safe(doc), out, start)
+
+
+def _online_pass(prepared: Prepared, partial: Path | None, resume: bool, checkpoint_every_s: float,
+                 progress: bool, say: Callable[[str], None]) -> tuple[dict[str, Any], int]:
+    """The online loop, resumed from ``partial`` when it holds this run's progress; (result, start batch)."""
+    config = prepared.config
+    key = run_key(prepared.stream.fingerprint(), config.method, prepared.hparams, prepared.model_info,
+                  data_identity(prepared.source, prepared.stream.domains))
+    start, tally = resume_point(partial, key, prepared.adapted, fresh=not resume)
+    if start:
+        say(f"resuming at batch {start} of {len(prepared.stream)} from {partial} (--fresh to start over)")
+    save = (lambda nxt, t: save_partial(partial, key, nxt, t, prepared.adapted)) if partial is not None else None
+    try:
+        with stop_on_signals() as should_stop:
+            metrics = evaluate(
+                prepared.adapted, prepared.stream, device=prepared.device, progress=progress, start_batch=start,
+                tally=tally, checkpoint=save, checkpoint_every_s=checkpoint_every_s, should_stop=should_stop,
+            )
+    except RunInterrupted as stop:
+        raise RunStopped(stop, partial) from None
+    doc = finish(prepared, metrics)
+    doc["stream"]["resumed_at_batch"] = start
+    return doc, start

@@ -1,0 +1,106 @@
+"""Where the cells of a sweep run: ``local`` worker processes, or tasks on a Ray cluster.
+
+A backend has ``slots`` (how many cells run at once), ``submit(config, partial)``
+returning a handle, ``wait(handles)`` returning ``[(handle, outcome)]`` for the cells
+that finished (``outcome`` as from ``tta.sweep.worker.run_cell``), and ``close()``.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+from typing import Any
+
+from ..errors import InputError
+from .worker import run_cell
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("local", "ray")
+
+
+def _init_worker() -> None:
+    # Each worker in its own session: Linux schedules CPU fairly between sessions (autogroup), so
+    # workers left in the sweep's session would share one session's share of a busy machine, and
+    # a second worker would only halve the speed of the first. Ray's workers get their own too.
+    if hasattr(os, "setsid"):
+        try:
+            os.setsid()
+        except OSError:
+            pass
+    # one torch thread per worker: N workers share the cores instead of oversubscribing them
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+
+
+class LocalBackend:
+    """``jobs`` worker processes on this machine (spawned, one torch thread each)."""
+
+    def __init__(self, jobs: int = 1) -> None:
+        if jobs < 1:
+            raise InputError(f"--jobs must be >= 1, got {jobs}")
+        self.slots = jobs
+        self.pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_init_worker)
+
+    def submit(self, config: dict[str, Any], partial: str | None) -> cf.Future:
+        return self.pool.submit(run_cell, config, partial)
+
+    def wait(self, handles: list[cf.Future]) -> list[tuple[cf.Future, dict[str, Any]]]:
+        done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
+        out = []
+        for fut in done:
+            try:
+                out.append((fut, fut.result()))
+            except Exception as exc:  # noqa: BLE001  (a worker process that died takes its cell with it)
+                out.append((fut, {"error": f"worker process failed: {type(exc).__name__}: {exc}"}))
+        return out
+
+    def close(self, cancel: bool = False) -> None:
+        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+class RayBackend:
+    """Ray core tasks: one CPU (and one GPU where the cluster has GPUs) per cell; a task whose worker dies is retried."""
+
+    def __init__(self, address: str | None = None, jobs: int | None = None, max_retries: int = 3) -> None:
+        try:
+            import ray  # noqa: PLC0415
+        except ImportError:
+            raise InputError("the ray backend needs Ray; pip install 'tta[ray]' (or use --backend local)") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            # an existing cluster at --address; else a local one on this machine
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        resources = ray.cluster_resources()
+        gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+        self.remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=max_retries)(run_cell)
+        self.slots = jobs or max(1, int(resources.get("GPU", 0)) if gpus else int(resources.get("CPU", 1)))
+        log.info("ray backend: %s, %d cell(s) at once, %d GPU(s) per cell", resources, self.slots, gpus)
+
+    def submit(self, config: dict[str, Any], partial: str | None) -> Any:
+        return self.remote.remote(config, partial)
+
+    def wait(self, handles: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
+        ready, _ = self.ray.wait(handles, num_returns=1)
+        out = []
+        for ref in ready:
+            try:
+                out.append((ref, self.ray.get(ref)))
+            except self.ray.exceptions.RayError as exc:  # retries exhausted, or the task could not run
+                out.append((ref, {"error": f"ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"}))
+        return out
+
+    def close(self, cancel: bool = False) -> None:
+        pass  # the cluster (ours or --address's) outlives one sweep; ray.shutdown() is the caller's choice
+
+
+def make_backend(name: str, jobs: int | None = None, address: str | None = None) -> LocalBackend | RayBackend:
+    if name == "local":
+        return LocalBackend(jobs or 1)
+    if name == "ray":
+        return RayBackend(address=address, jobs=jobs)
+    raise InputError(f"unknown sweep backend {name!r}; choose one of: {', '.join(BACKENDS)}")
