@@ -4,6 +4,8 @@ UnMix-TNS fork runs it (IABN swapped into the pretrained BN model, PBRS, HLoss o
 The reference (``RefNOTE``, ``RefPBRS``, ``RefIABN2d`` in ``test_note_parts``) is written from
 the official files with Python lists; its ``random`` draws come from ``TorchRandom`` seeded
 like the adapter's generator (``seed=``), so equal memories also prove equal draw order.
+Both run in float64 through the adapter's registered step (``adapt_forward``; ``forward``
+admits float32 images only).
 Fed the same noisy real CIFAR-10 batches through the shared ResNet-20, outputs, IABN
 running statistics, trained parameters and the memory (labels, order, samples) agree
 over 240 samples: the memory fills, evicts and three updates fire, each mid-batch.
@@ -56,7 +58,7 @@ def test_note_adapter_equals_the_fork_step_through_fill_eviction_and_updates(res
     for b in range(N_IMAGES // BATCH):
         x = x_all[BATCH * b : BATCH * (b + 1)]
         want = ref.forward(x)
-        got = adapter(x)
+        got = adapter.adapt_forward(x)  # the registered step; forward itself refuses float64 input
         torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)  # eval-mode logits before any update
         check_memory(adapter, ref)
         assert_same_iabn(adapter.model, ref.model, 1e-9)
@@ -94,7 +96,7 @@ def test_note_over_unmix_tns_equals_the_fork_composition(resnet20, stream):
     assert not any(type(m).__name__ == "InstanceAwareBatchNorm" for m in adapter.model.modules())
     for b in range(3):  # 144 samples: updates at 64 and 128, mid-batch
         x = x_all[BATCH * b : BATCH * (b + 1)]
-        torch.testing.assert_close(adapter(x), ref.forward(x), atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(adapter.adapt_forward(x), ref.forward(x), atol=1e-9, rtol=1e-9)  # float64
         check_memory(adapter, ref)
         assert_close_lists(components(adapter.model), components(ref.model), 1e-9)
     for p_s, p_r in zip(adapter.model.parameters(), ref.model.parameters()):
