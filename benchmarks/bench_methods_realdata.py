@@ -2,7 +2,8 @@
 
 The full-size version of tests/test_methods_realdata.py: the shared ResNet-20, all 10,000
 shared CIFAR-10 test images plus N(0, 0.1^2) noise (seed 0, clipped to [0, 1]), batch 64,
-one pass. "sorted" is the stored class-sorted row order (a fully label-correlated stream);
+one pass (``--sigma 0``: the clean images). ``dataset=cifar10`` selects the UnMix-TNS protocol's
+learning rate (1e-5) for rotta/note over UnMix-TNS. "sorted" is the stored class-sorted row order (a fully label-correlated stream);
 "iid" is a seeded shuffle (seed 1).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_methods_realdata.py [--shared ../shared] [--step 1]
@@ -43,6 +44,12 @@ METHODS: list[tuple[str, dict]] = [
     ("cotta", {"dataset": "cifar10"}),
     ("roid", {"dataset": "cifar10", "stats": "unmix-tns", "stats_options": {"K": 16}}),
     ("cotta", {"dataset": "cifar10", "stats": "unmix-tns", "stats_options": {"K": 16}}),
+    ("rotta", {}),
+    ("rotta", {"stats": "unmix-tns", "stats_options": {"K": 16, "seed": 0}, "dataset": "cifar10"}),
+    ("note", {}),
+    ("note", {"stats": "unmix-tns", "stats_options": {"K": 16, "seed": 0}, "dataset": "cifar10"}),
+    ("lame", {}),
+    ("lame", {"stats": "unmix-tns", "stats_options": {"K": 16, "seed": 0}}),
 ]
 
 

@@ -26,8 +26,11 @@ from test_methods_stats import batches, tiny_net
 
 ALL = sorted([*METHODS, MEMORY_TEACHER])
 STATS_ONLY = [n for n in METHODS if get_method(n).stats_only]
+#: methods that never build a graph: statistics-only ones and output adjustments (lame)
+NO_GRAD = [n for n in METHODS if not get_method(n).needs_grad]
 #: options that exercise the stateful paths of some methods (optional; any method works without)
-EXTRA = {"tbn": {"prior": 4}, "unmix-tns": {"K": 3, "seed": 0}}
+EXTRA = {"tbn": {"prior": 4}, "unmix-tns": {"K": 3, "seed": 0},
+         "rotta": {"memory_size": 6, "update_frequency": 4}, "note": {"memory_size": 6, "update_frequency": 4}}
 
 
 def build(model: nn.Module, name: str, **options):
@@ -127,7 +130,7 @@ def test_the_memory_teacher_recipe_really_carries_memory_teacher_and_moments():
     assert any(not torch.equal(p, t[k]) for k, p in a.model.named_parameters())
 
 
-@pytest.mark.parametrize("name", STATS_ONLY)
+@pytest.mark.parametrize("name", NO_GRAD)
 def test_statistics_only_methods_run_under_inference_mode_and_after_it(name):
     net, xs = tiny_net(), batches(3)
     a, b = build(net, name), build(net, name)
@@ -139,7 +142,7 @@ def test_statistics_only_methods_run_under_inference_mode_and_after_it(name):
     assert not any(t.is_inference() for t in _tensors(a.state_dict()).values())
 
 
-@pytest.mark.parametrize("name", STATS_ONLY)
+@pytest.mark.parametrize("name", NO_GRAD)
 def test_fast_path_equals_the_autograd_path(name):
     """Outside autograd the layers use fused kernels; inside, plain differentiable ops."""
     net, xs = tiny_net(), batches(2)
@@ -157,14 +160,14 @@ def test_fast_path_equals_the_autograd_path(name):
         assert torch.allclose(u.float(), v.float(), atol=1e-5), k
 
 
-@pytest.mark.parametrize("name", STATS_ONLY)
+@pytest.mark.parametrize("name", NO_GRAD)
 def test_statistics_only_methods_build_no_graph(name):
     a = build(tiny_net(), name)
     out = a(batches(1)[0].requires_grad_(True))
     assert not out.requires_grad
 
 
-@pytest.mark.parametrize("name", sorted(set(ALL) - set(STATS_ONLY)))
+@pytest.mark.parametrize("name", sorted(set(ALL) - set(NO_GRAD)))
 def test_gradient_methods_refuse_inference_mode(name):
     a = build(tiny_net(), name, **REQUIRED.get(name, {}))
     with torch.inference_mode(), pytest.raises(TTAError, match="inference_mode"):

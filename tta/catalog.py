@@ -17,7 +17,7 @@ def methods() -> list[str]:
     lines = []
     pad = f"{'':16s}   "
     for name, recipe in METHODS.items():
-        kind = "statistics policy" if recipe.stats_only else "gradient"
+        kind = "statistics policy" if recipe.stats_only else "gradient" if recipe.needs_grad else "no gradients"
         lines.append(f"{name:16s} {recipe.summary}")
         lines.append(f"{pad}kind: {kind}; paper: {recipe.paper}")
         described = recipe.options.describe()

@@ -176,7 +176,9 @@ def evaluate(
         with torch.no_grad():
             logits = logits.detach().float()
             finite = torch.isfinite(logits).all(dim=1).cpu()
-            prob = torch.softmax(logits, dim=1).cpu()
+            # an adapter whose output is already probabilities (LAME) is scored as it is
+            probabilities = getattr(adapted, "output", "logits") == "probabilities"
+            prob = (logits if probabilities else torch.softmax(logits, dim=1)).cpu()
         conf, pred = prob.max(dim=1)
         healthy = tally.collapsed_at is None
         tally.add(pred, conf, batch.y, batch.domain, keep_predictions, finite)

@@ -73,6 +73,10 @@ class Adapter(nn.Module, metaclass=_SnapshotAfterInit):
         batch_context: takes per-batch keyword arguments of ``forward`` (e.g. ``domain_ids``).
     """
 
+    #: what ``forward`` returns: "logits", or "probabilities" for methods whose official output is
+    #: a probability vector (LAME); ``tta run`` takes the softmax of logits only
+    output: str = "logits"
+
     def __init__(
         self,
         model: nn.Module,

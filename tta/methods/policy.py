@@ -100,7 +100,8 @@ def register_stats(cls: type[StatsPolicy]) -> type[StatsPolicy]:
     if cls.name != "none":
         METHODS.add(cls.name, Recipe(cls.name, cls.summary, cls.paper, cls.options,
                                      lambda model, opts: stats_adapter(cls, model, opts), cls.notes,
-                                     stats_only=True, min_batch_size=cls.min_batch_size))
+                                     stats_only=True, min_batch_size=cls.min_batch_size,
+                                     needs_grad=False))
     return cls
 
 

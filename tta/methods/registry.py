@@ -52,6 +52,9 @@ class Recipe:
     stats_only: bool = False
     #: smallest batch with the generic defaults, for the listing
     min_batch_size: int = 1
+    #: False for methods that adapt without gradients (e.g. output adjustment): they run under
+    #: no_grad and inside torch.inference_mode(), like statistics-only methods
+    needs_grad: bool = True
 
     @property
     def composes_stats(self) -> bool:
@@ -119,16 +122,17 @@ def register_method(
     defaults: tuple[When, ...] = (),
     notes: str = "",
     min_batch_size: int = 1,
+    needs_grad: bool = True,
 ) -> Callable[[Callable[[nn.Module, Resolved], Adapter]], Callable[[nn.Module, Resolved], Adapter]]:
     """Decorator: register ``build(model, opts) -> Adapter`` as method ``name``.
 
     ``options`` declares every option once (type, range, generic default); ``defaults`` are
     ordered ``When`` rules per dataset / shift / other option. The decorated function is
-    returned unchanged.
+    returned unchanged. ``needs_grad=False`` declares a method that takes no gradient steps.
     """
     def deco(build: Callable[[nn.Module, Resolved], Adapter]) -> Callable[[nn.Module, Resolved], Adapter]:
         METHODS.add(name, Recipe(name, summary, paper, OptionSet(name, tuple(options), tuple(defaults)), build,
-                                 notes, min_batch_size=min_batch_size))
+                                 notes, min_batch_size=min_batch_size, needs_grad=needs_grad))
         return build
 
     return deco

@@ -1,0 +1,64 @@
+"""RoTTA's Robust BatchNorm (RBN): global statistics moved by an EMA of batch statistics.
+
+Yuan, Xie, Li, "Robust Test-Time Adaptation in Dynamic Scenarios", CVPR 2023; official
+code BIT-DA/RoTTA ``core/utils/bn_layers.py`` (``RobustBN1d/2d``). Starting from the
+source running statistics, a train-mode forward does::
+
+    mean <- (1 - alpha) * mean + alpha * batch_mean
+    var  <- (1 - alpha) * var  + alpha * batch_var        (biased, over N and spatial dims)
+    y = gamma * (x - mean) / sqrt(var + eps) + beta       (the *updated* statistics)
+
+so the output depends on the batch only through ``alpha`` times its statistics; autograd
+follows that dependence, as in the official layer (the stored copy is detached). An
+eval-mode forward normalizes with the stored statistics and changes nothing.
+alpha = 0.05 is the official ``ADAPTER.RoTTA.ALPHA``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .stats import SourceStatsMixin, batch_stats, normalize
+
+DEFAULT_ALPHA = 0.05
+
+
+class RobustBatchNorm(SourceStatsMixin, nn.Module):
+    """RBN for BatchNorm1d/2d inputs: normalizes with EMA global statistics (see module doc).
+
+    Buffers: ``source_mean/var`` (kept for reference), ``global_mean/var`` (the state).
+    """
+
+    def __init__(self, bn: nn.Module, alpha: float = DEFAULT_ALPHA) -> None:
+        super().__init__()
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"RBN alpha must lie in [0, 1], got {alpha}; the official value is 0.05")
+        self.copy_from_bn(bn)
+        self.alpha = float(alpha)
+        self.register_buffer("global_mean", self.source_mean.clone())
+        self.register_buffer("global_var", self.source_var.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return normalize(x, self.global_mean, self.global_var, self.weight, self.bias, self.eps)
+        b_mean, b_var = batch_stats(x)  # biased, differentiable
+        mean = (1 - self.alpha) * self.global_mean + self.alpha * b_mean
+        var = (1 - self.alpha) * self.global_var + self.alpha * b_var
+        with torch.no_grad():
+            self.global_mean.copy_(mean)
+            self.global_var.copy_(var)
+        return normalize(x, mean, var, self.weight, self.bias, self.eps)
+
+    def reset_statistics(self) -> None:
+        """Back to the source statistics (the affine parameters are left alone)."""
+        with torch.no_grad():
+            self.global_mean.copy_(self.source_mean)
+            self.global_var.copy_(self.source_var)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, alpha={self.alpha}"
+
+
+def make_layer(bn: nn.Module, alpha: float = DEFAULT_ALPHA) -> RobustBatchNorm:
+    """An RBN layer copying ``bn``'s gamma, beta, eps and running statistics."""
+    return RobustBatchNorm(bn, alpha)
