@@ -117,6 +117,8 @@ def prepare_stream(
     if delta == "default":
         delta = DEFAULT_DELTA.get(source.dataset, 0.1)
     batch_size = config.batch_size or DATASET_BATCH_SIZE.get(source.dataset, DEFAULT_BATCH_SIZE)
+    if source.dataset != "imagenet":  # the subset means nothing elsewhere; keep what was asked
+        subset = config.imagenet_subset
     config = replace(config, batch_size=batch_size, imagenet_subset=subset)  # results record the resolved values
     stream = make_stream(
         source, config.shift, domains=config.domains, severity=config.severity, batch_size=batch_size,

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..augment.cotta import COTTA_AUGMENT, AugmentConfig, augment_views, sample_view_params
+from .param_select import weight_bias_parameters
 from .view_forward import forward_views
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,8 @@ def configure_cotta(model: nn.Module) -> nn.Module:
 
 
 def cotta_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """The weights and biases CoTTA trains and restores, in the official module walk order."""
-    out = []
-    for mod_name, m in model.named_modules():
-        for name, p in m.named_parameters(recurse=False):
-            if name in ("weight", "bias") and p.requires_grad:
-                out.append((f"{mod_name}.{name}" if mod_name else name, p))
-    return out
+    """The weights and biases CoTTA trains and restores: every module's."""
+    return weight_bias_parameters(model)
 
 
 @dataclass

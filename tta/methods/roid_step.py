@@ -34,6 +34,7 @@ from torch import nn
 
 from ..augment.cotta import ROID_AUGMENT, AugmentConfig, augment_views, sample_view_params
 from ..errors import InputError
+from .param_select import weight_bias_parameters
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,7 @@ def configure_roid(model: nn.Module, norm_types: tuple[type[nn.Module], ...] = N
 def roid_parameters(model: nn.Module, norm_types: tuple[type[nn.Module], ...] = NORM_TYPES
                     ) -> list[tuple[str, nn.Parameter]]:
     """The trainable weight/bias of the norm layers (``collect_params``)."""
-    out = []
-    for mod_name, m in model.named_modules():
-        if isinstance(m, norm_types):
-            for name, p in m.named_parameters(recurse=False):
-                if name in ("weight", "bias") and p.requires_grad:
-                    out.append((f"{mod_name}.{name}" if mod_name else name, p))
-    return out
+    return weight_bias_parameters(model, tuple(norm_types))
 
 
 @dataclass
