@@ -77,14 +77,19 @@ def test_two_processes_claiming_the_same_cells_each_get_a_disjoint_share(tmp_pat
     """Claims are atomic: racing writers split the cells between them, none twice, none lost."""
     db = tmp_path / "s.db"
     Store(db).close()
+    # Each process stays alive until all have claimed: a claim of an exited process would
+    # rightly be taken over as abandoned, which is not what this test is about.
     script = (
         "import sys; from tta.store import Store\n"
         "s = Store(sys.argv[1]); got = [i for i in range(200) if s.claim(f'c{i}', {}, '')]\n"
-        "print(','.join(map(str, got)))\n"
+        "print(','.join(map(str, got)), flush=True)\n"
+        "sys.stdin.read()\n"
     )
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True)
-             for _ in range(3)]
-    shares = [set(map(int, filter(None, p.communicate()[0].strip().split(",")))) for p in procs]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    shares = [set(map(int, filter(None, p.stdout.readline().strip().split(",")))) for p in procs]
+    for p in procs:
+        p.communicate("")
     assert all(p.returncode == 0 for p in procs)
     assert sum(map(len, shares)) == 200 and set.union(*shares) == set(range(200))
 
