@@ -108,8 +108,12 @@ def _ranked_table(board: Board, published: list[dict[str, Any]]) -> str:
         delta = None if source is None else mean - source.mean_error
         ips = row.mean("images_per_s")
         cost = source.mean("images_per_s") / ips if source is not None and ips > 0 else None
-        flag = ' <span class="collapsed" title="last domain >10 points worse than no adaptation">collapsed</span>' \
-            if _collapsed(row, source) else ""
+        if row.collapsed:  # the logits became NaN or infinite
+            flag = f' <span class="collapsed" title="{escape("; ".join(row.collapsed))}">collapsed (non-finite)</span>'
+        elif _collapsed(row, source):
+            flag = ' <span class="collapsed" title="last domain >10 points worse than no adaptation">collapsed</span>'
+        else:
+            flag = ""
         cells = [f"<td>{rank}</td>", f'<td class=l><a href="#prov-{rank}">{escape(row.label)}</a>{flag}</td>',
                  f"<td>{len(row.runs)}</td>",
                  f"<td>{mean:.1f}{' ± ' + format(row.spread, '.1f') if row.spread is not None else ''}</td>",
@@ -177,7 +181,9 @@ def _setting_page(i: int, board: Board, entries: list[dict[str, Any]]) -> str:
     body.append("<h2>Ranking</h2>")
     body.append("<p>Error % (lower is better), mean over seeds ± sample std. Δ vs source: the difference to no "
                 "adaptation. × source forward: wall time per image relative to the source model's forward "
-                "(same run settings). Peak MB: " + escape(any_doc["metrics"].get("memory_kind", "")) + ".</p>")
+                "(same run settings). Peak MB: " + escape(any_doc["metrics"].get("memory_kind", "")) + ". "
+                "<span class=collapsed>collapsed</span>: the last domain ends more than 10 points worse than no "
+                "adaptation; <span class=collapsed>collapsed (non-finite)</span>: the logits became NaN or infinite.</p>")
     body.append(_ranked_table(board, published))
     body.append(_published_note(published, board))
     labels = [r.label for r in board.rows]
