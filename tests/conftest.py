@@ -78,3 +78,19 @@ def tiny(tmp_path_factory) -> Path:
         np.save(root / f"{split}_images.npy", images.astype(np.uint8))
         np.save(root / f"{split}_labels.npy", labels)
     return root
+
+
+def random_cifar_c(root: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
+    """A CIFAR-10-C-layout folder of random gaussian_noise images (n per severity) and a random
+    ResNet-20 checkpoint under ``root``: (data folder, checkpoint), for CLI tests that need no real data."""
+    folder = root / "CIFAR-10-C"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    np.save(folder / "gaussian_noise.npy", rng.integers(0, 256, (5 * n, 32, 32, 3), dtype=np.uint8))
+    np.save(folder / "labels.npy", np.tile(np.arange(n) % 10, 5).astype(np.uint8))
+    ckpt = root / "rand20.pt"
+    from tta import build_model  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    torch.save(build_model("resnet20").state_dict(), ckpt)
+    return root, ckpt

@@ -5,13 +5,12 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from tta import build_model
 from tta.cli.main import cli
+from conftest import random_cifar_c
 
 N = 20
 
@@ -19,14 +18,7 @@ N = 20
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    folder = root / "CIFAR-10-C"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    np.save(folder / "gaussian_noise.npy", rng.integers(0, 256, (5 * N, 32, 32, 3), dtype=np.uint8))
-    np.save(folder / "labels.npy", np.tile(np.arange(N) % 10, 5).astype(np.uint8))
-    ckpt = root / "rand20.pt"
-    torch.manual_seed(0)
-    torch.save(build_model("resnet20").state_dict(), ckpt)
+    root, ckpt = random_cifar_c(root, N)
     return ["--data-dir", str(root), "--model", "resnet20", "--checkpoint", str(ckpt), "--domains", "gaussian_noise",
             "--batch-size", "10"]
 

@@ -15,6 +15,7 @@ from tta.evaluate import evaluate
 from tta.leaderboard import build, render
 from tta.results import markdown_table
 from tta.streams import make_stream
+from conftest import random_cifar_c
 
 N = 40  # images per severity
 
@@ -22,14 +23,7 @@ N = 40  # images per severity
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("rec")
-    folder = root / "CIFAR-10-C"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    np.save(folder / "gaussian_noise.npy", rng.integers(0, 256, (5 * N, 32, 32, 3), dtype=np.uint8))
-    np.save(folder / "labels.npy", np.tile(np.arange(N) % 10, 5).astype(np.uint8))
-    ckpt = root / "rand20.pt"
-    torch.manual_seed(0)
-    torch.save(build_model("resnet20").state_dict(), ckpt)
+    root, ckpt = random_cifar_c(root, N)
     return root, ckpt
 
 
