@@ -1,4 +1,4 @@
-"""UnMix-TNS against a direct re-computation of spec §1.2-1.5 written here with (B, K, C) tensors."""
+"""UnMix-TNS against a direct re-computation of the official layer (devavratTomar/unmixtns), written here with (B, K, C) tensors."""
 from __future__ import annotations
 
 import math
