@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..augment.cotta import COTTA_AUGMENT, AugmentConfig, augment_views, sample_view_params
-from .param_select import weight_bias_parameters
+from .param_select import use_batch_statistics, weight_bias_parameters
 from .view_forward import forward_views
 
 log = logging.getLogger(__name__)
@@ -72,14 +72,7 @@ class CoTTAHyper:
 
 def configure_cotta(model: nn.Module) -> nn.Module:
     """In place: BatchNorm2d on batch statistics, every parameter trainable, eval mode otherwise."""
-    model.eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.track_running_stats = False
-            m.running_mean = None
-            m.running_var = None
-        elif isinstance(m, nn.BatchNorm1d):
-            m.train()
+    use_batch_statistics(model)
     model.requires_grad_(True)
     return model
 

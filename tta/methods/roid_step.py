@@ -34,7 +34,7 @@ from torch import nn
 
 from ..augment.cotta import ROID_AUGMENT, AugmentConfig, augment_views, sample_view_params
 from ..errors import InputError
-from .param_select import weight_bias_parameters
+from .param_select import use_batch_statistics, weight_bias_parameters
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,9 @@ class RoidHyper:
 
 def configure_roid(model: nn.Module, norm_types: tuple[type[nn.Module], ...] = NORM_TYPES) -> nn.Module:
     """In place: eval mode, BatchNorm2d on batch statistics, only norm-layer affine trainable."""
-    model.eval()
+    use_batch_statistics(model)
     model.requires_grad_(False)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.track_running_stats = False
-            m.running_mean = None
-            m.running_var = None
-        elif isinstance(m, nn.BatchNorm1d):
-            m.train()
         if isinstance(m, norm_types):
             m.requires_grad_(True)
     return model
