@@ -260,6 +260,27 @@ def test_sar_lr_follows_reference_scaling():
         sar_lr(200, "svhn")
 
 
+@pytest.mark.parametrize("method", ["sar", "deyo"])
+def test_imagenet_lr_default_follows_the_run_batch_size(method):
+    """SAR's and DeYO's ImageNet scripts scale the learning rate below batch 32: the resolved
+    default follows the batch size the run gives (tta's ImageNet-C batch is 16); CIFAR keeps its
+    fixed 1e-3 and an explicit lr wins."""
+    import tta
+    from tta.methods import get_method
+
+    recipe = get_method(method)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(10))
+    model(torch.rand(2, 3, 8, 8))
+    for batch, want in ((16, 2.5e-4 / 64 * 16 * 2), (1, 2 * 2.5e-4 / 64 * 2), (64, 2.5e-4), (None, 2.5e-4)):
+        assert recipe.defaults("imagenet", "continual", batch)["lr"] == pytest.approx(want), batch
+        adapted = tta.adapt(model, method, dataset="imagenet", run_batch_size=batch)
+        assert adapted.hparams()["lr"] == pytest.approx(want)
+        assert adapted.optimizer.param_groups[0]["lr"] == pytest.approx(want)
+    assert recipe.defaults("cifar10", "continual", 16)["lr"] == 1e-3
+    assert tta.adapt(model, method, dataset="imagenet", run_batch_size=16, lr=1e-2).hparams()["lr"] == 1e-2
+    assert any("else 2.5e-4*B/32" in line for line in recipe.options.describe())
+
+
 def test_sar_refuses_plain_optimizer():
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10), nn.LayerNorm(10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

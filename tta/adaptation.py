@@ -16,6 +16,7 @@ def adapt(
     dataset: str | None = None,
     shift: str | None = None,
     run_seed: int | None = None,
+    run_batch_size: int | None = None,
     inplace: bool = False,
     channels_last: bool | None = None,
     **options: Any,
@@ -26,10 +27,12 @@ def adapt(
     select the method's documented defaults, including those of a composed statistics
     policy (``tta list methods``); ``options`` override them. ``tta run`` builds its adapter
     through this same call. ``run_seed`` is the run's seed, for options declared with
-    ``from_context="run_seed"``. The model is deep-copied first unless ``inplace`` is set.
+    ``from_context="run_seed"``; ``run_batch_size`` the stream's batch size, for defaults that scale with it
+    (SAR's and DeYO's ImageNet learning rate). The model is deep-copied first unless ``inplace`` is set.
     """
     recipe = get_method(method)
     if not isinstance(model, nn.Module):
         raise TypeError(f"adapt() expects a torch.nn.Module, got {type(model).__name__}")
     target = model if inplace else copy.deepcopy(model)
-    return recipe.build(target, dataset=dataset, shift=shift, run_seed=run_seed, channels_last=channels_last, **options)
+    return recipe.build(target, dataset=dataset, shift=shift, run_seed=run_seed, run_batch_size=run_batch_size,
+                        channels_last=channels_last, **options)

@@ -144,7 +144,7 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
     # the library resolves the method's defaults for this dataset and shift, as tta.adapt does for any caller
     options = {**config.options, **({"source_data": config.source_data} if config.source_data else {})}
     adapted = adapt(model.to(device), method=config.method, dataset=source.dataset, shift=config.shift,
-                    run_seed=config.seed, **options)
+                    run_seed=config.seed, run_batch_size=config.batch_size, **options)
     hparams = adapted.hparams()
     if hparams.get("stats") == "none" and "stats" not in config.options:
         notes.append(f"{model_info['name']} has no BatchNorm ({model_info.get('norm')}): {config.method} adapts "

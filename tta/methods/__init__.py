@@ -6,10 +6,10 @@ from . import (  # noqa: F401  (registration)
 from .adapter import Adapter
 from .base import check_batch
 from .objective import gradient_adapter
-from .options import Option, OptionSet, When, when
+from .options import Derived, Option, OptionSet, When, when
 from .policy import STATS, StatsPolicy, get_stats, register_stats
 from .registry import METHODS, Recipe, Resolved, get_method, method_defaults, register_method
 
-__all__ = ["Adapter", "METHODS", "Option", "OptionSet", "Recipe", "Resolved", "STATS", "StatsPolicy", "When",
+__all__ = ["Adapter", "Derived", "METHODS", "Option", "OptionSet", "Recipe", "Resolved", "STATS", "StatsPolicy", "When",
            "check_batch", "get_method", "get_stats", "gradient_adapter", "method_defaults", "register_method",
            "register_stats", "when"]

@@ -8,7 +8,8 @@ adapter's generator, seeded by ``seed`` (the run's seed by default), so a run is
 reproducible and the generator state is saved with the adapter.
 
 Defaults: CIFAR Adam 1e-3, τ_PLPD 0.2 (mariodoebler/test-time-adaptation ``cfgs/*/deyo.yaml``);
-ImageNet SGD 2.5e-4 momentum 0.9 without nesterov, τ_PLPD 0.3 (DeYO ``exp_deyo.sh``,
+ImageNet SGD momentum 0.9 without nesterov, τ_PLPD 0.3, and SAR's learning-rate rule for
+the run's batch size B, 2.5e-4 at B >= 32, else 2.5e-4·B/32 (DeYO ``exp_deyo.sh``,
 ResNet-50-BN). DeYO keeps no state besides the parameters and optimizer.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .deyo_step import FILTER_FACTOR, PATCH_LEN, PLPD_THRESHOLD, WEIGHT_FACTOR, 
 from .objective import NO_BATCHNORM, gradient_adapter, is_norm_layer, optimizer_options, stats_options
 from .options import Option, when
 from .registry import Resolved, register_method
+from .sar import IMAGENET_LR
 from .sar_step import sar_parameters
 from .step_state import StepState
 
@@ -44,7 +46,7 @@ from .step_state import StepState
         *optimizer_options("adam", 1e-3),
     ),
     defaults=(
-        when(dataset="imagenet")(optimizer="sgd", lr=2.5e-4, momentum=0.9, nesterov=False, plpd_threshold=0.3),
+        when(dataset="imagenet")(optimizer="sgd", lr=IMAGENET_LR, momentum=0.9, nesterov=False, plpd_threshold=0.3),
         NO_BATCHNORM,
     ),
     notes="stats=<statistics policy> composes; GN/LN-only models adapt their own norm affine",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import InputError, TTAError
 
@@ -82,10 +82,26 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A rule value computed from the context, e.g. a learning rate scaled by the batch size.
+
+    ``fn`` gets the context (``dataset``, ``shift``, ``run_batch_size``, ...); ``text`` is what
+    ``tta list methods`` shows in its place.
+    """
+
+    fn: Callable[[dict[str, Any]], Any]
+    text: str
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
 class When:
     """A default rule: where every condition holds, ``values`` replace the defaults.
 
-    Conditions name a context key (``dataset``, ``shift``, ``batchnorm``) or another option.
+    Conditions name a context key (``dataset``, ``shift``, ``batchnorm``, ``run_batch_size``) or
+    another option. A value may be ``Derived`` from the context.
     A tuple means any of its values; ``shift`` matches by prefix ("mixed" covers
     "mixed-dirichlet"). A user's explicit value always wins over every rule.
     """
@@ -150,7 +166,7 @@ class OptionSet:
         values = self.generic(context)
         for rule in self.rules:
             if rule.matches({**context, **values, **given}):
-                values.update(rule.values)
+                values.update({k: v.fn(context) if isinstance(v, Derived) else v for k, v in rule.values.items()})
         return values
 
     def resolve(self, given: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:

@@ -73,12 +73,15 @@ class Recipe:
             values["stats_options"] = policy.options.resolve(dict(values["stats_options"] or {}), context)
         return values
 
-    def defaults(self, dataset: str | None = None, shift: str | None = None) -> dict[str, Any]:
-        return self.resolve({}, {"dataset": dataset, "shift": shift})
+    def defaults(self, dataset: str | None = None, shift: str | None = None,
+                 run_batch_size: int | None = None) -> dict[str, Any]:
+        return self.resolve({}, {"dataset": dataset, "shift": shift, "run_batch_size": run_batch_size})
 
     def build(self, model: nn.Module, *, dataset: str | None = None, shift: str | None = None,
-              run_seed: int | None = None, channels_last: bool | None = None, **options: Any) -> Adapter:
-        context = {"dataset": dataset, "shift": shift, "run_seed": run_seed, "batchnorm": bool(batchnorm_layers(model))}
+              run_seed: int | None = None, run_batch_size: int | None = None, channels_last: bool | None = None,
+              **options: Any) -> Adapter:
+        context = {"dataset": dataset, "shift": shift, "run_seed": run_seed, "run_batch_size": run_batch_size,
+                   "batchnorm": bool(batchnorm_layers(model))}
         values = self.resolve(options, context)
         if self.composes_stats and values["stats"] == "none" and "stats" not in options:
             log.info("%s: model has no BatchNorm; adapting the affine parameters of its norm layers", self.name)

@@ -9,9 +9,9 @@ reloads its initial state when the average falls below 0.2; SGD momentum survive
 the reference). The prediction is the first forward's logits, before the update.
 
 Defaults: CIFAR lr 1e-3 (mariodoebler/test-time-adaptation ``cfgs/cifar10_c/sar.yaml``,
-which builds SAM(SGD) whatever its optimizer setting); ImageNet 2.5e-4 (SAR ``main.py`` at
-batch 64; at batch B < 32 its scaling ``tta.methods.sar_step.sar_lr(B)`` applies, pass it
-as ``lr``). State across batches: the parameters, SGD momentum and the moving average
+which builds SAM(SGD) whatever its optimizer setting); ImageNet SAR ``main.py``'s rule for the
+run's batch size B: 2.5e-4 at B >= 32, else 2.5e-4·B/32 (so 1.25e-4 at tta's ImageNet-C batch
+of 16; ``tta.methods.sar_step.sar_lr``). ``tta.adapt`` without ``run_batch_size=`` takes B = 64. State across batches: the parameters, SGD momentum and the moving average
 (``adapter.memory.state``). GroupNorm/LayerNorm models keep their norms (stats="none") and
 adapt their affine parameters, as SAR does for ResNet-50-GN and ViT.
 """
@@ -22,10 +22,15 @@ from torch import nn
 
 from .adapter import Adapter
 from .objective import NO_BATCHNORM, gradient_adapter, is_norm_layer, stats_options
-from .options import Option, when
+from .options import Derived, Option, when
 from .registry import Resolved, register_method
-from .sar_step import MARGIN_FACTOR, RESET_EM, RHO, SARState, make_sar_optimizer, sar_parameters, sar_step
+from .sar_step import (MARGIN_FACTOR, RESET_EM, RHO, SARState, make_sar_optimizer, reference_imagenet_lr,
+                       sar_parameters, sar_step)
 from .step_state import StepState
+
+
+#: SAR main.py: 2.5e-4 at batch >= 32, else scaled down with the batch
+IMAGENET_LR = Derived(reference_imagenet_lr, "2.5e-4 at batch >= 32, else 2.5e-4*B/32 (SAR main.py)")
 
 
 @register_method(
@@ -42,7 +47,7 @@ from .step_state import StepState
         Option("reset_threshold", float, RESET_EM, "model recovery when the loss average falls below", low=0),
         Option("keep_ema_after_reset", bool, False, "the reference's line order: keep the old average after a reset"),
     ),
-    defaults=(when(dataset="imagenet")(lr=2.5e-4), NO_BATCHNORM),
+    defaults=(when(dataset="imagenet")(lr=IMAGENET_LR), NO_BATCHNORM),
     notes="stats=<statistics policy> composes; GN/LN-only models adapt their own norm affine",
 )
 def sar(model: nn.Module, opts: Resolved) -> Adapter:

@@ -97,6 +97,11 @@ def sar_lr(batch_size: int, dataset: str = "imagenet", *, vit: bool = False) -> 
     return 2 * lr if batch_size == 1 else lr
 
 
+def reference_imagenet_lr(context: dict) -> float:
+    """SAR's (and DeYO's) ImageNet learning rate for the run's batch size (64 when unknown)."""
+    return sar_lr(context.get("run_batch_size") or 64, "imagenet")
+
+
 def make_sar_optimizer(params: Iterable[nn.Parameter], lr: float, *, momentum: float = 0.9, rho: float = RHO) -> SAM:
     """SAM over SGD (momentum, no nesterov, no weight decay), as SAR main.py builds it."""
     return SAM(params, torch.optim.SGD, rho=rho, lr=lr, momentum=momentum)
