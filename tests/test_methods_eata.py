@@ -76,3 +76,24 @@ def test_eata_refuses_source_data_that_is_not_images(tmp_path):
         tta.adapt(net, "eata", source_data=str(bad))
     with pytest.raises(tta.errors.InputError, match="is not a file"):
         tta.adapt(net, "eata", source_data=str(tmp_path / "missing.npy"))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("stats", ["unmix-tns", "tbn-ema"])
+def test_eata_fisher_pass_leaves_stateful_statistics_untouched(cifar10_test, resnet20_checkpoint, tmp_path, stats):
+    """Over a statistics policy with state, the Fisher pass on clean source images must not fold those
+    images into the statistics: EATA starts adapting from the same buffers as ETA over the same policy,
+    while the Fisher itself is nonzero (the pass did run through the model)."""
+    path, _ = _source_file(cifar10_test, tmp_path)
+    model = tta.load_model("resnet20", checkpoint=resnet20_checkpoint)
+    stats_options = {"seed": 0} if stats == "unmix-tns" else {}
+    eta = tta.adapt(model, "eta", stats=stats, stats_options=stats_options)
+    eata = tta.adapt(model, "eata", stats=stats, stats_options=stats_options, source_data=path,
+                     fisher_samples=64, fisher_batch=32)
+    eta_bufs = dict(eta.model.named_buffers())
+    for name, buf in eata.model.named_buffers():
+        torch.testing.assert_close(buf, eta_bufs[name], rtol=0, atol=0, msg=name)
+    reg = eata.memory.regularizer(eata.optimizer.param_groups[0]["params"])
+    assert all(torch.isfinite(f).all() for f in reg.fisher) and sum(float(f.sum()) for f in reg.fisher) > 0
+    x = next(iter(noisy_batches(cifar10_test, n_batches=1, batch_size=48))).float()
+    torch.testing.assert_close(eata(x), eta(x), rtol=0, atol=1e-5)  # same statistics, same pre-update logits

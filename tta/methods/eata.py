@@ -8,6 +8,9 @@ entropy-weighted loss. ``eata`` adds the Fisher regularizer α Σ F (θ − θ0)
 at construction from clean source images (``source_data``: a .npy of uint8 NHWC images,
 e.g. the CIFAR-10 train set; ``tta run --source-data PATH``). ``eata`` refuses to run
 without them; ``eta`` is the source-free variant. The prediction is the pre-update logits.
+Over a statistics policy with state (``stats="unmix-tns"``, ``tbn-ema``, ...), which the reference
+never pairs with EATA, the Fisher pass leaves the statistics as they were: adaptation starts from
+the same state as ``eta`` over that policy.
 
 Defaults (docs/methods.md): CIFAR Adam 1e-3, d_margin 0.4 (CIFAR-100: 0.1), EATA α 1
 (mariodoebler/test-time-adaptation ``cfgs/*/{eta,eata}.yaml``); ImageNet SGD 2.5e-4
@@ -141,9 +144,15 @@ def eata(model: nn.Module, opts: Resolved) -> Adapter:
         params = norm_parameters(student)
         ref = next(iter(params))
         images = source.to(ref.device, ref.dtype).div_(255)  # in the model's precision
+        # a stateful statistics policy (unmix-tns, tbn-ema, rbn, ...) would fold the source batches into its
+        # statistics; the reference has none (batch statistics only), so the pass leaves every buffer as it was
+        before = {name: buf.clone() for name, buf in student.named_buffers()}
         fisher = compute_fisher(student, params, images, alpha=opts["fisher_alpha"],
                                 num_samples=opts["fisher_samples"], batch_size=opts["fisher_batch"],
                                 generator=generator)
+        with torch.no_grad():
+            for name, buf in student.named_buffers():
+                buf.copy_(before[name])
         log.info("eata: Fisher from %d source images of %s", source.shape[0], opts["source_data"])
         return ETAMemory("eata", fisher)
 
