@@ -5,7 +5,7 @@ from . import (  # noqa: F401  (registration)
 )
 from .adapter import Adapter
 from .base import check_batch
-from .objective import gradient_adapter
+from .gradient import gradient_adapter
 from .options import Derived, Option, OptionSet, When, when
 from .policy import STATS, StatsPolicy, get_stats, register_stats
 from .registry import METHODS, Recipe, Resolved, get_method, method_defaults, register_method

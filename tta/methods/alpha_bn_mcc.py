@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .adapter import Adapter
-from .objective import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from .gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
 from .options import Option
 from .registry import Resolved, register_method
 from .tent import softmax_entropy

@@ -33,7 +33,7 @@ from torch import nn
 
 from .adapter import Adapter
 from .cotta_step import CoTTAHyper, CoTTAModels, cotta_step
-from .objective import UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from .gradient import UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
 from .options import Option, when
 from .registry import Resolved, register_method
 from .step_state import StepState

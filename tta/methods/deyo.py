@@ -19,7 +19,7 @@ from torch import nn
 
 from .adapter import Adapter
 from .deyo_step import FILTER_FACTOR, PATCH_LEN, PLPD_THRESHOLD, WEIGHT_FACTOR, deyo_step
-from .objective import NO_BATCHNORM, gradient_adapter, is_norm_layer, optimizer_options, stats_options
+from .gradient import NO_BATCHNORM, gradient_adapter, is_norm_layer, optimizer_options, stats_options
 from .options import Option, when
 from .registry import Resolved, register_method
 from .sar import IMAGENET_LR

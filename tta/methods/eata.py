@@ -35,7 +35,7 @@ from ..errors import InputError, TTAError
 from .adapter import Adapter
 from .eata_step import FISHER_BATCH, FISHER_SAMPLES, MARGIN_FACTOR, ETAState, FisherRegularizer, compute_fisher, \
     eta_step
-from .objective import NO_BATCHNORM, gradient_adapter, norm_parameters, optimizer_options, stats_options
+from .gradient import NO_BATCHNORM, gradient_adapter, norm_parameters, optimizer_options, stats_options
 from .options import Option, when
 from .registry import Resolved, register_method
 from .step_state import StepState, register_tensors, registered_tensors

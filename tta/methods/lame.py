@@ -29,7 +29,7 @@ from torch import nn
 
 from .adapter import Adapter
 from .lame_solver import AFFINITIES, DEFAULT_AFFINITY, DEFAULT_KNN, classifier_layer, features_and_logits, lame
-from .objective import NO_BATCHNORM, stats_options
+from .gradient import NO_BATCHNORM, stats_options
 from .options import Option
 from .policy import get_stats
 from .registry import Resolved, register_method

@@ -22,7 +22,7 @@ from torch import nn
 
 from .adapter import Adapter
 from .momentum_decay import DecayingMomentumBatchNorm
-from .objective import gradient_adapter, optimizer_options, stats_options
+from .gradient import gradient_adapter, optimizer_options, stats_options
 from .options import Option
 from .registry import Resolved, register_method
 from .tent import softmax_entropy

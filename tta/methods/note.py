@@ -32,7 +32,7 @@ from ..memory.module import MemoryModule
 from ..memory.pbrs import PBRS
 from .adapter import Adapter
 from .note_step import UPDATE_FREQUENCY, note_step
-from .objective import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from .gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
 from .options import Option, when
 from .registry import Resolved, register_method
 from .rotta import num_classes_of

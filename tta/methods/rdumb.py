@@ -17,7 +17,7 @@ from torch import nn
 
 from .adapter import Adapter
 from .eata import ETA_OPTIONS
-from .objective import NO_BATCHNORM, gradient_adapter
+from .gradient import NO_BATCHNORM, gradient_adapter
 from .options import Option, when
 from .rdumb_step import RESET_EVERY, RDumbState, rdumb_step
 from .registry import Resolved, register_method

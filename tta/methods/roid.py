@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import TTAError
 from .adapter import Adapter
-from .objective import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, is_norm_layer, optimizer_options, \
+from .gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, is_norm_layer, optimizer_options, \
     stats_options
 from .options import Option, when
 from .registry import Resolved, register_method

@@ -42,7 +42,7 @@ from ..memory.cstu import CSTU
 from ..memory.module import MemoryModule
 from .adapter import Adapter
 from .lame_solver import classifier_layer
-from .objective import NO_BATCHNORM, gradient_adapter, optimizer_options, stats_options
+from .gradient import NO_BATCHNORM, gradient_adapter, optimizer_options, stats_options
 from .options import Option, when
 from .registry import Resolved, register_method
 from .rotta_step import NU, UPDATE_FREQUENCY, rotta_step

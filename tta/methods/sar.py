@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .adapter import Adapter
-from .objective import NO_BATCHNORM, gradient_adapter, is_norm_layer, stats_options
+from .gradient import NO_BATCHNORM, gradient_adapter, is_norm_layer, stats_options
 from .options import Derived, Option, when
 from .registry import Resolved, register_method
 from .sar_step import (MARGIN_FACTOR, RESET_EM, RHO, SARState, make_sar_optimizer, reference_imagenet_lr,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .adapter import Adapter
-from .objective import NO_BATCHNORM, gradient_adapter, optimizer_options, stats_options
+from .gradient import NO_BATCHNORM, gradient_adapter, optimizer_options, stats_options
 from .options import when
 from .registry import Resolved, register_method
 from .shot_im_step import CLASSIFIER_NAMES, shot_im_step
