@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import multiprocessing
 import os
 import signal
 import stat
@@ -77,9 +78,12 @@ def _run(*args):
     return CliRunner().invoke(cli, ["run", *map(str, args)])
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_saves_progress_and_the_rerun_resumes_exactly(setup, tmp_path, signum):
+@pytest.mark.parametrize("signum,workers", [(signal.SIGINT, 0), (signal.SIGTERM, 0), (signal.SIGINT, 2)])
+def test_a_signal_saves_progress_and_the_rerun_resumes_exactly(setup, tmp_path, signum, workers):
+    """With DataLoader workers too: the stop shuts them down (no child process is left) and the
+    resumed run still equals the uninterrupted one."""
     a, _, common = setup
+    common = [*common, "--workers", workers]
     full = tmp_path / "full.json"
     assert _run("--data-dir", a, *common, "--method", "test-signals", "--output", full).exit_code == 0
     out, partial = tmp_path / "cut.json", tmp_path / "cut.json.partial.pt"
@@ -95,6 +99,7 @@ def test_a_signal_saves_progress_and_the_rerun_resumes_exactly(setup, tmp_path, 
     assert x["metrics"]["batch_errors"] == y["metrics"]["batch_errors"]
     assert x["metrics"]["ece"] == pytest.approx(y["metrics"]["ece"])
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert not multiprocessing.active_children()  # no loader worker outlives its run
 
 
 def test_progress_saved_on_one_dataset_is_not_resumed_on_another(setup, tmp_path, caplog):
