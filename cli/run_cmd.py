@@ -65,7 +65,8 @@ class _RunCommand(click.Command):
 @click.option("--download", is_flag=True, help="Download CIFAR-C from Zenodo when it is not under --data-dir.")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads (1 is fastest on shared 2-core CPUs).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
-@click.option("--workers", default=None, type=int, help="DataLoader workers. [default: 0 for arrays, 4 for image files]")
+@click.option("--workers", "--loader-workers", "workers", default=None, type=int,
+              help="DataLoader workers. [default: 0 for arrays, 4 for image files]")
 @click.option("--frost-dir", type=click.Path(file_okay=False), default=None,
               help="Frost textures for generated domains. [default: $TTA_FROST_DIR, else an imagecorruptions wheel]")
 @click.option("--imagenet-subset", default=None,

@@ -83,7 +83,7 @@ def test_a_signal_saves_progress_and_the_rerun_resumes_exactly(setup, tmp_path, 
     """With DataLoader workers too: the stop shuts them down (no child process is left) and the
     resumed run still equals the uninterrupted one."""
     a, _, common = setup
-    common = [*common, "--workers", workers]
+    common = [*common, "--loader-workers" if workers else "--workers", workers]  # the two spellings
     full = tmp_path / "full.json"
     assert _run("--data-dir", a, *common, "--method", "test-signals", "--output", full).exit_code == 0
     out, partial = tmp_path / "cut.json", tmp_path / "cut.json.partial.pt"
