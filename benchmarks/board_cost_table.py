@@ -1,0 +1,53 @@
+"""The full-size board's README table: mean error per setting from a `tta report` leaderboard.json, next to
+each method's cost ratio and peak memory from a saved `benchmarks/bench_methods.py --memory` Markdown table.
+
+    python benchmarks/board_cost_table.py benchmarks/results/leaderboard-full/leaderboard.json \
+        benchmarks/results/bench_methods_resnet20.md
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+board = json.loads(Path(sys.argv[1]).read_text())
+bench_lines = Path(sys.argv[2]).read_text().splitlines()
+cost = {}
+for line in bench_lines:
+    if line.startswith("| ") and "x |" in line:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        cost[cells[0]] = (cells[2], cells[5].split("(")[-1].rstrip(")") if len(cells) > 5 else "")
+def key(row):
+    lab = row["label"]
+    m = re.match(r"(\S+?)\[(.*)\]$", lab)
+    if m:
+        return f"{m.group(1)} ({m.group(2)})"
+    return lab
+settings = []
+for r in board["rows"]:
+    if r["setting"] not in settings:
+        settings.append(r["setting"])
+def short(s):
+    return ("mixed" if "shift mixed" in s else "continual") + (" δ0.1" if "delta 0.1" in s else "")
+table = {}
+for r in board["rows"]:
+    table.setdefault(r["label"], {})[short(r["setting"])] = r
+cols = ["continual", "continual δ0.1", "mixed δ0.1"]
+order = sorted(table, key=lambda l: (-sum(c in table[l] for c in cols), sum(table[l][c]["mean_error"] for c in cols if c in table[l]) / max(1, sum(c in table[l] for c in cols))))
+print("| method | " + " | ".join(cols) + " | seeds | × source forward | peak MiB over source |")
+print("|---|" + "---|" * (len(cols) + 3))
+for lab in order:
+    row = table[lab]
+    vals = []
+    for c in cols:
+        if c in row:
+            r = row[c]
+            flag = " (non-finite)" if r["collapsed"] else ""
+            std = f" ± {r['mean_error_std']:.1f}" if r.get("mean_error_std") else ""
+            vals.append(f"{r['mean_error']:.1f}{std}{flag}")
+        else:
+            vals.append("—")
+    seeds = sorted({s for r in row.values() for s in r["seeds"]})
+    k = key(next(iter(row.values())))
+    c, mem = cost.get(k, ("—", "—"))
+    print(f"| {lab} | " + " | ".join(vals) + f" | {','.join(map(str, seeds))} | {c} | {mem} |")
