@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import InputError, TTAError
 from .adapter import Adapter
+from .buffers import restore_buffers, snapshot_buffers
 from .eata_step import FISHER_BATCH, FISHER_SAMPLES, MARGIN_FACTOR, ETAState, FisherRegularizer, compute_fisher, \
     eta_step
 from .gradient import NO_BATCHNORM, gradient_adapter, norm_parameters, optimizer_options, stats_options
@@ -146,13 +147,11 @@ def eata(model: nn.Module, opts: Resolved) -> Adapter:
         images = source.to(ref.device, ref.dtype).div_(255)  # in the model's precision
         # a stateful statistics policy (unmix-tns, tbn-ema, rbn, ...) would fold the source batches into its
         # statistics; the reference has none (batch statistics only), so the pass leaves every buffer as it was
-        before = {name: buf.clone() for name, buf in student.named_buffers()}
+        before = snapshot_buffers(student)
         fisher = compute_fisher(student, params, images, alpha=opts["fisher_alpha"],
                                 num_samples=opts["fisher_samples"], batch_size=opts["fisher_batch"],
                                 generator=generator)
-        with torch.no_grad():
-            for name, buf in student.named_buffers():
-                buf.copy_(before[name])
+        restore_buffers(student, before)
         log.info("eata: Fisher from %d source images of %s", source.shape[0], opts["source_data"])
         return ETAMemory("eata", fisher)
 

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from .buffers import restore_buffers, snapshot_buffers
+
 
 def _uses_batch_stats(m: nn.Module) -> bool:
     return isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and (m.training or m.running_mean is None)
@@ -85,14 +87,11 @@ def forward_views(model: nn.Module, views: torch.Tensor, views_per_call: int | N
         if chunk.shape[0] == 1:
             outs.append(model(chunk[0]).unsqueeze(0))
             continue
-        before = [(name, buf.clone()) for name, buf in model.named_buffers()]
+        before = snapshot_buffers(model)
         with per_view_statistics(model, chunk.shape[0]):
             outs.append(model(chunk.flatten(0, 1)).unflatten(0, chunk.shape[:2]))
-        changed = [name for name, old in before if not torch.equal(old, model.get_buffer(name))]
+        changed = restore_buffers(model, before)  # leave the model as it was
         if changed:
-            with torch.no_grad():
-                for name, old in before:
-                    model.get_buffer(name).copy_(old)  # leave the model as it was
             raise RuntimeError(f"a grouped forward over views changed buffer {changed[0]!r}: this model carries "
                                "statistics from call to call, so its views must run one per call "
                                "(views_per_call=1)")
