@@ -189,6 +189,69 @@ def test_a_killed_sweep_resumes_and_every_cell_ends_done_once(small_cifar_c_dir,
     assert f"done before {len(done_before)}" in resumed.stderr
 
 
+_MIDDLE = """
+import multiprocessing, os, sys, time
+from pathlib import Path
+from tta.sweep.backends import _init_worker
+
+def child(path):
+    _init_worker()
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(600)
+
+if __name__ == "__main__":
+    proc = multiprocessing.get_context("spawn").Process(target=child, args=(sys.argv[1],))
+    proc.start()
+    proc.join()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are a Linux feature")
+def test_a_sweep_worker_dies_with_the_sweep_that_spawned_it(tmp_path) -> None:
+    # workers sit in their own sessions, so killing the sweep's process group does not reach them
+    (tmp_path / "middle.py").write_text(_MIDDLE)
+    ready = tmp_path / "worker.pid"
+    middle = subprocess.Popen([sys.executable, str(tmp_path / "middle.py"), str(ready)], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    deadline = time.time() + 120
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    worker = int(ready.read_text())
+    assert _alive(worker) and os.getsid(worker) == worker != os.getsid(middle.pid)
+    middle.kill()
+    middle.wait()
+    deadline = time.time() + 20
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    if _alive(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the worker outlived the sweep that spawned it")
+
+
+def test_cancelling_the_local_backend_stops_running_cells_now() -> None:
+    from tta.sweep.backends import LocalBackend
+
+    backend = LocalBackend(1)
+    running = backend.pool.submit(time.sleep, 600)
+    deadline = time.time() + 120
+    while not running.running() and time.time() < deadline:
+        time.sleep(0.1)
+    workers = list(backend.pool._processes.values())
+    assert workers and all(w.is_alive() for w in workers)
+    start = time.time()
+    backend.close(cancel=True)
+    assert time.time() - start < 15
+    assert not any(w.is_alive() for w in workers)
+
+
 @pytest.mark.realdata
 def test_two_concurrent_sweeps_on_one_store_finish_the_grid_without_duplicates(small_cifar_c_dir, resnet20_checkpoint,
                                                                                tmp_path):

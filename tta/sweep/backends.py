@@ -7,9 +7,13 @@ that finished (``outcome`` as from ``tta.sweep.worker.run_cell``), and ``close()
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 from typing import Any
 
 from ..errors import InputError
@@ -20,7 +24,31 @@ log = logging.getLogger(__name__)
 BACKENDS = ("local", "ray")
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this worker when the sweep process that spawned it dies.
+
+    A worker in its own session (below) is out of reach of the signals that stop the sweep's
+    process group, so without this a killed sweep left its workers running their cells to the
+    end, each holding a dataset and a model, with nobody to record the result.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = multiprocessing.parent_process()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    # the parent may have died before prctl took effect: then we were re-parented already
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)
+
+
 def _init_worker() -> None:
+    _die_with_parent()
     # Each worker in its own session: Linux schedules CPU fairly between sessions (autogroup), so
     # workers left in the sweep's session would share one session's share of a busy machine, and
     # a second worker would only halve the speed of the first. Ray's workers get their own too.
@@ -60,7 +88,19 @@ class LocalBackend:
         return out
 
     def close(self, cancel: bool = False) -> None:
-        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+        """Wait for the running cells, or (``cancel``) stop them now: their claims are released by the caller."""
+        if not cancel:
+            self.pool.shutdown(wait=True)
+            return
+        # shutdown(cancel_futures=True) only drops queued cells; running ones would go on (and the
+        # interpreter would wait for them at exit) although the caller has released their claims
+        workers = list((getattr(self.pool, "_processes", None) or {}).values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers:
+            if proc.is_alive():
+                proc.kill()
+        for proc in workers:
+            proc.join(timeout=10)
 
 
 class RayBackend:
