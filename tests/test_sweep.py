@@ -17,7 +17,7 @@ from tta.cli.main import cli
 from tta.errors import InputError
 from tta.experiment import RunConfig
 from tta.store import Store
-from tta.sweep import parse_shift, plan, read_grid
+from tta.sweep import parse_shift, read_grid
 from tta.sweep.cells import cell_id, rerun_command
 
 REPO = Path(__file__).resolve().parents[1]
