@@ -175,8 +175,15 @@ def test_a_killed_sweep_resumes_and_every_cell_ends_done_once(small_cifar_c_dir,
     deadline = time.time() + 300
     while time.time() < deadline and not (db.exists() and any(r[1] == "done" for r in _cells(db))):
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-sweep
+    workers = _children(proc.pid)
+    assert workers or not sys.platform.startswith("linux")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, mid-sweep; its workers sit in sessions of their own
     proc.wait()
+    # they stop too, after their current batch (the parent-death signal), instead of running on unrecorded
+    deadline = time.time() + 60
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [w for w in workers if _alive(w)]
     before = _cells(db)
     assert 1 <= sum(r[1] == "done" for r in before) < 6
     resumed = _sweep(args)
@@ -204,6 +211,18 @@ if __name__ == "__main__":
     proc.start()
     proc.join()
 """
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
 
 
 def _alive(pid: int) -> bool:

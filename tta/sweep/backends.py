@@ -28,23 +28,37 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this worker when the sweep process that spawned it dies.
+    """Ask the kernel to SIGTERM this worker when the sweep process that spawned it dies.
 
     A worker in its own session (below) is out of reach of the signals that stop the sweep's
     process group, so without this a killed sweep left its workers running their cells to the
-    end, each holding a dataset and a model, with nobody to record the result.
+    end, each holding a dataset and a model, with nobody to record the result. SIGTERM, not
+    SIGKILL: a running cell saves its progress after the current batch (``tta.resume``).
     """
     if not sys.platform.startswith("linux"):
         return
-    parent = multiprocessing.parent_process()
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         return
     # the parent may have died before prctl took effect: then we were re-parented already
-    if parent is not None and os.getppid() != parent.pid:
+    if _orphaned():
         os._exit(1)
+
+
+def _orphaned() -> bool:
+    parent = multiprocessing.parent_process()
+    return parent is not None and os.getppid() != parent.pid
+
+
+def _run_local_cell(config: dict[str, Any], partial: str | None) -> dict[str, Any]:
+    outcome = run_cell(config, partial)
+    if _orphaned():
+        # stopped by the parent-death signal, progress saved: nobody reads the result, and
+        # handing it to the pool's queue could block this process forever
+        os._exit(0)
+    return outcome
 
 
 def _init_worker() -> None:
@@ -75,7 +89,7 @@ class LocalBackend:
                                            initializer=_init_worker)
 
     def submit(self, config: dict[str, Any], partial: str | None) -> cf.Future:
-        return self.pool.submit(run_cell, config, partial)
+        return self.pool.submit(_run_local_cell, config, partial)
 
     def wait(self, handles: list[cf.Future]) -> list[tuple[cf.Future, dict[str, Any]]]:
         done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
@@ -87,8 +101,12 @@ class LocalBackend:
                 out.append((fut, {"error": f"worker process failed: {type(exc).__name__}: {exc}"}))
         return out
 
-    def close(self, cancel: bool = False) -> None:
-        """Wait for the running cells, or (``cancel``) stop them now: their claims are released by the caller."""
+    def close(self, cancel: bool = False, grace_s: float = 60.0) -> None:
+        """Wait for the running cells, or (``cancel``) stop them now: their claims are released by the caller.
+
+        Cancelled cells get SIGTERM, save their progress after the current batch and exit;
+        a worker still alive ``grace_s`` later is killed.
+        """
         if not cancel:
             self.pool.shutdown(wait=True)
             return
@@ -98,9 +116,12 @@ class LocalBackend:
         self.pool.shutdown(wait=False, cancel_futures=True)
         for proc in workers:
             if proc.is_alive():
-                proc.kill()
+                proc.terminate()
         for proc in workers:
-            proc.join(timeout=10)
+            proc.join(timeout=grace_s)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=10)
 
 
 class RayBackend:
