@@ -120,7 +120,8 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
             return
         click.echo(f"ran {len(summary.ran)}, failed {len(summary.failed)}, done before {summary.already_done}"
                    + (f", failed before (use --retry-failed) {len(summary.failed_before)}" if summary.failed_before else "")
-                   + (f", running in another sweep {len(summary.running_elsewhere)}" if summary.running_elsewhere else ""),
+                   + (f", running in another sweep {len(summary.running_elsewhere)}" if summary.running_elsewhere else "")
+                   + (f", stopped by a signal (rerun to resume) {len(summary.stopped)}" if summary.stopped else ""),
                    err=True)
         if summary.failed:
             raise SystemExit(1)

@@ -255,6 +255,43 @@ def test_a_sweep_worker_dies_with_the_sweep_that_spawned_it(tmp_path) -> None:
         pytest.fail("the worker outlived the sweep that spawned it")
 
 
+def _catches_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads signal dispositions from /proc")
+def test_a_cell_stopped_by_a_signal_is_released_with_its_progress_not_failed(small_cifar_c_dir, resnet20_checkpoint,
+                                                                              tmp_path):
+    db = tmp_path / "runs.db"
+    args = ["--store", str(db), "--methods", "cotta", "--shifts", "continual", "--seeds", "1",
+            *_args(small_cifar_c_dir, resnet20_checkpoint)]
+    args[args.index("--n-examples") + 1] = "200"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    # the worker installs its SIGTERM handler once the cell's batches start
+    deadline, worker = time.time() + 300, None
+    while worker is None and time.time() < deadline and proc.poll() is None:
+        worker = next((w for w in _children(proc.pid) if _alive(w) and _catches_sigterm(w)), None)
+        time.sleep(0.1)
+    assert worker is not None, "the cell never started"
+    os.kill(worker, signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "stopped by a signal (rerun to resume) 1" in err, err
+    # the claim is given back (no failed or running row), the progress kept for the rerun
+    assert not _cells(db)
+    (saved,) = (tmp_path / "runs.db.partial").glob("*.partial.pt")
+    resumed = _sweep(args)
+    assert resumed.returncode == 0, resumed.stderr
+    ((cell, status, *_),) = _cells(db)
+    assert status == "done" and saved.name == f"{cell}.partial.pt"
+
+
 def test_cancelling_the_local_backend_stops_running_cells_now() -> None:
     from tta.sweep.backends import LocalBackend
 

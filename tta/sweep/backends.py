@@ -53,10 +53,13 @@ def _orphaned() -> bool:
 
 
 def _run_local_cell(config: dict[str, Any], partial: str | None) -> dict[str, Any]:
-    outcome = run_cell(config, partial)
+    try:
+        outcome = run_cell(config, partial)
+    except KeyboardInterrupt as exc:  # SIGTERM/SIGINT stopped the cell after a batch, progress saved
+        outcome = {"stopped": str(exc)}
     if _orphaned():
-        # stopped by the parent-death signal, progress saved: nobody reads the result, and
-        # handing it to the pool's queue could block this process forever
+        # stopped by the parent-death signal: nobody reads the result, and handing it to the
+        # pool's queue could block this process forever
         os._exit(0)
     return outcome
 
@@ -114,6 +117,8 @@ class LocalBackend:
         # interpreter would wait for them at exit) although the caller has released their claims
         workers = list((getattr(self.pool, "_processes", None) or {}).values())
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if any(proc.is_alive() for proc in workers):
+            log.warning("stopping the running cells after their current batch (their progress is saved)")
         for proc in workers:
             if proc.is_alive():
                 proc.terminate()

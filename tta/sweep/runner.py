@@ -69,10 +69,11 @@ class SweepSummary:
     already_done: int = 0
     failed_before: list[str] = field(default_factory=list)
     running_elsewhere: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        return not (self.failed or self.failed_before or self.running_elsewhere)
+        return not (self.failed or self.failed_before or self.running_elsewhere or self.stopped)
 
 
 def partial_dir(store: Store) -> Path:
@@ -127,6 +128,11 @@ def sweep(
             for handle, outcome in backend.wait(list(in_flight)):
                 cell = in_flight.pop(handle)
                 counts["running"] -= 1
+                if "stopped" in outcome:
+                    # a signal stopped the cell (its progress is saved): not a failure, the next sweep resumes it
+                    store.release([cell.id])
+                    summary.stopped.append(cell.id)
+                    continue
                 if "doc" in outcome:
                     store.finish(cell.id, outcome["doc"], setting=setting_of(outcome["doc"]).title())
                     summary.ran.append(cell.id)
