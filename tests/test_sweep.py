@@ -292,16 +292,32 @@ def test_a_cell_stopped_by_a_signal_is_released_with_its_progress_not_failed(sma
     assert status == "done" and saved.name == f"{cell}.partial.pt"
 
 
+def test_the_local_backend_outlives_a_worker_that_died_abruptly() -> None:
+    from tta.sweep.backends import LocalBackend
+
+    backend = LocalBackend(1)
+    try:
+        dead = backend.pool.submit(os._exit, 9)  # as the OOM killer would
+        ((_, outcome),) = backend.wait([dead])
+        assert outcome["error"].startswith("worker process failed: BrokenProcessPool")
+        # the next cell runs on new workers (this one fails fast on its unknown method, as a result)
+        ((_, outcome),) = backend.wait([backend.submit({"method": "no-such-method"}, None)])
+        assert set(outcome) == {"error", "traceback"} and "BrokenProcessPool" not in outcome["error"]
+    finally:
+        backend.close(cancel=True)
+
+
 def test_cancelling_the_local_backend_stops_running_cells_now() -> None:
     from tta.sweep.backends import LocalBackend
 
     backend = LocalBackend(1)
+    worker_pid = backend.pool.submit(os.getpid).result(timeout=120)  # the worker is up
     running = backend.pool.submit(time.sleep, 600)
     deadline = time.time() + 120
     while not running.running() and time.time() < deadline:
         time.sleep(0.1)
     workers = list(backend.pool._processes.values())
-    assert workers and all(w.is_alive() for w in workers)
+    assert [w.pid for w in workers] == [worker_pid] and workers[0].is_alive()
     start = time.time()
     backend.close(cancel=True)
     assert time.time() - start < 15

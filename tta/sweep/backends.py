@@ -88,11 +88,23 @@ class LocalBackend:
         if jobs < 1:
             raise InputError(f"--jobs must be >= 1, got {jobs}")
         self.slots = jobs
-        self.pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_init_worker)
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(self.slots, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_init_worker)
 
     def submit(self, config: dict[str, Any], partial: str | None) -> cf.Future:
-        return self.pool.submit(_run_local_cell, config, partial)
+        try:
+            return self.pool.submit(_run_local_cell, config, partial)
+        except cf.process.BrokenProcessPool:
+            # a worker died abruptly (OOM killer, SIGKILL): its cells were reported failed; go on with a new pool
+            log.warning("a sweep worker died abruptly; starting new worker processes")
+            # wait=True: the old pool's management thread closes its pipes as it ends; left running it
+            # could close descriptors the new pool has just been given
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = self._new_pool()
+            return self.pool.submit(_run_local_cell, config, partial)
 
     def wait(self, handles: list[cf.Future]) -> list[tuple[cf.Future, dict[str, Any]]]:
         done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
@@ -116,6 +128,7 @@ class LocalBackend:
         # shutdown(cancel_futures=True) only drops queued cells; running ones would go on (and the
         # interpreter would wait for them at exit) although the caller has released their claims
         workers = list((getattr(self.pool, "_processes", None) or {}).values())
+        manager = getattr(self.pool, "_executor_manager_thread", None)  # shutdown(wait=False) forgets it
         self.pool.shutdown(wait=False, cancel_futures=True)
         if any(proc.is_alive() for proc in workers):
             log.warning("stopping the running cells after their current batch (their progress is saved)")
@@ -127,6 +140,10 @@ class LocalBackend:
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=10)
+        # the pool's management thread closes the pool's pipes as it ends: let it finish before anyone
+        # opens new descriptors (a new pool), which could otherwise be closed under them
+        if manager is not None:
+            manager.join(timeout=grace_s)
 
 
 class RayBackend:
