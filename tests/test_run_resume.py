@@ -120,3 +120,19 @@ def test_progress_of_another_run_is_ignored(setup, tmp_path):
     other_seed = runner.invoke(cli, ["run", *setup, "--output", str(out), "--seed", "1"])
     assert other_seed.exit_code == 0 and "resuming" not in other_seed.output
     assert Crash.calls == 16  # started over: the stream differs
+
+
+def test_a_stopped_run_travels_between_processes_with_its_fields() -> None:
+    # sweep workers hand exceptions back to the sweep by pickling them
+    import pickle
+    from pathlib import Path as _Path
+
+    from tta.evaluate import RunInterrupted
+    from tta.runner import RunStopped
+
+    stop = RunStopped(RunInterrupted(7, 40), _Path("/x/run.partial.pt"))
+    back = pickle.loads(pickle.dumps(stop))
+    assert type(back) is RunStopped and str(back) == str(stop)
+    assert (back.next_batch, back.total, back.partial) == (7, 40, _Path("/x/run.partial.pt"))
+    inner = pickle.loads(pickle.dumps(RunInterrupted(3, 9)))
+    assert (inner.next_batch, inner.total, str(inner)) == (3, 9, "interrupted before batch 3 of 9")

@@ -74,6 +74,9 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted before batch {next_batch} of {total}")
         self.next_batch, self.total = next_batch, total
 
+    def __reduce__(self):  # picklable, for worker processes
+        return type(self), (self.next_batch, self.total)
+
 
 class Tally:
     """Running counts of an online pass; ``state()`` / ``from_state`` make a pass resumable."""

@@ -41,6 +41,9 @@ class RunStopped(KeyboardInterrupt):
         super().__init__(f"stopped before batch {stop.next_batch} of {stop.total}{where}")
         self.next_batch, self.total, self.partial = stop.next_batch, stop.total, partial
 
+    def __reduce__(self):  # rebuilt from its fields, so it crosses process boundaries (sweep workers)
+        return type(self), (RunInterrupted(self.next_batch, self.total), self.partial)
+
 
 @dataclass
 class RunOutcome:
