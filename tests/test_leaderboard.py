@@ -91,6 +91,35 @@ def test_same_method_with_other_hparams_is_its_own_row_labelled_by_the_differenc
     assert [r.label for r in board.rows] == ["alpha-bn (source_weight=0.9)", "alpha-bn (source_weight=0.5)"]
 
 
+def test_a_method_seeded_by_the_run_averages_its_seeds_in_one_row() -> None:
+    # RoTTA, NOTE, CoTTA, ... record the run's seed as their own: not a difference between rows
+    docs = [_doc("rotta", [40.0, 40.0], seed=s, hparams={"lr": 1e-3, "seed": s}) for s in (1, 2, 3)]
+    docs.append(_doc("rotta", [50.0, 50.0], seed=1, hparams={"lr": 1e-3, "seed": 7}))  # a seed asked for: its own row
+    (board,) = build(docs)
+    assert [sorted(r.runs) for r in board.rows] == [[1, 2, 3], [1]]
+    assert [r.label for r in board.rows] == ["rotta (seed=None)", "rotta (seed=7)"]
+
+
+def test_rows_are_labelled_by_the_options_asked_for_the_same_in_every_setting() -> None:
+    def run(method, err, shift, options, k):
+        hp = {"lr": 1e-3 if not options else 1e-5, "stats": options.get("stats", "tbn"), "stats_options": {"K": k}}
+        doc = _doc(method, [err, err], shift=shift, hparams=hp)
+        doc["runtime"]["config"] = {"options": options}
+        return doc
+
+    docs = [run("tent", 30.0, "continual", {}, None), run("tent", 40.0, "continual", {"stats": "unmix-tns"}, 16),
+            run("tent", 80.0, "mixed", {}, None), run("tent", 50.0, "mixed", {"stats": "unmix-tns"}, 128)]
+    boards = build(docs)
+    assert [[r.label for r in b.rows] for b in boards] == [["tent", "tent (stats=unmix-tns)"],
+                                                           ["tent (stats=unmix-tns)", "tent"]]
+    # results that do not record what they asked for keep the resolved difference
+    for doc in docs:
+        del doc["runtime"]["config"]
+    labels = [r.label for r in build(docs)[1].rows]
+    assert labels == ["tent (lr=1e-05, stats=unmix-tns, stats_options={'K': 128})",
+                      "tent (lr=0.001, stats=tbn, stats_options={'K': None})"]
+
+
 def test_csv_is_long_format_with_one_line_per_domain_and_mean() -> None:
     text = render(build([_doc("source", [60.0, 80.0]), _doc("tbn", [30.0, 20.0])]), "csv")
     rows = list(csv.DictReader(io.StringIO(text)))

@@ -62,6 +62,7 @@ class Row:
     method: str
     hparams: dict[str, Any]
     label: str = ""
+    options: dict[str, Any] | None = None  # what the run was asked for (``-O``), when its result records it
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> result document
 
     def values(self, key: str) -> list[float]:
@@ -211,19 +212,55 @@ def _malformed(doc: dict[str, Any]) -> str | None:
     return None
 
 
+def _row_hparams(doc: dict[str, Any]) -> dict[str, Any]:
+    """The resolved hyperparameters that make a row, less a ``seed`` that is the run's own seed.
+
+    Methods with random draws of their own (RoTTA, NOTE, CoTTA, ROID, DeYO, EATA) take their
+    seed from the run's by default; kept in the row's key, it would split every seed into a row
+    of its own instead of averaging them.
+    """
+    hp = dict(doc["method"]["hparams"])
+    if "seed" in hp and hp["seed"] == doc["stream"]["seed"]:
+        del hp["seed"]
+    return hp
+
+
+def _requested_options(doc: dict[str, Any]) -> dict[str, Any] | None:
+    config = (doc.get("runtime") or {}).get("config")
+    options = config.get("options") if isinstance(config, dict) else None
+    return options if isinstance(options, dict) else None
+
+
 def _labels(rows: list[Row]) -> None:
-    """Method name, plus the hyperparameters that tell apart rows sharing that name."""
+    """Method name, plus what tells apart rows sharing that name.
+
+    That is the options the runs asked for (``tent (stats=unmix-tns)``), when every row records
+    them and they differ; else the resolved hyperparameters that differ between the rows. Options,
+    not their resolved values, keep a row's label the same across settings whose defaults differ
+    (UnMix-TNS's K on mixed domains).
+    """
     by_name: dict[str, list[Row]] = {}
     for row in rows:
         by_name.setdefault(row.method, []).append(row)
     for name, group in by_name.items():
         if len(group) == 1:
-            group[0].label = name
+            group[0].label = _asked_label(name, group[0].options)
+            continue
+        asked = [json.dumps(r.options, sort_keys=True, default=str) for r in group]
+        if all(r.options is not None for r in group) and len(set(asked)) == len(group):
+            for r in group:
+                r.label = _asked_label(name, r.options)
             continue
         keys = sorted({k for r in group for k in r.hparams})
         differing = [k for k in keys if len({json.dumps(r.hparams.get(k), sort_keys=True) for r in group}) > 1]
         for r in group:
             r.label = f"{name} ({', '.join(f'{k}={r.hparams.get(k)}' for k in differing)})"
+
+
+def _asked_label(name: str, options: dict[str, Any] | None) -> str:
+    if not options:
+        return name
+    return f"{name} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
 
 
 def build(docs: Iterable[dict[str, Any]]) -> list[Board]:
@@ -232,9 +269,10 @@ def build(docs: Iterable[dict[str, Any]]) -> list[Board]:
     warnings: dict[Setting, list[str]] = {}
     for doc in sorted(docs, key=lambda d: d.get("created_utc", "")):
         setting = setting_of(doc)
-        hp = doc["method"]["hparams"]
+        hp = _row_hparams(doc)
         key = doc["method"]["name"] + json.dumps(hp, sort_keys=True, default=str)
         row = grouped.setdefault(setting, {}).setdefault(key, Row(doc["method"]["name"], hp))
+        row.options = _requested_options(doc)
         seed = doc["stream"]["seed"]
         if seed in row.runs:
             warnings.setdefault(setting, []).append(
