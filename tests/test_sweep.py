@@ -292,6 +292,32 @@ def test_a_cell_stopped_by_a_signal_is_released_with_its_progress_not_failed(sma
     assert status == "done" and saved.name == f"{cell}.partial.pt"
 
 
+@pytest.mark.realdata
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads signal dispositions from /proc")
+def test_sigterm_to_the_sweep_stops_it_like_ctrl_c(small_cifar_c_dir, resnet20_checkpoint, tmp_path):
+    db = tmp_path / "runs.db"
+    args = ["--store", str(db), "--methods", "cotta", "--shifts", "continual", "--seeds", "1",
+            *_args(small_cifar_c_dir, resnet20_checkpoint)]
+    args[args.index("--n-examples") + 1] = "200"
+    proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, worker = time.time() + 300, None
+    while worker is None and time.time() < deadline and proc.poll() is None:
+        worker = next((w for w in _children(proc.pid) if _alive(w) and _catches_sigterm(w)), None)
+        time.sleep(0.1)
+    assert worker is not None, "the cell never started"
+    proc.terminate()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "rerun the same command to resume" in err
+    assert not _cells(db)  # the claim was given back, not left running or failed
+    assert list((tmp_path / "runs.db.partial").glob("*.partial.pt"))
+    deadline = time.time() + 30
+    while _alive(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)
+
+
 def test_the_local_backend_outlives_a_worker_that_died_abruptly() -> None:
     from tta.sweep.backends import LocalBackend
 
