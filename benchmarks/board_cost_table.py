@@ -7,9 +7,9 @@ each method's cost ratio and peak memory from a saved `benchmarks/bench_methods.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
+
 board = json.loads(Path(sys.argv[1]).read_text())
 bench_lines = Path(sys.argv[2]).read_text().splitlines()
 cost = {}
@@ -17,18 +17,13 @@ for line in bench_lines:
     if line.startswith("| ") and "x |" in line:
         cells = [c.strip() for c in line.strip("|").split("|")]
         cost[cells[0]] = (cells[2], cells[5].split("(")[-1].rstrip(")") if len(cells) > 5 else "")
-def key(row):
-    lab = row["label"]
-    m = re.match(r"(\S+?)\[(.*)\]$", lab)
-    if m:
-        return f"{m.group(1)} ({m.group(2)})"
-    return lab
-settings = []
-for r in board["rows"]:
-    if r["setting"] not in settings:
-        settings.append(r["setting"])
+
+
 def short(s):
     return ("mixed" if "shift mixed" in s else "continual") + (" δ0.1" if "delta 0.1" in s else "")
+
+
+# rows of one method variant carry one label in every setting (`tent (stats=unmix-tns)`), the bench table's too
 table = {}
 for r in board["rows"]:
     table.setdefault(r["label"], {})[short(r["setting"])] = r
@@ -48,6 +43,5 @@ for lab in order:
         else:
             vals.append("—")
     seeds = sorted({s for r in row.values() for s in r["seeds"]})
-    k = key(next(iter(row.values())))
-    c, mem = cost.get(k, ("—", "—"))
+    c, mem = cost.get(lab, ("—", "—"))
     print(f"| {lab} | " + " | ".join(vals) + f" | {','.join(map(str, seeds))} | {c} | {mem} |")
