@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -10,6 +9,8 @@ from pathlib import Path
 import click
 
 from tta.errors import InputError
+
+from .signals import sigterm_as_interrupt
 
 #: the names of tta.corruptions.PRESETS, repeated so that `tta --help` does not import torch
 PRESET_NAMES = ("cifar", "tiny", "imagenet")
@@ -26,10 +27,6 @@ def _check_out(out: Path) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise InputError(f"cannot write to --out {out} ({exc.strerror or exc}); pass a writable folder") from None
-
-
-def _stop_on_sigterm(signum, frame) -> None:  # noqa: ARG001
-    raise KeyboardInterrupt
 
 
 @click.command("corrupt")
@@ -75,17 +72,15 @@ def corrupt_cmd(src, out, preset, corruptions, severities, seed, layout, chunk_s
         if n_images is not None:
             images, labels = images[:n_images], labels[:n_images]
     _check_out(out)
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # SIGTERM stops the pool like Ctrl-C
     try:
-        if jpeg:
-            generate_jpeg_folders(src, out, names, sevs, preset=preset, seed=seed, chunk_size=min(chunk_size, 256),
-                                  frost_dir=frost_dir)
-        else:
-            generate_arrays(images, labels, out, names, sevs, preset=preset, seed=seed, chunk_size=chunk_size,
-                            workers=workers, frost_dir=frost_dir, report=lambda msg: click.echo(msg, err=True))
+        with sigterm_as_interrupt():  # SIGTERM stops the pool like Ctrl-C
+            if jpeg:
+                generate_jpeg_folders(src, out, names, sevs, preset=preset, seed=seed,
+                                      chunk_size=min(chunk_size, 256), frost_dir=frost_dir)
+            else:
+                generate_arrays(images, labels, out, names, sevs, preset=preset, seed=seed, chunk_size=chunk_size,
+                                workers=workers, frost_dir=frost_dir, report=lambda msg: click.echo(msg, err=True))
     except KeyboardInterrupt:
         click.echo(f"stopped; the finished chunks are kept in {out}: rerun the same command to continue", err=True)
         sys.exit(130)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     click.echo(f"wrote {len(names)} corruption(s) x {len(sevs)} severities to {out}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import signal
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import click
 
 from .options import parse_delta, parse_key_values
 from .run_cmd import run_cmd
+from .signals import sigterm_as_interrupt
 
 # `tta run` options that a sweep takes as axes or that belong to a single run
 _NOT_SHARED = {"method", "shift", "seed", "severity", "dataset", "model", "checkpoint", "output", "plot",
@@ -35,10 +35,6 @@ def _run_settings(ctx: click.Context, kw: dict) -> dict:
             name = "workers"
         out[name] = value
     return out
-
-
-def _stop_on_sigterm(signum, frame) -> None:  # noqa: ARG001
-    raise KeyboardInterrupt
 
 
 @click.command("sweep", context_settings={"max_content_width": 110})
@@ -115,20 +111,15 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
             bar.set_postfix(done=counts["done"], running=counts["running"], failed=counts["failed"])
             bar.update(1)
 
-        try:  # SIGTERM stops a sweep as Ctrl-C does (only the main thread may set handlers)
-            previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
-        except ValueError:
-            previous = None
         try:
-            summary = sweep(cells, store, runner, retry_failed=retry_failed, on_event=on_event) if runner else None
+            with sigterm_as_interrupt():  # SIGTERM stops a sweep as Ctrl-C does
+                summary = sweep(cells, store, runner, retry_failed=retry_failed, on_event=on_event) if runner else None
         except KeyboardInterrupt:
             bar.close()
             click.echo("sweep stopped: the running cells saved their progress and their claims were given back; "
                        "rerun the same command to resume", err=True)
             sys.exit(130)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
             bar.close()
             if runner is not None:
                 runner.close()
