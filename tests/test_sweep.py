@@ -180,10 +180,7 @@ def test_a_killed_sweep_resumes_and_every_cell_ends_done_once(small_cifar_c_dir,
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, mid-sweep; its workers sit in sessions of their own
     proc.wait()
     # they stop too, after their current batch (the parent-death signal), instead of running on unrecorded
-    deadline = time.time() + 60
-    while any(_alive(w) for w in workers) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not [w for w in workers if _alive(w)]
+    assert not _alive_after(workers, 60)
     before = _cells(db)
     assert 1 <= sum(r[1] == "done" for r in before) < 6
     resumed = _sweep(args)
@@ -233,6 +230,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _alive_after(pids: list[int], seconds: float) -> list[int]:
+    """The processes of ``pids`` still alive once they are all gone or ``seconds`` have passed."""
+    deadline = time.time() + seconds
+    while any(_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are a Linux feature")
 def test_a_sweep_worker_dies_with_the_sweep_that_spawned_it(tmp_path) -> None:
     # workers sit in their own sessions, so killing the sweep's process group does not reach them
@@ -247,10 +252,7 @@ def test_a_sweep_worker_dies_with_the_sweep_that_spawned_it(tmp_path) -> None:
     assert _alive(worker) and os.getsid(worker) == worker != os.getsid(middle.pid)
     middle.kill()
     middle.wait()
-    deadline = time.time() + 20
-    while _alive(worker) and time.time() < deadline:
-        time.sleep(0.1)
-    if _alive(worker):
+    if _alive_after([worker], 20):
         os.kill(worker, signal.SIGKILL)
         pytest.fail("the worker outlived the sweep that spawned it")
 
@@ -262,23 +264,28 @@ def _catches_sigterm(pid: int) -> bool:
     return False
 
 
-@pytest.mark.realdata
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads signal dispositions from /proc")
-def test_a_cell_stopped_by_a_signal_is_released_with_its_progress_not_failed(small_cifar_c_dir, resnet20_checkpoint,
-                                                                              tmp_path):
-    db = tmp_path / "runs.db"
+def _sweep_with_a_running_cell(db: Path, small_cifar_c_dir: Path, resnet20_checkpoint: Path):
+    """A one-cell CoTTA sweep started in the background, returned with its args and the worker running the cell."""
     args = ["--store", str(db), "--methods", "cotta", "--shifts", "continual", "--seeds", "1",
             *_args(small_cifar_c_dir, resnet20_checkpoint)]
     args[args.index("--n-examples") + 1] = "200"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # the worker installs its SIGTERM handler once the cell's batches start
     deadline, worker = time.time() + 300, None
     while worker is None and time.time() < deadline and proc.poll() is None:
         worker = next((w for w in _children(proc.pid) if _alive(w) and _catches_sigterm(w)), None)
         time.sleep(0.1)
     assert worker is not None, "the cell never started"
+    return args, proc, worker
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads signal dispositions from /proc")
+def test_a_cell_stopped_by_a_signal_is_released_with_its_progress_not_failed(small_cifar_c_dir, resnet20_checkpoint,
+                                                                              tmp_path):
+    db = tmp_path / "runs.db"
+    args, proc, worker = _sweep_with_a_running_cell(db, small_cifar_c_dir, resnet20_checkpoint)
     os.kill(worker, signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -296,26 +303,14 @@ def test_a_cell_stopped_by_a_signal_is_released_with_its_progress_not_failed(sma
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads signal dispositions from /proc")
 def test_sigterm_to_the_sweep_stops_it_like_ctrl_c(small_cifar_c_dir, resnet20_checkpoint, tmp_path):
     db = tmp_path / "runs.db"
-    args = ["--store", str(db), "--methods", "cotta", "--shifts", "continual", "--seeds", "1",
-            *_args(small_cifar_c_dir, resnet20_checkpoint)]
-    args[args.index("--n-examples") + 1] = "200"
-    proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline, worker = time.time() + 300, None
-    while worker is None and time.time() < deadline and proc.poll() is None:
-        worker = next((w for w in _children(proc.pid) if _alive(w) and _catches_sigterm(w)), None)
-        time.sleep(0.1)
-    assert worker is not None, "the cell never started"
+    _, proc, worker = _sweep_with_a_running_cell(db, small_cifar_c_dir, resnet20_checkpoint)
     proc.terminate()
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "rerun the same command to resume" in err
     assert not _cells(db)  # the claim was given back, not left running or failed
     assert list((tmp_path / "runs.db.partial").glob("*.partial.pt"))
-    deadline = time.time() + 30
-    while _alive(worker) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not _alive(worker)
+    assert not _alive_after([worker], 30)
 
 
 def test_the_local_backend_outlives_a_worker_that_died_abruptly() -> None:
