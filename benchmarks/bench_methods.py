@@ -59,6 +59,8 @@ METHODS: list[tuple[str, dict]] = [
     ("source", {}),
     # tbn-ema's default (the reference) runs the model twice by construction; the 1.15x target is for one pass
     *[(m, {"passes": 1} if m == "tbn-ema" else {}) for m in NORM_ONLY],
+    ("rbn", {}),
+    ("iabn", {}),
     ("unmix-tns", {"K": 16}),
     ("tent", {}),
     ("alpha-bn-mcc", {}),

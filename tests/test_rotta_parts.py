@@ -293,6 +293,25 @@ def test_rbn_matches_official_over_train_steps(resnet20, noisy):
 
 
 @pytest.mark.realdata
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_rbn_outside_autograd_matches_official(resnet20, noisy, dtype, tol):
+    """Without autograd (the ``rbn`` policy under inference_mode, RoTTA's teacher on its memory) RBN takes
+    the fused BatchNorm pass, on channels_last as tta runs it; outputs and stored statistics stay official."""
+    ours = copy.deepcopy(resnet20).to(dtype).requires_grad_(False)
+    tta.methods.bn_swap.replace_batchnorm(ours, make_layer, "rbn")
+    ours = ours.to(memory_format=torch.channels_last).train()
+    ref = ref_configure(copy.deepcopy(resnet20).to(dtype)).train()
+    for i in range(3):
+        x = noisy[32 * i : 32 * (i + 1)].to(dtype)
+        with torch.inference_mode():
+            out_o = ours(x.contiguous(memory_format=torch.channels_last))
+        with torch.no_grad():
+            out_r = ref(x)
+        torch.testing.assert_close(out_o, out_r, atol=tol, rtol=tol)
+        assert_same_rbn(ours, ref, atol=tol)
+
+
+@pytest.mark.realdata
 def test_rbn_closed_forms(resnet20, noisy):
     bn = resnet20.bn1
     z = resnet20.conv1(resnet20.normalize(noisy[:64])).detach()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .stats import SourceStatsMixin, batch_stats, normalize
+from .stats import SourceStatsMixin, normalize, normalize_with_batch_stats
 
 DEFAULT_ALPHA = 0.05
 
@@ -41,13 +41,18 @@ class RobustBatchNorm(SourceStatsMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return normalize(x, self.global_mean, self.global_var, self.weight, self.bias, self.eps)
-        b_mean, b_var = batch_stats(x)  # biased, differentiable
+        # outside autograd one fused BatchNorm pass yields the batch statistics (Welford's var_mean
+        # is slow on channels_last CPU tensors); under autograd the plain differentiable computation
+        return normalize_with_batch_stats(x, self._update, self.weight, self.bias, self.eps)
+
+    def _update(self, b_mean: torch.Tensor, b_var: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blend the batch's biased statistics into the global ones, store them, return them."""
         mean = (1 - self.alpha) * self.global_mean + self.alpha * b_mean
         var = (1 - self.alpha) * self.global_var + self.alpha * b_var
         with torch.no_grad():
             self.global_mean.copy_(mean)
             self.global_var.copy_(var)
-        return normalize(x, mean, var, self.weight, self.bias, self.eps)
+        return mean, var
 
     def reset_statistics(self) -> None:
         """Back to the source statistics (the affine parameters are left alone)."""
