@@ -287,3 +287,35 @@ def test_adab2n_domain_weighting_matches_a_per_sample_loop():
     b = tta.adapt(net, "adab2n", normalize="batch")
     with torch.no_grad():
         assert torch.allclose(b(x, domain_ids=torch.zeros(7, dtype=torch.long)), apply_bn(net[1], h, *bstats(h)), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,dims,channels_last", [
+    ((6, 5, 7, 4), [0, 2, 3], True), ((6, 5, 7, 4), [0, 2, 3], False), ((6, 5, 7, 4), [2, 3], True),
+    ((9, 5), [0], False), ((3, 4, 5, 6, 2), [0, 2, 3, 4], False),
+])
+def test_moments_values_and_gradients_equal_var_mean(shape, dims, channels_last):
+    """The sum-based statistics behind every differentiable BatchNorm-statistics path give var_mean's
+    values and, through the closed-form backward, autograd's gradients of var_mean (float64)."""
+    from tta.methods.stats import moments
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 2)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w_mean, w_var = torch.randn(2, *[s for i, s in enumerate(shape) if i not in dims], generator=g, dtype=torch.float64)
+    grads = []
+    for fn in (lambda t: moments(t, dims), lambda t: torch.var_mean(t, dim=dims, correction=0)[::-1]):
+        xr = x.clone().requires_grad_()
+        mean, var = fn(xr)
+        ((mean * w_mean).sum() + (var * w_var).sum()).backward()
+        grads.append((mean.detach(), var.detach(), xr.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_batch_stats_unbiased_uses_pytorchs_correction():
+    from tta.methods.stats import batch_stats
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    mean, var = batch_stats(x, unbiased=True)
+    want_var, want_mean = torch.var_mean(x, dim=[0, 2, 3], correction=1)
+    torch.testing.assert_close(mean, want_mean)
+    torch.testing.assert_close(var, want_var)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, TTAError
-from .stats import fast_instance_stats, needs_exact_grad, normalize, normalize_per_sample
+from .stats import fast_instance_stats, instance_stats, needs_exact_grad, normalize, normalize_per_sample
 
 DEFAULT_K = 4.0
 DEFAULT_MOMENTUM = 0.01
@@ -72,7 +72,7 @@ class InstanceAwareBatchNorm(nn.Module):
         length = math.prod(x.shape[2:])
         # (B, C) instance statistics, biased; one pass of sums when no gradient is needed
         if needs_exact_grad(x, self.weight, self.bias):
-            var_i, mean_i = torch.var_mean(x, dim=list(range(2, x.dim())), correction=0)
+            mean_i, var_i = instance_stats(x)
         else:
             mean_i, var_i = fast_instance_stats(x)
         if self.training:

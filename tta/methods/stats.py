@@ -1,11 +1,12 @@
 """Shared tensor helpers for normalization-statistics methods."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ..errors import TTAError
 
@@ -15,16 +16,49 @@ def reduce_dims(x: torch.Tensor) -> list[int]:
     return [0] + list(range(2, x.dim()))
 
 
+class _Moments(torch.autograd.Function):
+    """Mean and biased variance over ``dims`` (kept), differentiable in ``x``.
+
+    ``torch.var_mean`` (Welford) and its autograd backward run 3-4x slower than plain sums on
+    channels_last CPU tensors. Here the forward is two passes of sums (mean, then the mean
+    square deviation: as exact as Welford, unlike E[x^2] - E[x]^2) and the backward the closed
+    form dL/dx = g_mean / n + g_var * 2 (x - mean) / n, one fused multiply-add over ``x``.
+    First-order only: no method here differentiates twice.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = x.mean(dims, keepdim=True)
+        dev = x - mean
+        var = dev.square_().mean(dims, keepdim=True)
+        ctx.save_for_backward(x, mean)
+        ctx.n = x.numel() // mean.numel()
+        return mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g_mean: torch.Tensor, g_var: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, mean = ctx.saved_tensors
+        scale = g_var * (2.0 / ctx.n)
+        shift = g_mean / ctx.n - mean * scale
+        return torch.addcmul(shift, x, scale), None
+
+
+def moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance of ``x`` over ``dims``, with those dims dropped (see ``_Moments``)."""
+    mean, var = _Moments.apply(x, tuple(dims))
+    return mean.squeeze(dims), var.squeeze(dims)
+
+
 def batch_stats(x: torch.Tensor, unbiased: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and variance over (N, *spatial), as BatchNorm computes them."""
-    var, mean = torch.var_mean(x, dim=reduce_dims(x), correction=int(unbiased))
-    return mean, var
+    mean, var = moments(x, reduce_dims(x))
+    return mean, (var * unbiased_factor(x) if unbiased else var)
 
 
 def instance_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-(sample, channel) mean and biased variance over the spatial dims: two (B, C) tensors."""
-    var, mean = torch.var_mean(x, dim=list(range(2, x.dim())), correction=0)
-    return mean, var
+    return moments(x, list(range(2, x.dim())))
 
 
 def unbiased_factor(x: torch.Tensor) -> float:
