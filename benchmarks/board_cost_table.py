@@ -12,11 +12,16 @@ from pathlib import Path
 
 board = json.loads(Path(sys.argv[1]).read_text())
 bench_lines = Path(sys.argv[2]).read_text().splitlines()
-cost = {}
+# the file may hold several tables (an idle run, then one with peak memory): each method's ratio comes from the
+# first table that has it, its memory from the first that measured memory
+ratio, memory = {}, {}
 for line in bench_lines:
     if line.startswith("| ") and "x |" in line:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        cost[cells[0]] = (cells[2], cells[5].split("(")[-1].rstrip(")") if len(cells) > 5 else "")
+        ratio.setdefault(cells[0], cells[2])
+        if len(cells) > 5 and "(" in cells[5]:
+            memory.setdefault(cells[0], cells[5].split("(")[-1].rstrip(")"))
+cost = {k: (v, memory.get(k, "—")) for k, v in ratio.items()}
 
 
 def short(s):
