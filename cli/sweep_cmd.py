@@ -111,18 +111,20 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
             bar.set_postfix(done=counts["done"], running=counts["running"], failed=counts["failed"])
             bar.update(1)
 
+        stopped = False
         try:
             with sigterm_as_interrupt():  # SIGTERM stops a sweep as Ctrl-C does
                 summary = sweep(cells, store, runner, retry_failed=retry_failed, on_event=on_event) if runner else None
         except KeyboardInterrupt:
-            bar.close()
-            click.echo("sweep stopped: the running cells saved their progress and their claims were given back; "
-                       "rerun the same command to resume", err=True)
-            sys.exit(130)
+            stopped = True
         finally:
             bar.close()
             if runner is not None:
                 runner.close()
+        if stopped:
+            click.echo("sweep stopped: the running cells saved their progress and their claims were given back; "
+                       "rerun the same command to resume", err=True)
+            sys.exit(130)
         if summary is None:
             click.echo("nothing to run: every cell is done", err=True)
             return
