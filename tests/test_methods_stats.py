@@ -319,3 +319,22 @@ def test_batch_stats_unbiased_uses_pytorchs_correction():
     want_var, want_mean = torch.var_mean(x, dim=[0, 2, 3], correction=1)
     torch.testing.assert_close(mean, want_mean)
     torch.testing.assert_close(var, want_var)
+
+
+@pytest.mark.parametrize("shape,channels_last", [((12, 5, 7, 4), True), ((12, 5, 7, 4), False), ((12, 5), False)])
+def test_grouped_statistics_equal_one_train_mode_batchnorm_call_per_group(shape, channels_last):
+    """CoTTA's views in one forward: each group of samples normalized as its own train-mode BatchNorm call."""
+    from tta.methods.stats import grouped_batch_stats, normalize_grouped
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.rand(shape[1], generator=g, dtype=torch.float64) + 0.5, torch.randn(shape[1], generator=g, dtype=torch.float64)
+    mean, var = grouped_batch_stats(x, 3)
+    assert mean.shape == var.shape == (3, shape[1])
+    got = normalize_grouped(x, mean, var, weight, bias, 1e-5)
+    want = torch.cat([torch.nn.functional.batch_norm(part, None, None, weight, bias, True, 0.0, 1e-5)
+                      for part in x.split(4)])
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    with pytest.raises(ValueError, match="do not split into 5 equal groups"):
+        grouped_batch_stats(x, 5)

@@ -61,6 +61,35 @@ def instance_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return moments(x, list(range(2, x.dim())))
 
 
+def grouped_batch_stats(x: torch.Tensor, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance of each of ``n_groups`` equal consecutive groups of samples,
+    as separate BatchNorm calls would compute them: two (G, C) tensors."""
+    if n_groups < 1 or x.shape[0] % n_groups:
+        raise ValueError(f"{x.shape[0]} samples do not split into {n_groups} equal groups")
+    xv = x.unflatten(0, (n_groups, x.shape[0] // n_groups))
+    return moments(xv, [1, *range(3, xv.dim())])
+
+
+def normalize_grouped(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+) -> torch.Tensor:
+    """``normalize`` with per-group (G, C) statistics: row g normalizes the g-th of G equal groups of samples."""
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias
+    view = (mean.shape[0], 1, mean.shape[1]) + (1,) * (x.dim() - 2)
+    xv = x.unflatten(0, (mean.shape[0], x.shape[0] // mean.shape[0]))
+    return torch.addcmul(shift.view(view), xv, scale.view(view)).flatten(0, 1)
+
+
 def unbiased_factor(x: torch.Tensor) -> float:
     """n/(n-1) with n the number of values per channel, PyTorch's running-variance correction."""
     n = x.numel() // x.shape[1]

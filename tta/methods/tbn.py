@@ -24,7 +24,7 @@ from torch import nn
 
 from .options import Option, OptionSet
 from .policy import StatsPolicy, register_stats
-from .stats import SourceStatsMixin, normalize_with_batch_stats
+from .stats import SourceStatsMixin, grouped_batch_stats, normalize_grouped, normalize_with_batch_stats
 
 
 class PriorBatchNorm(SourceStatsMixin, nn.Module):
@@ -43,16 +43,12 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
     def forward_grouped(self, x: torch.Tensor, n_groups: int) -> torch.Tensor:
         """Each of ``n_groups`` consecutive equal groups of samples normalized with its own statistics,
         as separate calls would (CoTTA's augmented views in one forward, ``tta.methods.view_forward``)."""
-        xv = x.unflatten(0, (n_groups, x.shape[0] // n_groups))
-        dims = (1, *range(3, xv.dim()))
-        var, mean = torch.var_mean(xv, dim=dims, keepdim=True, correction=0)
-        shape = (1, 1, -1) + (1,) * (xv.dim() - 3)
+        mean, var = grouped_batch_stats(x, n_groups)
         if self.prior:
-            w = self.prior / (self.prior + xv.shape[1])
-            mean = torch.lerp(mean, self.source_mean.view(shape), w)
-            var = torch.lerp(var, self.source_var.view(shape), w)
-        scale = torch.rsqrt(var + self.eps) * self.weight.view(shape)
-        return (xv * scale + (self.bias.view(shape) - mean * scale)).flatten(0, 1)
+            w = self.prior / (self.prior + x.shape[0] // n_groups)
+            mean = torch.lerp(mean, self.source_mean, w)
+            var = torch.lerp(var, self.source_var, w)
+        return normalize_grouped(x, mean, var, self.weight, self.bias, self.eps)
 
     def mix(self, mean: torch.Tensor, var: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.prior / (self.prior + x.shape[0])

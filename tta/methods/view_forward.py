@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .buffers import restore_buffers, snapshot_buffers
+from .stats import grouped_batch_stats, normalize_grouped
 
 
 def _uses_batch_stats(m: nn.Module) -> bool:
@@ -36,17 +37,8 @@ def _uses_batch_stats(m: nn.Module) -> bool:
 
 
 def _grouped_batch_norm(m: nn.BatchNorm1d | nn.BatchNorm2d, n_groups: int, x: torch.Tensor) -> torch.Tensor:
-    xv = x.unflatten(0, (n_groups, x.shape[0] // n_groups))  # (G, B, C, ...)
-    dims = (1,) + tuple(range(3, xv.dim()))
-    var, mean = torch.var_mean(xv, dim=dims, keepdim=True, correction=0)
-    shape = (1, 1, -1) + (1,) * (xv.dim() - 3)
-    scale = torch.rsqrt(var + m.eps)
-    if m.weight is not None:
-        scale = scale * m.weight.view(shape)
-    shift = -mean * scale
-    if m.bias is not None:
-        shift = shift + m.bias.view(shape)
-    return (xv * scale + shift).flatten(0, 1)
+    mean, var = grouped_batch_stats(x, n_groups)
+    return normalize_grouped(x, mean, var, m.weight, m.bias, m.eps)
 
 
 @contextlib.contextmanager
