@@ -79,15 +79,9 @@ def normalize_grouped(
     eps: float,
 ) -> torch.Tensor:
     """``normalize`` with per-group (G, C) statistics: row g normalizes the g-th of G equal groups of samples."""
-    scale = torch.rsqrt(var + eps)
-    if weight is not None:
-        scale = scale * weight
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + bias
-    view = (mean.shape[0], 1, mean.shape[1]) + (1,) * (x.dim() - 2)
-    xv = x.unflatten(0, (mean.shape[0], x.shape[0] // mean.shape[0]))
-    return torch.addcmul(shift.view(view), xv, scale.view(view)).flatten(0, 1)
+    per_group = x.shape[0] // mean.shape[0]
+    return normalize_per_sample(x, mean.repeat_interleave(per_group, 0), var.repeat_interleave(per_group, 0),
+                                weight, bias, eps)
 
 
 def unbiased_factor(x: torch.Tensor) -> float:
