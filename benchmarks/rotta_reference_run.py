@@ -6,15 +6,18 @@ The test suite holds ``RefRoTTA`` (``tests/test_rotta_parts.py``), a transcripti
 as the official code would run it (float32, torch's global generator seeded with ``--seed``), over
 the same stream that ``tta run`` builds (same data, order file, domains and fingerprint) and prints
 its error per domain next to a ``tta run`` result of the same stream (``--compare``). Equal trends
-over 150,000 samples mean a drift is RoTTA's, not an artefact of tta's implementation; the numbers
-themselves differ by the augmentation draws, which come from different generators.
+over 150,000 samples mean a drift is RoTTA's, not an artefact of tta's implementation. Both draw the
+same augmentations (the same seed and draw order, from torch's global generator here and from the
+adapter's own generator in tta), so the two runs part only by float rounding (channels_last
+convolutions in tta, NCHW here), which grows over thousands of updates.
 
     tta run --method rotta --shift continual --domains D --order o.npy --seed 2020 ... --output ours.json
     OMP_NUM_THREADS=1 python benchmarks/rotta_reference_run.py --domains D --order o.npy --seed 2020 \\
         --out ref.json --compare ours.json
 
 One thread, about 1 s per batch of 64 on a 2-core machine shared with other work. The output is
-rewritten atomically every 100 batches (a partial record, ``"complete": false``, until the end).
+rewritten atomically every 100 batches (a partial record, ``"complete": false``, until the end);
+an interrupted run starts over (the transcription keeps no resumable state).
 """
 from __future__ import annotations
 
