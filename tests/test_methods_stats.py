@@ -338,3 +338,16 @@ def test_grouped_statistics_equal_one_train_mode_batchnorm_call_per_group(shape,
     torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
     with pytest.raises(ValueError, match="do not split into 5 equal groups"):
         grouped_batch_stats(x, 5)
+
+
+@pytest.mark.parametrize("prior", [0.0, 16.0])
+def test_prior_batchnorm_grouped_forward_equals_one_call_per_group(prior):
+    """tbn's layer under CoTTA's grouped views: the source prior weighs each group by its own size."""
+    from tta.methods.tbn import PriorBatchNorm
+    bn = tiny_net()[1]
+    layer = PriorBatchNorm(bn, prior).double()
+    x = torch.randn(12, 4, 5, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        got = layer.forward_grouped(x, 3)
+        want = torch.cat([layer(part) for part in x.split(4)])
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)

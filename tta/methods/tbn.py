@@ -45,13 +45,15 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
         as separate calls would (CoTTA's augmented views in one forward, ``tta.methods.view_forward``)."""
         mean, var = grouped_batch_stats(x, n_groups)
         if self.prior:
-            w = self.prior / (self.prior + x.shape[0] // n_groups)
-            mean = torch.lerp(mean, self.source_mean, w)
-            var = torch.lerp(var, self.source_var, w)
+            mean, var = self.mix_n(mean, var, x.shape[0] // n_groups)
         return normalize_grouped(x, mean, var, self.weight, self.bias, self.eps)
 
     def mix(self, mean: torch.Tensor, var: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        w = self.prior / (self.prior + x.shape[0])
+        return self.mix_n(mean, var, x.shape[0])
+
+    def mix_n(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch statistics of n samples mixed with the source's, weight N/(N+n) on the source."""
+        w = self.prior / (self.prior + n)
         return torch.lerp(mean, self.source_mean, w), torch.lerp(var, self.source_var, w)
 
     def extra_repr(self) -> str:
