@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -120,6 +121,36 @@ def test_progress_of_another_run_is_ignored(setup, tmp_path):
     other_seed = runner.invoke(cli, ["run", *setup, "--output", str(out), "--seed", "1"])
     assert other_seed.exit_code == 0 and "resuming" not in other_seed.output
     assert Crash.calls == 16  # started over: the stream differs
+
+
+def test_progress_survives_new_modification_times_but_not_new_content(setup, tmp_path):
+    # a re-provisioned or re-extracted data folder gives the same images new times: the run resumes
+    setup = [*setup, "--method", "test-drift"]
+    runner = CliRunner()
+    out = tmp_path / "r.json"
+    folder = tmp_path / "CIFAR-10-C"
+    Crash.arm(5)
+    runner.invoke(cli, ["run", *setup, "--output", str(out)])
+    for i, f in enumerate(sorted(folder.iterdir())):
+        data = f.read_bytes()
+        f.unlink()
+        f.write_bytes(data)
+        os.utime(f, ns=(10**18 + i, 10**18 + i))
+    Crash.arm(None)
+    resumed = runner.invoke(cli, ["run", *setup, "--output", str(out)])
+    assert resumed.exit_code == 0 and "resuming at batch 4 of 16" in resumed.output, resumed.output
+    assert Crash.calls == 12
+
+    # the same names and shapes with other images: the saved progress belongs to other data
+    Crash.arm(5)
+    out = tmp_path / "r2.json"
+    runner.invoke(cli, ["run", *setup, "--output", str(out)])
+    assert (tmp_path / "r2.json.partial.pt").is_file()
+    np.save(folder / "shot_noise.npy", np.random.default_rng(1).integers(0, 256, (5 * 60, 32, 32, 3), dtype=np.uint8))
+    Crash.arm(None)
+    other = runner.invoke(cli, ["run", *setup, "--output", str(out)])
+    assert other.exit_code == 0 and "resuming" not in other.output, other.output
+    assert Crash.calls == 16
 
 
 def test_a_stopped_run_travels_between_processes_with_its_fields() -> None:

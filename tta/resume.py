@@ -6,9 +6,10 @@ carries across batches: student, teacher, memory, counters, and as extra state t
 optimizer moments and the method's random generator), torch's RNG state and the
 running counts. Rerunning the same
 command resumes from there; the key (stream fingerprint, method, hyperparameters,
-model hash, and the identity of the data files: paths, sizes, modification times
-and the ``tta corrupt`` manifest) must match, so a changed command or another
-``--data-dir`` starts afresh. The file is written atomically and removed once the
+model hash, and the identity of the data: each domain file's size and content digest,
+and the ``tta corrupt`` manifest) must match, so a changed command or different data
+starts afresh, while the same files with new modification times (copied back,
+re-extracted, a re-provisioned mount) resume. The file is written atomically and removed once the
 result is written. On SIGINT/SIGTERM ``stop_on_signals`` lets the current batch
 finish, so the saved state is exact.
 """
@@ -18,7 +19,6 @@ import contextlib
 import copy
 import io
 import logging
-import os
 import signal
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from .data.identity import domain_identity
 from .evaluate import Tally
 from .atomic import write_bytes
 
@@ -44,19 +45,15 @@ def _canonical(options: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def data_identity(source: Any, domains: Any) -> list[Any]:
-    """What tells one copy of a dataset from another: each domain's file (path, size, mtime) and the manifest.
+    """What tells one copy of a dataset from another: the manifest and each domain's content digest.
 
     The stream fingerprint only covers names, severities and sizes, which every copy
-    of CIFAR-10-C shares; two different folders must not be mixed in one result.
+    of CIFAR-10-C shares; two different copies must not be mixed in one result. Content
+    rather than modification times (:mod:`tta.data.identity`), so the same files given
+    new times (copied back, re-extracted, a re-provisioned mount) resume.
     """
     ident: list[Any] = [repr(sorted((str(k), repr(v)) for k, v in source.describe().items()))]
-    for dom in domains:
-        where = str(getattr(dom, "source", ""))
-        try:
-            st = os.stat(where)
-            ident.append((dom.key, os.path.realpath(where), st.st_size, st.st_mtime_ns))
-        except (OSError, ValueError):
-            ident.append((dom.key, where))
+    ident.extend(domain_identity(dom) for dom in domains)
     return ident
 
 
