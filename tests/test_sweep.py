@@ -363,3 +363,18 @@ def test_two_concurrent_sweeps_on_one_store_finish_the_grid_without_duplicates(s
     docs = Store(db).documents()
     assert len(docs) == 12
     assert len({(d["method"]["name"], d["stream"]["shift"], d["stream"]["seed"]) for d in docs}) == 12
+
+
+def test_a_sweep_worker_shows_the_library_warnings_on_its_stderr() -> None:
+    # a fresh process: before show_warnings the warning reaches only tta's NullHandler and vanishes
+    code = ("import logging, tta; from tta.sweep.worker import show_warnings\n"
+            "logging.getLogger('tta.resume').warning('before')\n"
+            "show_warnings()\n"
+            "logging.getLogger('tta.resume').warning('ignoring progress file x')\n"
+            "logging.getLogger('tta.resume').info('chatter')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert "WARNING tta.resume (sweep worker): ignoring progress file x" in lines
+    assert not any("before" in line or "chatter" in line for line in lines)

@@ -14,10 +14,22 @@ def run_cell(config: dict[str, Any], partial: str | None = None) -> dict[str, An
     """
     from ..runner import run  # noqa: PLC0415  (workers import torch once, here)
 
-    logging.getLogger("tta").setLevel(logging.WARNING)
+    show_warnings()
     try:
         outcome = run(config, output=None, partial=partial, resume=True, progress=False)
     except Exception as exc:  # noqa: BLE001  (a failed cell is recorded with its error, never dropped)
         tb = traceback.format_exc(limit=6)
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": tb}
     return {"doc": outcome.doc}
+
+
+def show_warnings() -> None:
+    """Print the library's warnings (progress file ignored, a collapse) on the worker's stderr.
+
+    A worker is a fresh process with no logging set up, and tta's logger carries only a
+    NullHandler, so without a handler here those warnings would vanish instead of
+    reaching the sweep's output.
+    """
+    logging.getLogger("tta").setLevel(logging.WARNING)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s (sweep worker): %(message)s")
