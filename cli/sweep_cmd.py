@@ -1,7 +1,8 @@
-"""``tta sweep``: run a grid of cells into a result store; ``tta store import``: add existing result files."""
+"""``tta sweep``: run a grid of cells into a result store; ``tta store import``/``export``: result files in and out."""
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -172,3 +173,33 @@ def store_import_cmd(store_path: str, paths: tuple[Path, ...]) -> None:
             clean = {k: v for k, v in doc.items() if not k.startswith("_")}
             added += store.import_result(cid, clean, config, rerun_command(config), setting=setting_of(doc).title())
     click.echo(f"imported {added} of {len(docs)} results into {store_path} ({len(docs) - added} were there already)")
+
+
+@store_cmd.command("export")
+@click.argument("store_path", type=click.Path(dir_okay=False, exists=True))
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path))
+def store_export_cmd(store_path: str, outdir: Path) -> None:
+    """Write every finished cell of the store to OUTDIR as one `tta run` result file per cell (<cell id>.json).
+
+    The files are what `tta report` and `tta store import` read, so a board can be kept as plain files
+    (in version control, say) and its store rebuilt from them; a later sweep into the rebuilt store
+    skips those cells. Files already there with the same content are left untouched.
+    """
+    from tta.atomic import write_text  # noqa: PLC0415
+    from tta.errors import InputError  # noqa: PLC0415
+    from tta.store import Store, is_store  # noqa: PLC0415
+
+    if not is_store(store_path):
+        raise InputError(f"{store_path} is not a result store; pass the database of `tta sweep --store`")
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    docs = Store(store_path, create=False).documents()
+    for doc in docs:
+        path = outdir / f"{doc['_cell']['id']}.json"
+        clean = {k: v for k, v in doc.items() if not k.startswith("_")}
+        text = json.dumps(clean, indent=1, sort_keys=True) + "\n"
+        if path.exists() and path.read_text() == text:
+            continue
+        write_text(path, text)
+        written += 1
+    click.echo(f"exported {len(docs)} finished cells of {store_path} to {outdir} ({written} new or changed)")

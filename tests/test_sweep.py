@@ -165,6 +165,31 @@ def test_sweep_runs_each_cell_once_records_failures_and_resumes(small_cifar_c_di
 
 
 @pytest.mark.realdata
+def test_an_exported_store_rebuilds_into_one_whose_sweep_has_nothing_left(small_cifar_c_dir, resnet20_checkpoint,
+                                                                         tmp_path):
+    """A board kept as result files survives the loss of its database: import gives back the same cells."""
+    db, files, rebuilt = tmp_path / "runs.db", tmp_path / "cells", tmp_path / "rebuilt.db"
+    args = ["--methods", "source,tbn", "--shifts", "continual,iid", "--seeds", "1",
+            *_args(small_cifar_c_dir, resnet20_checkpoint)]
+    assert _sweep(["--store", str(db), *args]).returncode == 0
+    out = CliRunner().invoke(cli, ["store", "export", str(db), str(files)])
+    assert out.exit_code == 0 and "4 new or changed" in out.output, out.output
+    ids = {r[0] for r in _cells(db)}
+    assert {p.stem for p in files.glob("*.json")} == ids
+    before = {p.name: p.stat().st_mtime_ns for p in files.iterdir()}
+    again = CliRunner().invoke(cli, ["store", "export", str(db), str(files)])
+    assert "0 new or changed" in again.output and before == {p.name: p.stat().st_mtime_ns for p in files.iterdir()}
+    imp = CliRunner().invoke(cli, ["store", "import", str(rebuilt), str(files)])
+    assert "imported 4 of 4" in imp.output, imp.output
+    assert {(r[0], r[1], r[4]) for r in _cells(rebuilt)} == {(r[0], r[1], r[4]) for r in _cells(db)}
+    old = {d["_cell"]["id"]: d["metrics"] for d in Store(db).documents()}
+    assert {d["_cell"]["id"]: d["metrics"] for d in Store(rebuilt).documents()} == old
+    assert "nothing to run: every cell is done" in _sweep(["--store", str(rebuilt), *args]).stderr
+    bad = CliRunner().invoke(cli, ["store", "export", str(files / f"{next(iter(ids))}.json"), str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "not a result store" in bad.output
+
+
+@pytest.mark.realdata
 def test_a_killed_sweep_resumes_and_every_cell_ends_done_once(small_cifar_c_dir, resnet20_checkpoint, tmp_path):
     db = tmp_path / "runs.db"
     args = ["--store", str(db), "--methods", "source,tbn,tbn-ema", "--shifts", "continual,iid", "--seeds", "1",
