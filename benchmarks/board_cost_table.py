@@ -1,8 +1,11 @@
-"""The full-size board's README table: mean error per setting from a `tta report` leaderboard.json, next to
+"""The full-size board's README table: mean error per setting from `tta report` leaderboard.json files, next to
 each method's cost ratio and peak memory from a saved `benchmarks/bench_methods.py --memory` Markdown table.
 
     python benchmarks/board_cost_table.py benchmarks/results/leaderboard-full/leaderboard.json \
-        benchmarks/results/bench_methods_resnet20.md
+        [benchmarks/results/leaderboard-full/cotta/leaderboard.json ...] benchmarks/results/bench_methods_resnet20.md
+
+With several boards, a later board's row replaces an earlier one's of the same method variant and setting
+(CoTTA's cells are reported from their own result files, the rest from the main report).
 """
 from __future__ import annotations
 
@@ -10,8 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-board = json.loads(Path(sys.argv[1]).read_text())
-bench_lines = Path(sys.argv[2]).read_text().splitlines()
+if len(sys.argv) < 3:
+    sys.exit("usage: board_cost_table.py LEADERBOARD.json [LEADERBOARD.json ...] BENCH_METHODS.md")
+boards = [json.loads(Path(p).read_text()) for p in sys.argv[1:-1]]
+bench_lines = Path(sys.argv[-1]).read_text().splitlines()
 # the file may hold several tables (an idle run, then one with peak memory): each method's ratio comes from the
 # first table that has it, its memory from the first that measured memory
 ratio, memory = {}, {}
@@ -30,8 +35,9 @@ def short(s):
 
 # rows of one method variant carry one label in every setting (`tent (stats=unmix-tns)`), the bench table's too
 table = {}
-for r in board["rows"]:
-    table.setdefault(r["label"], {})[short(r["setting"])] = r
+for board in boards:
+    for r in board["rows"]:
+        table.setdefault(r["label"], {})[short(r["setting"])] = r
 cols = ["continual", "continual δ0.1", "mixed δ0.1"]
 order = sorted(table, key=lambda l: (-sum(c in table[l] for c in cols), sum(table[l][c]["mean_error"] for c in cols if c in table[l]) / max(1, sum(c in table[l] for c in cols))))
 print("| method | " + " | ".join(cols) + " | seeds | × source forward | peak MiB over source |")
