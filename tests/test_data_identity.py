@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 
-from tta.data.identity import CHUNK, SAMPLES, domain_identity, file_digest
+from tta.data.domain import ArrayDomain, open_npy
+from tta.data.identity import CHUNK, SAMPLES, file_digest
 from tta.data.imagenet_c import FileDomain
 
 
@@ -54,14 +54,19 @@ def test_an_array_domain_is_named_by_its_file_content_not_its_path(tmp_path):
     (tmp_path / "x").mkdir()
     np.save(tmp_path / "x" / "snow.npy", data)
     shutil.copytree(tmp_path / "x", tmp_path / "y")
-    one = SimpleNamespace(key="snow@5", source=str(tmp_path / "x" / "snow.npy"))
-    two = SimpleNamespace(key="snow@5", source=str(tmp_path / "y" / "snow.npy"))
-    assert domain_identity(one) == domain_identity(two)
-    assert domain_identity(one) != domain_identity(SimpleNamespace(key="snow@4", source=one.source))
+    labels = np.zeros(len(data), dtype=np.int64)
+
+    def domain(folder, severity=5):
+        path = tmp_path / folder / "snow.npy"
+        return ArrayDomain(open_npy(path, "test"), labels, "snow", severity, str(path))
+
+    one, two = domain("x"), domain("y")
+    assert one.identity() == two.identity()
+    assert one.identity() != ArrayDomain(one.images, labels, "snow", 4, one.source).identity()
     np.save(tmp_path / "y" / "snow.npy", data[::-1])
-    assert domain_identity(one) != domain_identity(two)
-    missing = SimpleNamespace(key="fog@5", source="demo:embedded")
-    assert domain_identity(missing) == ("fog@5", "demo:embedded")
+    assert one.identity() != domain("y").identity()
+    embedded = ArrayDomain(data, labels, "fog", 5, "demo:embedded")
+    assert embedded.identity() == ("fog@5", "demo:embedded")
 
 
 def _folder_domain(root, files: dict[str, bytes], when: int) -> FileDomain:
@@ -78,10 +83,10 @@ def test_a_folder_domain_is_named_by_its_file_list_and_their_content(tmp_path):
     files = {f"n{i % 3:02d}/img{i}.JPEG": bytes([i]) * (100 + i) for i in range(20)}
     here = _folder_domain(tmp_path / "a" / "fog" / "5", files, 10**18)
     moved = _folder_domain(tmp_path / "b" / "fog" / "5", files, 2 * 10**18)  # elsewhere, new times
-    assert domain_identity(here) == domain_identity(moved)
+    assert here.identity() == moved.identity()
     renamed = dict(files)
     renamed["n00/other.JPEG"] = renamed.pop("n00/img0.JPEG")
-    assert domain_identity(_folder_domain(tmp_path / "c" / "fog" / "5", renamed, 10**18)) != domain_identity(here)
+    assert _folder_domain(tmp_path / "c" / "fog" / "5", renamed, 10**18).identity() != here.identity()
     edited = dict(files)
     edited["n00/img0.JPEG"] = b"\x00" * 100 + b"\x01"  # the first file is always among those digested
-    assert domain_identity(_folder_domain(tmp_path / "d" / "fog" / "5", edited, 10**18)) != domain_identity(here)
+    assert _folder_domain(tmp_path / "d" / "fog" / "5", edited, 10**18).identity() != here.identity()

@@ -26,7 +26,6 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .data.identity import domain_identity
 from .evaluate import Tally
 from .atomic import write_bytes
 
@@ -49,11 +48,11 @@ def data_identity(source: Any, domains: Any) -> list[Any]:
 
     The stream fingerprint only covers names, severities and sizes, which every copy
     of CIFAR-10-C shares; two different copies must not be mixed in one result. Content
-    rather than modification times (:mod:`tta.data.identity`), so the same files given
+    rather than modification times (:meth:`tta.data.domain.Domain.identity`), so the same files given
     new times (copied back, re-extracted, a re-provisioned mount) resume.
     """
     ident: list[Any] = [repr(sorted((str(k), repr(v)) for k, v in source.describe().items()))]
-    ident.extend(domain_identity(dom) for dom in domains)
+    ident.extend(dom.identity() for dom in domains)
     return ident
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import mmap
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .identity import file_digest
 
 
 class Domain:
@@ -36,6 +38,20 @@ class Domain:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "severity": self.severity, "size": len(self), "source": self.source}
+
+    def identity(self) -> tuple[Any, ...]:
+        """(key, content digest): what a saved partial run must find again to resume on this domain.
+
+        The source file's size and sampled content (:func:`tta.data.identity.file_digest`), not
+        its path or modification time; a domain without a readable file (generated from memory,
+        embedded demo data) keeps its source string.
+        """
+        if self.source and os.path.isfile(self.source):
+            try:
+                return (self.key, file_digest(self.source))
+            except OSError:
+                pass
+        return (self.key, self.source)
 
     def load(self, indices: np.ndarray) -> torch.Tensor:
         """Images ``indices`` as float (B, C, H, W) in [0, 1]."""

@@ -11,6 +11,9 @@ included. Reading about a megabyte keeps this cheap on 150 MB CIFAR-10-C files;
 two different generations or downloads of a dataset differ throughout, so the
 samples tell them apart. A file edited only between the samples keeps its
 identity: regenerate into a fresh file, or start over with ``--fresh``.
+
+Each domain names itself with :meth:`tta.data.domain.Domain.identity` (a folder of
+image files overrides it); this module holds the file digest they share.
 """
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ import functools
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
 #: chunks read from a large file; their bytes and offsets make its digest
 SAMPLES = 16
@@ -48,35 +50,3 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001  (mtime
                 h.update(offset.to_bytes(8, "little"))
                 h.update(f.read(CHUNK))
     return f"{size}:{h.hexdigest()}"
-
-
-def domain_identity(domain: Any) -> tuple[Any, ...]:
-    """(key, content digest) of one domain: its array file, or the image files it reads from a folder.
-
-    A folder-backed domain (ImageNet-C: ``paths``, one image per file) is named by the
-    list of its files relative to its folder and the content of :data:`FILES_PER_FOLDER`
-    of them, evenly spaced; a domain without a readable file keeps its source string.
-    """
-    key = domain.key
-    paths = getattr(domain, "paths", None)
-    source = str(getattr(domain, "source", ""))
-    try:
-        if paths is not None:
-            root = Path(source)
-            names = hashlib.sha256("\n".join(_relative(p, root) for p in paths).encode()).hexdigest()
-            picks = [paths[round(i * (len(paths) - 1) / max(FILES_PER_FOLDER - 1, 1))]
-                     for i in range(min(FILES_PER_FOLDER, len(paths)))]
-            return (key, len(paths), names, tuple(file_digest(p) for p in picks))
-        if source and os.path.isfile(source):
-            return (key, file_digest(source))
-    except OSError:
-        pass
-    return (key, source)
-
-
-def _relative(path: Any, root: Path) -> str:
-    p = Path(path)
-    try:
-        return p.relative_to(root).as_posix()
-    except ValueError:
-        return p.as_posix()

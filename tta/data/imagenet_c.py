@@ -12,17 +12,20 @@ installed ``robustbench`` package, or from a file given as ``subset``);
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import DataError
 from .domain import Domain
+from .identity import FILES_PER_FOLDER, file_digest
 from .source import BENCHMARK_CORRUPTIONS, DomainSource
 
 FOLDER = "ImageNet-C"
@@ -54,6 +57,20 @@ class FileDomain(Domain):
     def __init__(self, paths: list[Path], labels: np.ndarray, name: str, severity: int, source: str) -> None:
         super().__init__(name, severity, labels, source)
         self.paths = paths
+
+    def identity(self) -> tuple[Any, ...]:
+        """(key, file count, digest of the file list relative to the folder, content digests of
+        :data:`~tta.data.identity.FILES_PER_FOLDER` evenly spaced files): the same folder moved or
+        re-extracted resumes, one with other or edited files does not."""
+        paths = self.paths
+        try:
+            names = hashlib.sha256("\n".join(Path(os.path.relpath(p, self.source)).as_posix()
+                                             for p in paths).encode()).hexdigest()
+            picks = [paths[round(i * (len(paths) - 1) / max(FILES_PER_FOLDER - 1, 1))]
+                     for i in range(min(FILES_PER_FOLDER, len(paths)))]
+            return (self.key, len(paths), names, tuple(file_digest(p) for p in picks))
+        except OSError:
+            return (self.key, self.source)
 
     def load(self, indices: np.ndarray) -> torch.Tensor:
         from PIL import Image  # noqa: PLC0415
