@@ -148,6 +148,11 @@ for _param in run_cmd.params:
     sweep_cmd.params.append(_p)
 
 
+def _public(doc: dict) -> dict:
+    """A result document without the bookkeeping keys (``_path``, ``_cell``) that loading it added."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
 @click.group("store")
 def store_cmd() -> None:
     """Manage a result store (the SQLite database of `tta sweep`)."""
@@ -170,8 +175,7 @@ def store_import_cmd(store_path: str, paths: tuple[Path, ...]) -> None:
             sha = doc["model"].get("checkpoint_sha256") if config.get("checkpoint") else None
             cid = cell_id(config, dataset=doc["data"]["dataset"], fingerprint=doc["stream"]["fingerprint"],
                           checkpoint_sha256=sha, version=doc["versions"]["tta"])
-            clean = {k: v for k, v in doc.items() if not k.startswith("_")}
-            added += store.import_result(cid, clean, config, rerun_command(config), setting=setting_of(doc).title())
+            added += store.import_result(cid, _public(doc), config, rerun_command(config), setting=setting_of(doc).title())
     click.echo(f"imported {added} of {len(docs)} results into {store_path} ({len(docs) - added} were there already)")
 
 
@@ -193,11 +197,11 @@ def store_export_cmd(store_path: str, outdir: Path) -> None:
         raise InputError(f"{store_path} is not a result store; pass the database of `tta sweep --store`")
     outdir.mkdir(parents=True, exist_ok=True)
     written = 0
-    docs = Store(store_path, create=False).documents()
+    with Store(store_path, create=False) as store:
+        docs = store.documents()
     for doc in docs:
         path = outdir / f"{doc['_cell']['id']}.json"
-        clean = {k: v for k, v in doc.items() if not k.startswith("_")}
-        text = json.dumps(clean, indent=1, sort_keys=True) + "\n"
+        text = json.dumps(_public(doc), indent=1, sort_keys=True) + "\n"
         if path.exists() and path.read_text() == text:
             continue
         write_text(path, text)
