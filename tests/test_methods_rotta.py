@@ -75,7 +75,6 @@ def test_rotta_adapter_equals_official_step_through_fill_eviction_and_updates(re
     ref = RefRoTTA(copy.deepcopy(resnet20).double(), 10, ref_transform(32))
     adapter = tta.adapt(copy.deepcopy(resnet20).double(), "rotta", seed=seed, channels_last=False)
     start = [p.detach().clone() for p in adapter.optimizer.param_groups[0]["params"]]
-    evicted = False
     for b in range(math.ceil(N_IMAGES / BATCH)):
         x = x_all[BATCH * b : BATCH * (b + 1)]
         want = ref.forward(x)

@@ -1,8 +1,6 @@
 """tta report: the static site's numbers, charts, published references, and its rendering in headless Chromium."""
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import statistics

@@ -32,7 +32,7 @@ from .gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, is_norm_la
     stats_options
 from .options import Option, when
 from .registry import Resolved, register_method
-from .roid_step import RoidHyper, RoidState, roid_parameters, roid_step
+from .roid_step import RoidHyper, RoidState, roid_step
 from .step_state import StepState, register_tensors, registered_tensors
 
 ONE_SAMPLE = "its weights are min-max normalized over the batch, 0/0 for one image; use eta, sar or deyo"
