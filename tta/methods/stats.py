@@ -226,6 +226,11 @@ def normalize_with_batch_stats(
     if needs_exact_grad(x, weight, bias) or x.numel() == x.shape[1]:  # the fused kernel needs 2+ values
         bm, bv = batch_stats(x)
         mean, var = stats_fn(bm, bv, x)
+        if torch.is_grad_enabled():
+            # A stateful policy returns its running buffers and updates them in place on its next forward
+            # (DeYO's and ROID's extra forward before backward): the graph keeps this batch's values.
+            mean = mean if mean.requires_grad else mean.clone()
+            var = var if var.requires_grad else var.clone()
         return normalize(x, mean, var, weight, bias, eps)
     z, bm, bv = batch_normalize_stats(x, eps)
     mean, var = stats_fn(bm, bv, x)
