@@ -307,30 +307,22 @@ def _fmt(x: float) -> str:
 
 
 def to_markdown(boards: list[Board]) -> str:
-    out: list[str] = []
+    """The boards as Markdown tables (every value escaped by the template: labels and options are untrusted)."""
+    from .render import render as render_template  # noqa: PLC0415  (jinja2 only when Markdown is asked for)
+
+    ctx = []
     for board in boards:
         st = board.setting
-        out.append(f"### {st.title()}")
-        out.append("")
-        if st.demo:
-            out += [f"**{DEMO_BANNER}**", ""]
-        out += [f"> {w}" for w in board.warnings] + ([""] if board.warnings else [])
-        out.append("| # | method | seeds | " + " | ".join(st.domains) + " | mean | ECE | img/s |")
-        out.append("|---|---|---|" + "---|" * (len(st.domains) + 3))
-        for rank, row in enumerate(board.rows, 1):
-            mean = _fmt(row.mean_error) + (f" ± {row.spread:.1f}" if row.spread is not None else "")
-            label = row.label + (f" ⚠ collapsed ({'; '.join(row.collapsed)})" if row.collapsed else "")
-            cells = [str(rank), label, ",".join(map(str, sorted(row.runs)))]
-            cells += [_fmt(row.domain_error(d)) for d in st.domains]
-            cells += [mean, _fmt(row.mean("ece")), f"{row.mean('images_per_s'):.0f}"]
-            out.append("| " + " | ".join(cells) + " |")
-        fingerprints = sorted({doc["stream"]["fingerprint"] for r in board.rows for doc in r.runs.values()})
-        if any(r.collapsed for r in board.rows):
-            out += ["", "⚠ collapsed: the model's logits became NaN or infinite from that batch on; "
-                        "those samples count as errors and are left out of the ECE."]
-        out += ["", f"Error % (lower is better), mean over seeds (± sample std of the mean error). "
-                    f"Streams: {', '.join(fingerprints)}.", ""]
-    return "\n".join(out).rstrip() + "\n"
+        rows = [{"rank": rank, "label": row.label, "collapsed": "; ".join(row.collapsed),
+                 "seeds": ",".join(map(str, sorted(row.runs, key=str))),
+                 "domain_errors": [row.domain_error(d) for d in st.domains], "mean": row.mean_error,
+                 "spread": row.spread, "ece": row.mean("ece"), "ips": row.mean("images_per_s")}
+                for rank, row in enumerate(board.rows, 1)]
+        ctx.append({"title": st.title(), "demo": st.demo, "banner": DEMO_BANNER, "warnings": board.warnings,
+                    "domains": st.domains, "rows": rows, "any_collapsed": any(r.collapsed for r in board.rows),
+                    "fingerprints": ", ".join(sorted({doc["stream"]["fingerprint"] for r in board.rows
+                                                      for doc in r.runs.values()}))})
+    return render_template("leaderboard.md.j2", boards=ctx).strip() + "\n"
 
 
 def _records(boards: list[Board]) -> list[dict[str, Any]]:
