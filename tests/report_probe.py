@@ -51,7 +51,8 @@ _PROBE = """<script>window.addEventListener('load', function () {
         var c = e.getAttribute('stroke') || e.getAttribute('fill') || getComputedStyle(e).stroke;
         colours.push(c);
       });
-      if (!panels.length) p.querySelectorAll('rect.bar').forEach(function (e) { colours.push(e.getAttribute('fill')); });
+      // pages before the .series markup coloured each bar as its own series
+      if (!s.querySelector('.series')) p.querySelectorAll('rect.bar').forEach(function (e) { colours.push(e.getAttribute('fill')); });
       var dup = colours.length - new Set(colours).size;
       out.panels.push({svg: i, series: colours.length, colours: new Set(colours).size, shared: dup});
     });

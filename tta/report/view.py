@@ -22,7 +22,7 @@ from ..labels import variant_label
 #: flag thresholds, stated on the summary page
 UNSTABLE_STD = 2.0  # points of sample std over seeds, in any setting
 CORRELATION_MARGIN = 2.0  # points worse than source on i.i.d. labels and better under correlation
-DIVERGE_GAP = 10.0  # points above source over the last fifth, and growth of that gap since the first fifth
+DIVERGE_GAP = 10.0  # points above its own first fifth, and above source on the same batches, over the last fifth
 FIFTH = 0.2
 
 
@@ -239,16 +239,20 @@ def _fifths(curve: list[float]) -> tuple[float, float]:
 
 
 def diverges(curve: list[float] | None, source: list[float] | None) -> bool | None:
-    """Over the stream's last fifth the method is > DIVERGE_GAP points above source on the same batches, and that
-    gap grew by > DIVERGE_GAP since the first fifth. None when either curve is missing."""
+    """Over the stream's last fifth the method errs > DIVERGE_GAP points more than over its own first fifth, and
+    > DIVERGE_GAP points more than source on the same batches. None when either curve is missing.
+
+    Its own first fifth makes this a change over time (a method steadily better or worse than source, as
+    per-instance methods are in mixed streams, is not diverging); source on the same batches rules out
+    a stream that merely ends on harder domains."""
     if not curve or not source:
         return None
     n = min(len(curve), len(source))
     if n < 5:
         return None
     c0, c1 = _fifths(curve[:n])
-    s0, s1 = _fifths(source[:n])
-    return (c1 - s1) > DIVERGE_GAP and (c1 - s1) - (c0 - s0) > DIVERGE_GAP
+    _, s1 = _fifths(source[:n])
+    return (c1 - c0) > DIVERGE_GAP and (c1 - s1) > DIVERGE_GAP
 
 
 def exploits_correlation(deltas_iid: list[float], deltas_correlated: list[float]) -> bool | None:
