@@ -24,7 +24,7 @@ def md_escape(value: Any) -> str:
         return ""
     text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = _MD_SPECIAL.sub(r"\\\1", text)
-    return " ".join(text.split())  # no newline can end a table row early
+    return re.sub(r"\s+", " ", text)  # no newline can end a table row early
 
 
 def _fmt(x: Any, spec: str = ".1f", missing: str = "–") -> str:

@@ -8,9 +8,11 @@ The flags the summary page states are computed here, from these numbers only.
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -123,14 +125,22 @@ def _finite(x: Any) -> float | None:
 
 def _archived_cell(row: dict[str, Any], context: dict[str, Any]) -> Cell:
     seeds = list(row["seeds"])
+    known = row.get("seed_errors")
+    if isinstance(known, dict) and len(known) == len(seeds):  # JSON object keys are strings: match them by text
+        by_text = {str(k): float(v) for k, v in known.items()}
+        seed_errors = {s: by_text[str(s)] for s in seeds}
+    elif len(seeds) == 1:
+        seed_errors = {seeds[0]: float(row["mean_error"])}
+    else:
+        seed_errors = None
     runs = [Run(p["seed"], p.get("fingerprint", ""), p.get("checkpoint", "–"), p.get("versions", ""),
-                p.get("command", ""), float(row["mean_error"]) if len(seeds) == 1 else None)
+                p.get("command", ""), (seed_errors or {}).get(p["seed"]))
             for p in row.get("provenance", [])]
     curve = row.get("curve")
     return Cell(
         label=variant_label(row["method"], row.get("hparams") or {}, None, context), method=row["method"],
         hparams=row.get("hparams") or {}, seeds=seeds,
-        seed_errors={seeds[0]: float(row["mean_error"])} if len(seeds) == 1 else None,
+        seed_errors=seed_errors,
         mean=float(row["mean_error"]), std=_finite(row.get("mean_error_std")),
         domain_errors={k: float(v) for k, v in row["domain_errors"].items()},
         ece=_finite(row.get("ece")), images_per_s=_finite(row.get("images_per_s")),
@@ -160,6 +170,21 @@ def archived_settings(doc: dict[str, Any]) -> dict[str, tuple[dict[str, Any], li
                              "pass a leaderboard.json written by tta report") from None
         out.setdefault(title, (meta, []))[1].append(cell)
     return out
+
+
+def read_archive(path: Path) -> dict[str, Any] | None:
+    """The ``tta.leaderboard`` JSON at ``path`` (an earlier report), or None when ``path`` is something else."""
+    path = Path(path)
+    if path.suffix != ".json" or not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # load_results names the problem
+    if isinstance(doc, dict) and doc.get("schema") == "tta.leaderboard":
+        archived_settings(doc)  # malformed rows: one line now, not a traceback later
+        return doc
+    return None
 
 
 def _title_value(title: str, key: str) -> Any:
