@@ -30,7 +30,10 @@ def md_escape(value: Any) -> str:
 def _fmt(x: Any, spec: str = ".1f", missing: str = "–") -> str:
     if x is None or (isinstance(x, float) and x != x):
         return missing
-    return format(x, spec)
+    text = format(x, spec)
+    if re.fullmatch(r"[+-]?0(\.0*)?", text):  # no "-0" for a value that rounds to zero
+        text = format(0.0, spec)
+    return text
 
 
 @functools.lru_cache(maxsize=None)

@@ -248,8 +248,7 @@ def describe(view: SettingView) -> str:
     else:
         text = f"shift {view.shift}"
     if view.delta is not None:
-        text += (f"; labels ordered by a Dirichlet draw with δ = {view.delta} (smaller δ: longer runs of one class "
-                 "per batch, i.e. label correlation)")
+        text += f"; labels in Dirichlet order with δ = {view.delta} (label correlation: batches hold few classes)"
     elif view.sorted:
         text += "; labels sorted by class"
     else:
