@@ -101,6 +101,27 @@ def measure_page(page: Path, shot: Path | None = None, height: int = 1000) -> di
     return out
 
 
+def click_sort(page: Path, header: str, clicks: int = 1) -> list[list[str]]:
+    """The rows (cell texts) of the page's first sortable table after clicking the header ``header`` ``clicks`` times."""
+    script = """<script>window.addEventListener('load', function () {
+      var th = Array.prototype.find.call(document.querySelectorAll('table.sortable th'),
+                                         function (h) { return h.textContent.trim() === %s; });
+      for (var i = 0; i < %d; i++) th.click();
+      var rows = Array.prototype.map.call(document.querySelector('table.sortable').tBodies[0].rows,
+        function (r) { return Array.prototype.map.call(r.cells, function (c) { return c.textContent.trim(); }); });
+      var pre = document.createElement('pre'); pre.id = 'probe-result'; pre.textContent = JSON.stringify(rows);
+      document.body.appendChild(pre);
+    });</script>""" % (json.dumps(header), clicks)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / page.name
+        copy.write_text(page.read_text().replace("</body>", script + "</body>"))
+        dom = _chromium(copy.as_uri(), "--dump-dom", f"--window-size={WIDTH},1000", "--virtual-time-budget=5000")
+    found = re.search(r'<pre id="probe-result">(.*?)</pre>', dom.stdout, re.S)
+    if not found:
+        raise RuntimeError(f"no sort result from {page}: {dom.stderr[-1500:]}")
+    return json.loads(html.unescape(found.group(1)))
+
+
 def summary(name: str, m: dict) -> str:
     """One line: the numbers each assertion reads."""
     tables = "; ".join(f"{t['cls']} scroll {t['scrollWidth']}/{t['clientWidth']} right {t['right']:.0f}/{t['window']}"

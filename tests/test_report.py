@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import report_fixture as F
-from report_probe import CHROMIUM, measure_page, violations
+from report_probe import CHROMIUM, click_sort, measure_page, violations
 from tta.report import load_published, matching, write_site
 from tta.report.published import DEFAULT_FILE
 from tta.report.svg import OKABE_ITO, heat, small_multiples, smooth
@@ -345,6 +345,21 @@ def test_every_page_of_a_28_variant_board_fits_1280px_with_labels_inside_and_dis
         assert violations(m) == [], (page.name, violations(m))
         if page.name != "index.html":
             assert sum(p["series"] == 2 for p in m["panels"]) == 27  # a panel per variant, source dashed in each
+
+
+@needs_chromium
+def test_summary_sorts_by_a_clicked_column_without_a_network(tmp_path) -> None:
+    write_site(F.board(n_variants=6, seeds=(1, 2)), tmp_path)
+    worst = [float(r[6]) for r in click_sort(tmp_path / "index.html", "worst Δ vs source")]
+    assert worst == sorted(worst) and worst != [float(r[6]) for r in _parse_summary(tmp_path)]
+    desc = [float(r[6]) for r in click_sort(tmp_path / "index.html", "worst Δ vs source", clicks=2)]
+    assert desc == sorted(worst, reverse=True)
+    names = [r[1] for r in click_sort(tmp_path / "index.html", "method")]
+    assert names == sorted(names)
+
+
+def _parse_summary(folder: Path) -> list[list[str]]:
+    return [c for t, cls, c in _parse(folder / "index.html") if "summary" in t]
 
 
 @pytest.mark.slow
