@@ -248,6 +248,16 @@ def test_xss_payload_in_every_string_field_is_escaped_in_html_and_markdown(tmp_p
     assert "&lt;script&gt;alert(9)&lt;/script&gt;" in page  # shown, as text
     md = CliRunner().invoke(cli, ["leaderboard", str(tmp_path / "r0.json"), str(tmp_path / "r1.json")])
     assert md.exit_code == 0 and "<" not in md.output
+    # the same documents after `tta store import`: stored, then reported (a store that refuses them is safe too)
+    imp = CliRunner().invoke(cli, ["store", "import", str(tmp_path / "s.db"), str(tmp_path / "r0.json"),
+                                   str(tmp_path / "r1.json")])
+    if imp.exit_code != 0:
+        assert isinstance(imp.exception, SystemExit) and "Error" in imp.output, imp.output
+    else:
+        res = CliRunner().invoke(cli, ["report", str(tmp_path / "s.db"), "--html", str(tmp_path / "from-store")])
+        assert res.exit_code == 0, res.output
+        _assert_no_markup(tmp_path / "from-store")
+        assert "&lt;script&gt;alert(9)&lt;/script&gt;" in (tmp_path / "from-store" / "setting-1.html").read_text()
     assert "&lt;script&gt;" in md.output
 
 
