@@ -157,7 +157,7 @@ def archived_settings(doc: dict[str, Any]) -> dict[str, tuple[dict[str, Any], li
     for row in doc["rows"]:
         try:
             title = str(row["setting"])
-            meta = {"shift": "mixed" if "shift mixed" in title else row.get("shift", "continual"),
+            meta = {"shift": str(_title_value(title, "shift")),
                     "delta": _title_value(title, "delta"), "sorted": "label-sorted" in title,
                     "demo": bool(row.get("demo")), "domains": list(row["domain_errors"]),
                     "boundaries": list(row.get("boundaries") or [])}
@@ -241,12 +241,9 @@ def short_names(titles: list[str]) -> list[str]:
 
 def describe(view: SettingView) -> str:
     """What a setting is, in one sentence for the reader."""
-    if view.shift == "mixed":
-        text = "all domains shuffled into one stream, so the domain changes from batch to batch"
-    elif view.shift == "continual":
-        text = "the domains one after another, never reset"
-    else:
-        text = f"shift {view.shift}"
+    from ..streams.shifts import SHIFTS  # noqa: PLC0415
+
+    text = SHIFTS.get(view.shift).summary if view.shift in SHIFTS else f"shift {view.shift}"
     if view.delta is not None:
         text += f"; labels in Dirichlet order with δ = {view.delta} (label correlation: batches hold few classes)"
     elif view.sorted:
