@@ -175,7 +175,8 @@ def test_flags_reach_the_pages_with_their_rule(tmp_path) -> None:
             d["metrics"]["batch_errors"] = [e] * len(d["metrics"]["batch_errors"])
     write_site(docs, tmp_path)
     rows = {c[1]: c for t, cls, c in _parse(tmp_path / "index.html") if "summary" in t}
-    assert "exploits label correlation" in rows["tbn-ema"][-1] and "exploits" not in rows["tbn"][-1]
+    assert rows["tbn-ema"][-1].startswith("label corr.") and "label corr." not in rows["tbn"][-1]  # rule: below
+    assert 'title="exploits label correlation">label corr.<' in (tmp_path / "index.html").read_text()
     assert "more than 2 points worse than source on i.i.d. labels" in (tmp_path / "index.html").read_text()
 
 

@@ -178,7 +178,7 @@ def write_site(docs: list[dict[str, Any]], outdir: str | Path, published: list[d
     n_runs = sum(len(c.seeds) for v in views for c in v.cells)
     origins = sorted({c.origin for v in views for c in v.cells})
     common = dict(views=views, pages=pages, rows=rows, cost_text=cost_text, n_runs=n_runs, origins=origins,
-                  thresholds={"unstable": V.UNSTABLE_STD, "corr": V.CORRELATION_MARGIN, "gap": V.DIVERGE_GAP,
+                  badges=V.FLAG_BADGES, thresholds={"unstable": V.UNSTABLE_STD, "corr": V.CORRELATION_MARGIN, "gap": V.DIVERGE_GAP,
                               "fifth": int(V.FIFTH * 100)},
                   generated=datetime.now(timezone.utc).isoformat(timespec="seconds"), banner=DEMO_BANNER)
     atomic.write_text(outdir / "leaderboard.md", render("report.md.j2", **common))

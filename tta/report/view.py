@@ -26,6 +26,9 @@ UNSTABLE_STD = 2.0  # points of sample std over seeds, in any setting
 CORRELATION_MARGIN = 2.0  # points worse than source on i.i.d. labels and better under correlation
 DIVERGE_GAP = 10.0  # points above its own first fifth, and above source on the same batches, over the last fifth
 FIFTH = 0.2
+#: the summary's badges (the full names are in their title and in the stated rules)
+FLAG_BADGES = {"exploits label correlation": "label corr.", "unstable across seeds": "unstable",
+               "diverges over the stream": "diverges", "non-finite": "non-finite"}
 
 
 @dataclass
