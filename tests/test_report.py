@@ -274,6 +274,21 @@ def test_leaderboard_refuses_a_mean_that_is_not_the_mean_of_its_domains(tmp_path
             load_results([tmp_path / "r.json"])
 
 
+def test_an_archived_row_is_validated_like_a_result_file() -> None:
+    from tta.errors import InputError  # noqa: PLC0415
+    from tta.report.view import archived_settings  # noqa: PLC0415
+
+    row = {"setting": "CIFAR-10-C · resnet20 · shift mixed · batch 64 · delta 0.1", "method": "tbn", "seeds": [1],
+           "mean_error": 1.0, "domain_errors": {"fog": 55.5, "snow": 41.0}}
+    with pytest.raises(InputError, match="domain errors average 48.25"):
+        archived_settings({"schema": "tta.leaderboard", "rows": [row]})
+    for bad in (float("nan"), "<b>"):
+        with pytest.raises(InputError, match="malformed"):
+            archived_settings({"schema": "tta.leaderboard", "rows": [{**row, "mean_error": bad}]})
+    ((meta, cells),) = archived_settings({"schema": "tta.leaderboard", "rows": [{**row, "mean_error": 48.25}]}).values()
+    assert meta["shift"] == "mixed" and meta["delta"] == 0.1 and cells[0].seed_errors == {1: 48.25}
+
+
 # ---- charts ----
 
 def test_small_multiples_one_panel_per_method_source_dashed_and_collapse_strips_below_the_axis() -> None:

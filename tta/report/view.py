@@ -166,8 +166,11 @@ def archived_settings(doc: dict[str, Any]) -> dict[str, tuple[dict[str, Any], li
                     "boundaries": list(row.get("boundaries") or [])}
             cell = _archived_cell(row, {"dataset": row.get("dataset", "cifar10"), "shift": meta["shift"],
                                         "run_batch_size": _title_value(title, "batch")})
-            if not all(map(math.isfinite, [cell.mean, *cell.domain_errors.values()])):
-                raise ValueError("non-finite error")
+            if not all(map(math.isfinite, [cell.mean, *cell.domain_errors.values()])) or not cell.domain_errors:
+                raise ValueError("non-finite or missing error")
+            recomputed = statistics.fmean(cell.domain_errors.values())  # linear: mean of seeds = mean of domains
+            if abs(recomputed - cell.mean) > 1e-6 * max(1.0, abs(recomputed)):
+                raise ValueError(f"mean_error {cell.mean!r} but its domain errors average {recomputed:.6g}")
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"archived row {row.get('label', '?')!r} is malformed ({exc}); "
                              "pass a leaderboard.json written by tta report") from None
