@@ -205,6 +205,8 @@ def _poison(doc: dict, k: int = 0) -> dict:
     m["domain_errors"] = dict(zip(names, doc["metrics"]["domain_errors"].values()))
     m["domain_keys"] = names
     out["stream"]["seed"] = "<script>alert(9)</script>"
+    m["peak_memory_mb"] = "<script>alert(9)</script>"  # non-numbers where numbers belong: left out, not shown
+    m["batch_errors"] = m["batch_errors"][:-1] + ["<script>alert(9)</script>"]
     out["runtime"]["config"]["options"] = {"source_data": "sd_<svg onload=alert(6)>.npy", "lr<script>": "<b>x"}
     return out
 

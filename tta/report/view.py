@@ -103,8 +103,8 @@ def cells_from_board(board: Board) -> list[Cell]:
     for row in board.rows:
         docs = [row.runs[s] for s in sorted(row.runs, key=str)]
         curves = [d["metrics"].get("batch_errors") for d in docs]
-        curve = None
-        if curves and all(isinstance(c, list) and c for c in curves):
+        curve = None  # a curve only from lists of finite numbers (result files are untrusted)
+        if curves and all(isinstance(c, list) and c and all(_finite(x) is not None for x in c) for c in curves):
             n = min(len(c) for c in curves)
             curve = [float(x) for x in np.mean([np.asarray(c[:n], dtype=float) for c in curves], axis=0)]
         runs = [Run(seed, d["stream"]["fingerprint"], (d["model"].get("checkpoint_sha256") or "–")[:16],
@@ -112,7 +112,7 @@ def cells_from_board(board: Board) -> list[Cell]:
                     (d.get("_cell") or {}).get("command") or rerun_command((d.get("runtime") or {}).get("config") or {}),
                     float(d["metrics"]["mean_domain_error"]))
                 for seed, d in zip(sorted(row.runs, key=str), docs)]
-        peak = row.values("peak_memory_mb")
+        peak = [v for v in row.values("peak_memory_mb") if _finite(v) is not None]
         out.append(Cell(
             label=row.label, method=row.method, hparams=row.hparams, seeds=sorted(row.runs, key=str),
             seed_errors={r.seed: r.error for r in runs}, mean=row.mean_error, std=row.spread,
@@ -123,7 +123,7 @@ def cells_from_board(board: Board) -> list[Cell]:
 
 
 def _finite(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
 def _archived_cell(row: dict[str, Any], context: dict[str, Any]) -> Cell:
