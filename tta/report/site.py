@@ -74,6 +74,17 @@ def build_views(docs: list[dict[str, Any]], archives: list[dict[str, Any]] | Non
     return ordered
 
 
+def _about(method: str) -> str:
+    """What the method is and where it was published, from the registry ('' for a method tta does not know)."""
+    try:
+        from ..methods import get_method  # noqa: PLC0415
+
+        recipe = get_method(method)
+    except Exception:  # noqa: BLE001  a result of a method this tta does not register
+        return ""
+    return recipe.summary + ("" if recipe.paper in ("", "-") else f" ({recipe.paper})")
+
+
 def _summary_rows(views: list[V.SettingView], costs: dict[str, Cost]) -> list[dict[str, Any]]:
     labels: dict[str, dict[int, V.Cell]] = {}
     for k, v in enumerate(views):
@@ -85,7 +96,7 @@ def _summary_rows(views: list[V.SettingView], costs: dict[str, Cost]) -> list[di
         deltas = [c.delta for c in by_k.values() if c.delta is not None]
         any_cell = next(iter(by_k.values()))
         cost = costs.get(label, Cost(None, None))
-        rows.append({"label": label, "flags": any_cell.flags, "complete": len(by_k) == len(views),
+        rows.append({"label": label, "flags": any_cell.flags, "about": _about(any_cell.method), "complete": len(by_k) == len(views),
                      "mean_all": statistics.fmean(c.mean for c in by_k.values()),
                      "cells": [None if k not in by_k else {"mean": by_k[k].mean, "std": by_k[k].std,
                                                             "rank": ranks[k][label], "best": ranks[k][label] == 1,
@@ -96,7 +107,7 @@ def _summary_rows(views: list[V.SettingView], costs: dict[str, Cost]) -> list[di
 
 
 def _provenance(cell: V.Cell) -> dict[str, Any]:
-    return {"label": cell.label, "origin": cell.origin, "hparams": json.dumps(cell.hparams, sort_keys=True, default=str),
+    return {"label": cell.label, "about": _about(cell.method), "origin": cell.origin, "hparams": json.dumps(cell.hparams, sort_keys=True, default=str),
             "runs": cell.runs}
 
 
@@ -108,7 +119,7 @@ def _setting_context(i: int, view: V.SettingView, costs: dict[str, Cost], entrie
     for rank, c in enumerate(view.cells, 1):
         cost = costs.get(c.label, Cost(None, None))
         worst = max(c.domain_errors, key=lambda d: c.domain_errors[d]) if c.domain_errors else ""
-        rows.append({"rank": rank, "label": c.label, "seeds": len(c.seeds), "mean": c.mean, "std": c.std,
+        rows.append({"rank": rank, "label": c.label, "about": _about(c.method), "seeds": len(c.seeds), "mean": c.mean, "std": c.std,
                      "delta": c.delta, "ece": c.ece, "ratio": cost.ratio, "memory": cost.memory, "flags": c.flags,
                      "nonfinite": "; ".join(c.nonfinite), "worst_domain": worst,
                      "heat": [{"v": c.domain_errors.get(d), "style": heat(c.domain_errors[d], lo, hi)}
