@@ -13,12 +13,14 @@ import csv
 import io
 import json
 import logging
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import InputError
+from .labels import value_text, variant_label
 from .results import DEMO_BANNER, SCHEMA, SCHEMA_VERSION
 from .store import Store, is_store
 
@@ -185,7 +187,8 @@ _REQUIRED = (("method", "name"), ("stream", "fingerprint"), ("stream", "shift"),
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float (JSON as Python reads it may hold NaN and Infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _malformed(doc: dict[str, Any]) -> str | None:
@@ -209,6 +212,13 @@ def _malformed(doc: dict[str, Any]) -> str | None:
     errors = m.get("domain_errors")
     if not isinstance(errors, dict) or not errors or not all(_is_number(v) for v in errors.values()):
         return f"metrics.domain_errors is missing or holds non-numbers; {fix}"
+    keys = m.get("domain_keys") or list(errors)
+    if not isinstance(keys, list) or set(keys) != set(errors):
+        return f"metrics.domain_keys {keys!r} are not the domains of metrics.domain_errors; {fix}"
+    recomputed = statistics.fmean(errors[k] for k in keys)
+    if abs(recomputed - m["mean_domain_error"]) > 1e-6 * max(1.0, abs(recomputed)):
+        return (f"metrics.mean_domain_error is {m['mean_domain_error']!r} but its domain errors average "
+                f"{recomputed:.6g}; {fix}")
     return None
 
 
@@ -231,36 +241,32 @@ def _requested_options(doc: dict[str, Any]) -> dict[str, Any] | None:
     return options if isinstance(options, dict) else None
 
 
-def _labels(rows: list[Row]) -> None:
-    """Method name, plus what tells apart rows sharing that name.
+def _context(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a method's defaults depend on, for its label."""
+    return {"dataset": doc["data"].get("dataset"), "shift": doc["stream"].get("shift"),
+            "run_batch_size": doc["stream"].get("batch_size")}
 
-    That is the options the runs asked for (``tent (stats=unmix-tns)``), when every row records
-    them and they differ; else the resolved hyperparameters that differ between the rows. Options,
-    not their resolved values, keep a row's label the same across settings whose defaults differ
-    (UnMix-TNS's K on mixed domains).
+
+def _labels(rows: list[Row]) -> None:
+    """One short label per row (``tta.labels.variant_label``): the same variant reads the same everywhere.
+
+    Rows that still share a label (options the label leaves out) get the resolved hyperparameters
+    that differ between them appended, flattened.
     """
-    by_name: dict[str, list[Row]] = {}
     for row in rows:
-        by_name.setdefault(row.method, []).append(row)
-    for name, group in by_name.items():
+        doc = next(iter(row.runs.values()))
+        row.label = variant_label(row.method, row.hparams, row.options, _context(doc))
+    by_label: dict[str, list[Row]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    for label, group in by_label.items():
         if len(group) == 1:
-            group[0].label = _asked_label(name, group[0].options)
-            continue
-        asked = [json.dumps(r.options, sort_keys=True, default=str) for r in group]
-        if all(r.options is not None for r in group) and len(set(asked)) == len(group):
-            for r in group:
-                r.label = _asked_label(name, r.options)
             continue
         keys = sorted({k for r in group for k in r.hparams})
-        differing = [k for k in keys if len({json.dumps(r.hparams.get(k), sort_keys=True) for r in group}) > 1]
+        differing = [k for k in keys if len({json.dumps(r.hparams.get(k), sort_keys=True, default=str)
+                                             for r in group}) > 1]
         for r in group:
-            r.label = f"{name} ({', '.join(f'{k}={r.hparams.get(k)}' for k in differing)})"
-
-
-def _asked_label(name: str, options: dict[str, Any] | None) -> str:
-    if not options:
-        return name
-    return f"{name} ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
+            r.label = " ".join([label, *(f"{k}={value_text(r.hparams.get(k))}" for k in differing)])
 
 
 def build(docs: Iterable[dict[str, Any]]) -> list[Board]:
@@ -301,30 +307,22 @@ def _fmt(x: float) -> str:
 
 
 def to_markdown(boards: list[Board]) -> str:
-    out: list[str] = []
+    """The boards as Markdown tables (every value escaped by the template: labels and options are untrusted)."""
+    from .render import render as render_template  # noqa: PLC0415  (jinja2 only when Markdown is asked for)
+
+    ctx = []
     for board in boards:
         st = board.setting
-        out.append(f"### {st.title()}")
-        out.append("")
-        if st.demo:
-            out += [f"**{DEMO_BANNER}**", ""]
-        out += [f"> {w}" for w in board.warnings] + ([""] if board.warnings else [])
-        out.append("| # | method | seeds | " + " | ".join(st.domains) + " | mean | ECE | img/s |")
-        out.append("|---|---|---|" + "---|" * (len(st.domains) + 3))
-        for rank, row in enumerate(board.rows, 1):
-            mean = _fmt(row.mean_error) + (f" ± {row.spread:.1f}" if row.spread is not None else "")
-            label = row.label + (f" ⚠ collapsed ({'; '.join(row.collapsed)})" if row.collapsed else "")
-            cells = [str(rank), label, ",".join(map(str, sorted(row.runs)))]
-            cells += [_fmt(row.domain_error(d)) for d in st.domains]
-            cells += [mean, _fmt(row.mean("ece")), f"{row.mean('images_per_s'):.0f}"]
-            out.append("| " + " | ".join(cells) + " |")
-        fingerprints = sorted({doc["stream"]["fingerprint"] for r in board.rows for doc in r.runs.values()})
-        if any(r.collapsed for r in board.rows):
-            out += ["", "⚠ collapsed: the model's logits became NaN or infinite from that batch on; "
-                        "those samples count as errors and are left out of the ECE."]
-        out += ["", f"Error % (lower is better), mean over seeds (± sample std of the mean error). "
-                    f"Streams: {', '.join(fingerprints)}.", ""]
-    return "\n".join(out).rstrip() + "\n"
+        rows = [{"rank": rank, "label": row.label, "collapsed": "; ".join(row.collapsed),
+                 "seeds": ",".join(map(str, sorted(row.runs, key=str))),
+                 "domain_errors": [row.domain_error(d) for d in st.domains], "mean": row.mean_error,
+                 "spread": row.spread, "ece": row.mean("ece"), "ips": row.mean("images_per_s")}
+                for rank, row in enumerate(board.rows, 1)]
+        ctx.append({"title": st.title(), "demo": st.demo, "banner": DEMO_BANNER, "warnings": board.warnings,
+                    "domains": st.domains, "rows": rows, "any_collapsed": any(r.collapsed for r in board.rows),
+                    "fingerprints": ", ".join(sorted({doc["stream"]["fingerprint"] for r in board.rows
+                                                      for doc in r.runs.values()}))})
+    return render_template("leaderboard.md.j2", boards=ctx).strip() + "\n"
 
 
 def _records(boards: list[Board]) -> list[dict[str, Any]]:

@@ -1,235 +1,201 @@
-"""``tta report --html``: a static site of the leaderboard that works offline from its folder.
+"""``tta report``: a static site of the leaderboard that works offline from its folder.
 
-``index.html`` lists the settings; each ``setting-N.html`` holds the ranked table
-(mean ± std over seeds, Δ vs source, per-domain errors as a heatmap, cost as img/s
-and as a multiple of the source forward, peak memory), a bar chart with every seed,
-the error-over-time curves with domain boundaries and collapses marked, published
-reference numbers where the setting matches (marked as published), and the
-provenance of every run (stream fingerprint, checkpoint sha, versions, the command
-that reruns it). SVG is written inline; the pages load nothing from the network.
+``index.html`` is the summary: variants × settings (mean ± std over seeds, rank, best marked), the worst
+Δ vs source over all settings, cost, and flags by rules the page states; sortable by any column.
+Each ``setting-N.html`` holds the ranked table (mean, std, Δ vs source, cost, memory), the per-domain
+heatmap, a bar chart with every seed, the error over the stream as small multiples, published reference
+numbers where the setting matches (marked as published), and each row's provenance folded. Pages are
+Jinja2 templates with autoescape; charts are inline SVG; nothing is loaded from the network. The
+Markdown/CSV/JSON written beside the pages come from the same numbers and labels.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
+import statistics
 from datetime import datetime, timezone
-from html import escape
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import atomic
-from ..leaderboard import Board, Row, build, render
+from ..leaderboard import build
+from ..render import render
 from ..results import DEMO_BANNER
+from . import view as V
+from .cost import Cost, from_bench, from_runs
 from .published import matching, source_text
-from .svg import bar_chart, error_curves, heat
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
-th{background:#f3f3f3} td.l,th.l{text-align:left}
-tr.published td{font-style:italic;color:#555;background:#fafafa}
-.badge{font-size:10px;border:1px solid #888;border-radius:3px;padding:0 3px;margin-left:4px;font-style:normal}
-.demo{background:#fee;border:2px solid #c00;padding:.5em;font-weight:bold}
-.warn{background:#fff6d6;padding:.4em}
-code{font-size:12px;word-break:break-all}
-svg.chart{width:100%;height:auto;border:1px solid #eee;margin:.5em 0}
-.collapsed{color:#b00;font-weight:bold}
-.scroll{overflow-x:auto}
-"""
-# A tiny script: any page error is written into the page itself (tests read it back), then the page says it is ready.
-_JS = """<script>
-window.addEventListener('error', function (e) {
-  var box = document.getElementById('js-errors');
-  box.textContent += 'Uncaught ' + e.message + '\\n'; box.hidden = false;
-});
-document.addEventListener('DOMContentLoaded', function () { document.body.setAttribute('data-ready', '1'); });
-</script>"""
+from .svg import bar_chart, heat, small_multiples
 
 
-def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style>{_JS}</head>\n'
-            f'<body><pre id="js-errors" hidden></pre>\n{body}\n</body></html>\n')
-
-
-def _fmt(x: float | None, nd: int = 1) -> str:
-    return "–" if x is None else f"{x:.{nd}f}"
-
-
-def _source_row(board: Board) -> Row | None:
-    return next((r for r in board.rows if r.method == "source" and not r.hparams), None) or \
-        next((r for r in board.rows if r.method == "source"), None)
-
-
-def _collapsed(row: Row, source: Row | None) -> bool:
-    """Ends the stream (last domain) more than 10 points worse than no adaptation."""
-    if source is None or row is source:
-        return False
-    last = board_last_domain(row)
-    return last is not None and row.domain_error(last) > source.domain_error(last) + 10
-
-
-def board_last_domain(row: Row) -> str | None:
-    doc = next(iter(row.runs.values()))
-    keys = doc["metrics"].get("domain_keys") or list(doc["metrics"]["domain_errors"])
-    return keys[-1] if keys else None
-
-
-def _curve(row: Row) -> list[float]:
-    """Batch errors averaged over seeds (streams of different seeds have the same length)."""
-    curves = [d["metrics"]["batch_errors"] for d in row.runs.values()]
-    n = min(len(c) for c in curves)
-    return list(np.mean([c[:n] for c in curves], axis=0))
-
-
-def _boundaries(row: Row) -> tuple[list[int], list[str]]:
-    doc = next(iter(row.runs.values()))
+def _boundaries(doc: dict[str, Any]) -> list[int]:
     m = doc["metrics"]
-    dom = np.asarray(m["batch_domains"])
-    keys = m.get("domain_keys") or list(m["domain_errors"])
-    if doc["stream"]["shift"] == "mixed" or len(dom) == 0:
-        return [], ["mixed domains"]
-    cuts = [int(b) for b in np.flatnonzero(dom[1:] != dom[:-1]) + 1]
-    return cuts, [keys[dom[s]] for s in [0, *cuts]]
+    dom = np.asarray(m.get("batch_domains") or [])
+    if doc["stream"]["shift"] == "mixed" or len(dom) < 2:
+        return []
+    return [int(b) for b in np.flatnonzero(dom[1:] != dom[:-1]) + 1]
 
 
-def _ranked_table(board: Board, published: list[dict[str, Any]]) -> str:
-    st = board.setting
-    source = _source_row(board)
-    errs = [row.domain_error(d) for row in board.rows for d in st.domains]
-    lo, hi = (min(errs), max(errs)) if errs else (0, 100)
-    head = ("<tr><th>#</th><th class=l>method</th><th>seeds</th><th>mean ± std</th><th>Δ vs source</th>"
-            + "".join(f"<th>{escape(d)}</th>" for d in st.domains)
-            + "<th>ECE</th><th>img/s</th><th>× source forward</th><th>peak MB</th></tr>")
-    lines = ['<div class="scroll"><table class="ranked">', head]
-    for rank, row in enumerate(board.rows, 1):
-        mean = row.mean_error
-        delta = None if source is None else mean - source.mean_error
-        ips = row.mean("images_per_s")
-        cost = source.mean("images_per_s") / ips if source is not None and ips > 0 else None
-        if row.collapsed:  # the logits became NaN or infinite
-            flag = f' <span class="collapsed" title="{escape("; ".join(row.collapsed))}">collapsed (non-finite)</span>'
-        elif _collapsed(row, source):
-            flag = ' <span class="collapsed" title="last domain >10 points worse than no adaptation">collapsed</span>'
-        else:
-            flag = ""
-        cells = [f"<td>{rank}</td>", f'<td class=l><a href="#prov-{rank}">{escape(row.label)}</a>{flag}</td>',
-                 f"<td>{len(row.runs)}</td>",
-                 f"<td>{mean:.1f}{' ± ' + format(row.spread, '.1f') if row.spread is not None else ''}</td>",
-                 f"<td>{'' if delta is None else format(delta, '+.1f')}</td>"]
-        for d in st.domains:
-            e = row.domain_error(d)
-            cells.append(f'<td class="heat" style="background:{heat(e, lo, hi)}">{e:.1f}</td>')
-        cells += [f"<td>{_fmt(row.mean('ece'))}</td>", f"<td>{ips:.0f}</td>", f"<td>{_fmt(cost, 2)}</td>",
-                  f"<td>{row.mean('peak_memory_mb'):.0f}</td>"]
-        lines.append('<tr class="measured">' + "".join(cells) + "</tr>")
-    for e in published:
-        blanks = "".join("<td></td>" for _ in st.domains)
-        lines.append(
-            f'<tr class="published"><td></td><td class=l>{escape(e["published_name"])} ({escape(e["method"])})'
-            f'<span class="badge">published</span></td><td>{len(e.get("seeds", []))}</td><td>{e["mean_error"]:.1f}</td>'
-            f'<td></td>{blanks}<td></td><td></td><td></td><td></td></tr>')
-    lines.append("</table></div>")
-    return "\n".join(lines)
+def build_views(docs: list[dict[str, Any]], archives: list[dict[str, Any]] | None = None) -> list[V.SettingView]:
+    """One view per setting: result documents grouped by ``tta.leaderboard``, archived rows pooled in by label."""
+    views: dict[str, V.SettingView] = {}
+    for board in build(docs):
+        st = board.setting
+        any_doc = next(iter(board.rows[0].runs.values()))
+        views[st.title()] = V.SettingView(
+            title=st.title(), short="", setting=st, domains=list(st.domains), shift=st.shift, delta=st.delta,
+            sorted=st.sorted, demo=st.demo, cells=V.cells_from_board(board), warnings=list(board.warnings),
+            boundaries=_boundaries(any_doc), memory_kind=str(any_doc["metrics"].get("memory_kind", "")),
+            any_doc=any_doc)
+    for archive in archives or []:
+        for title, (meta, cells) in V.archived_settings(archive).items():
+            view = views.get(title)
+            if view is None:
+                view = views[title] = V.SettingView(
+                    title=title, short="", setting=None, domains=meta["domains"], shift=meta["shift"],
+                    delta=meta["delta"], sorted=meta["sorted"], demo=meta["demo"], cells=[], warnings=[],
+                    boundaries=meta["boundaries"])
+            by_label = {c.label: i for i, c in enumerate(view.cells)}
+            for cell in cells:
+                if cell.label in by_label:
+                    i = by_label[cell.label]
+                    view.cells[i] = V.pool(cell, view.cells[i], title)
+                else:
+                    by_label[cell.label] = len(view.cells)
+                    view.cells.append(cell)
+    ordered = sorted(views.values(), key=lambda v: (v.demo, v.shift != "continual", v.shift,
+                                                    v.delta is not None, v.delta or 0, v.title))
+    for v, name in zip(ordered, V.short_names([v.title for v in ordered])):
+        v.short = name
+        v.cells.sort(key=lambda c: c.mean)
+    V.apply_flags(ordered)
+    return ordered
 
 
-def _published_note(published: list[dict[str, Any]], board: Board) -> str:
-    if not published:
+def _about(method: str) -> str:
+    """What the method is and where it was published, from the registry ('' for a method tta does not know)."""
+    try:
+        from ..methods import get_method  # noqa: PLC0415
+
+        recipe = get_method(method)
+    except Exception:  # noqa: BLE001  a result of a method this tta does not register
         return ""
-    srcs = sorted({source_text(e) for e in published})
-    batches = sorted({e["batch_size"] for e in published})
-    note = (f"<p>Rows in <i>italics</i> marked <span class=badge>published</span> are <b>published numbers, not "
-            f"measured here</b>: batch size {', '.join(map(str, batches))}, full domains, from "
-            + "; ".join(escape(s) for s in srcs) + ".")
-    if board.setting.batch_size not in batches or board.setting.n_examples is not None:
-        note += (f" The measured rows use batch {board.setting.batch_size}"
-                 + (f" and {board.setting.n_examples} images per domain" if board.setting.n_examples else "")
-                 + ", so the numbers are comparable only roughly.")
-    return note + "</p>"
+    return recipe.summary + ("" if recipe.paper in ("", "-") else f" ({recipe.paper})")
 
 
-def _provenance(board: Board) -> str:
-    out = ['<div class="scroll"><table class="provenance"><tr><th>#</th><th class=l>method</th><th>seed</th><th class=l>stream</th>'
-           '<th class=l>checkpoint sha256</th><th class=l>versions</th><th class=l>command to rerun</th></tr>']
-    from ..sweep.cells import rerun_command  # noqa: PLC0415
+def _summary_rows(views: list[V.SettingView], costs: dict[str, Cost]) -> list[dict[str, Any]]:
+    labels: dict[str, dict[int, V.Cell]] = {}
+    for k, v in enumerate(views):
+        for c in v.cells:
+            labels.setdefault(c.label, {})[k] = c
+    ranks = [{c.label: r for r, c in enumerate(v.cells, 1)} for v in views]
+    rows = []
+    for label, by_k in labels.items():
+        deltas = [c.delta for c in by_k.values() if c.delta is not None]
+        any_cell = next(iter(by_k.values()))
+        cost = costs.get(label, Cost(None, None))
+        rows.append({"label": label, "flags": any_cell.flags, "about": _about(any_cell.method), "complete": len(by_k) == len(views),
+                     "mean_all": statistics.fmean(c.mean for c in by_k.values()),
+                     "cells": [None if k not in by_k else {"mean": by_k[k].mean, "std": by_k[k].std,
+                                                            "rank": ranks[k][label], "best": ranks[k][label] == 1,
+                                                            "seeds": len(by_k[k].seeds)} for k in range(len(views))],
+                     "worst": max(deltas) if deltas else None, "ratio": cost.ratio, "memory": cost.memory})
+    rows.sort(key=lambda r: (not r["complete"], r["mean_all"]))
+    return rows
 
-    for rank, row in enumerate(board.rows, 1):
-        for seed, doc in sorted(row.runs.items()):
-            v = doc.get("versions", {})
-            cmd = (doc.get("_cell") or {}).get("command") or rerun_command(doc.get("runtime", {}).get("config") or {})
-            out.append(
-                f'<tr id="prov-{rank}"><td>{rank}</td><td class=l>{escape(row.label)}</td><td>{seed}</td>'
-                f'<td class=l><code>{escape(doc["stream"]["fingerprint"])}</code></td>'
-                f'<td class=l><code>{escape((doc["model"].get("checkpoint_sha256") or "–")[:16])}</code></td>'
-                f'<td class=l>tta {escape(v.get("tta", "?"))}, torch {escape(v.get("torch", "?"))}, '
-                f'numpy {escape(v.get("numpy", "?"))}, python {escape(v.get("python", "?"))}</td>'
-                f'<td class=l><code>{escape(cmd)}</code></td></tr>')
-    out.append("</table></div>")
-    return "\n".join(out)
+
+def _provenance(cell: V.Cell) -> dict[str, Any]:
+    return {"label": cell.label, "about": _about(cell.method), "origin": cell.origin, "hparams": json.dumps(cell.hparams, sort_keys=True, default=str),
+            "runs": cell.runs}
 
 
-def _setting_page(i: int, board: Board, entries: list[dict[str, Any]]) -> str:
-    st = board.setting
-    any_doc = next(iter(board.rows[0].runs.values()))
-    published = matching(entries, any_doc)
+def _setting_context(i: int, view: V.SettingView, costs: dict[str, Cost], entries: list[dict[str, Any]]) -> dict:
+    published = matching(entries, view.any_doc) if view.any_doc is not None else []
+    errs = [e for c in view.cells for e in c.domain_errors.values() if e is not None]
+    lo, hi = (min(errs), max(errs)) if errs else (0.0, 100.0)
+    rows = []
+    for rank, c in enumerate(view.cells, 1):
+        cost = costs.get(c.label, Cost(None, None))
+        worst = max(c.domain_errors, key=lambda d: c.domain_errors[d]) if c.domain_errors else ""
+        rows.append({"rank": rank, "label": c.label, "about": _about(c.method), "seeds": len(c.seeds), "mean": c.mean, "std": c.std,
+                     "delta": c.delta, "ece": c.ece, "ratio": cost.ratio, "memory": cost.memory, "flags": c.flags,
+                     "nonfinite": "; ".join(c.nonfinite), "worst_domain": worst,
+                     "heat": [{"v": c.domain_errors.get(d), "style": heat(c.domain_errors[d], lo, hi)}
+                              for d in view.domains]})
     by_method = {e["method"]: e["mean_error"] for e in published}
-    body = [f'<p><a href="index.html">← all settings</a></p><h1>{escape(st.title())}</h1>']
-    if st.demo:
-        body.append(f'<p class="demo">{escape(DEMO_BANNER)}</p>')
-    body += [f'<p class="warn">{escape(w)}</p>' for w in board.warnings]
-    body.append("<h2>Ranking</h2>")
-    body.append("<p>Error % (lower is better), mean over seeds ± sample std. Δ vs source: the difference to no "
-                "adaptation. × source forward: wall time per image relative to the source model's forward "
-                "(same run settings). Peak MB: " + escape(any_doc["metrics"].get("memory_kind", "")) + ". "
-                "<span class=collapsed>collapsed</span>: the last domain ends more than 10 points worse than no "
-                "adaptation; <span class=collapsed>collapsed (non-finite)</span>: the logits became NaN or infinite.</p>")
-    body.append(_ranked_table(board, published))
-    body.append(_published_note(published, board))
-    labels = [r.label for r in board.rows]
-    body.append("<h2>Mean error and spread over seeds</h2>")
-    body.append(bar_chart(labels, [r.mean_error for r in board.rows], [r.values("mean_domain_error") for r in board.rows],
-                          [by_method.get(r.method) if not r.hparams or len([x for x in board.rows if x.method == r.method]) == 1
-                           else None for r in board.rows], title=st.title()))
+    once = {c.method for c in view.cells if sum(x.method == c.method for x in view.cells) == 1}
+    bars = bar_chart([c.label for c in view.cells], [c.mean for c in view.cells], [c.std for c in view.cells],
+                     [list(c.seed_errors.values()) if c.seed_errors else [] for c in view.cells],
+                     [by_method.get(c.method) if c.method in once else None for c in view.cells], title=view.title)
+    src = view.source
+    multiples = small_multiples([(c.label, c.curve) for c in view.cells if c is not src],
+                                src.curve if src else None, view.boundaries, title=view.title)
+    note = ""
     if published:
-        body.append("<p>Hollow diamonds: published numbers (see above), not measured here.</p>")
-    body.append("<h2>Error over the stream</h2>")
-    cuts, names = _boundaries(board.rows[0])
-    body.append(error_curves([(r.label, _curve(r)) for r in board.rows], cuts, names, title=st.title(),
-                             reference=(_source_row(board).label if _source_row(board) else None)))
-    body.append("<p>Dashed verticals: domain boundaries. Dashed curve: no adaptation (source). Thick segments on a "
-                "red band: a method more than 10 points worse than no adaptation there (a collapse).</p>")
-    body.append("<h2>Provenance</h2>")
-    body.append(_provenance(board))
-    return _page(st.title(), "\n".join(body))
+        batches = sorted({e["batch_size"] for e in published})
+        note = {"sources": sorted({source_text(e) for e in published}), "batches": ", ".join(map(str, batches)),
+                "rough": view.setting is not None and (view.setting.batch_size not in batches
+                                                       or view.setting.n_examples is not None)}
+    return {"i": i, "view": view, "rows": rows, "published": published, "published_note": note, "bars": bars,
+            "multiples": multiples, "has_curves": any(c.curve for c in view.cells),
+            "provenance": [_provenance(c) for c in view.cells], "banner": DEMO_BANNER,
+            "description": V.describe(view), "origins": sorted({c.origin for c in view.cells})}
 
 
-def write_site(docs: list[dict[str, Any]], outdir: str | Path, published: list[dict[str, Any]] | None = None) -> Path:
-    """Write the report for the result documents ``docs`` into ``outdir``; returns the index page."""
+def _csv(views: list[V.SettingView]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["setting", "rank", "method", "seeds", "domain", "error"])
+    for v in views:
+        for rank, c in enumerate(v.cells, 1):
+            seeds = " ".join(map(str, c.seeds))
+            for d, e in c.domain_errors.items():
+                w.writerow([v.title, rank, c.label, seeds, d, f"{e:.4f}"])
+            w.writerow([v.title, rank, c.label, seeds, "mean", f"{c.mean:.4f}"])
+    return buf.getvalue()
+
+
+def _json(views: list[V.SettingView]) -> str:
+    rows = []
+    for v in views:
+        for rank, c in enumerate(v.cells, 1):
+            rows.append({"setting": v.title, "demo": v.demo, "rank": rank, "method": c.method, "label": c.label,
+                         "hparams": c.hparams, "seeds": c.seeds, "seed_errors": c.seed_errors,
+                         "fingerprints": sorted({r.fingerprint for r in c.runs}), "mean_error": c.mean,
+                         "mean_error_std": c.std, "delta_vs_source": c.delta, "domain_errors": c.domain_errors,
+                         "ece": c.ece, "collapsed": c.nonfinite, "images_per_s": c.images_per_s,
+                         "peak_memory_mb": c.peak_mb, "flags": c.flags, "origin": c.origin,
+                         "provenance": [r.__dict__ for r in c.runs], "warnings": v.warnings})
+    return json.dumps({"schema": "tta.leaderboard", "schema_version": 1, "rows": rows}, indent=1, default=str) + "\n"
+
+
+def write_site(docs: list[dict[str, Any]], outdir: str | Path, published: list[dict[str, Any]] | None = None, *,
+               archives: list[dict[str, Any]] | None = None, cost_file: str | Path | None = None) -> Path:
+    """Write the report of result documents ``docs`` (and archived reports) into ``outdir``; returns the index."""
     outdir = Path(outdir).expanduser()
-    boards = build(docs)
+    views = build_views(docs, archives)
+    costs, cost_text = from_bench(cost_file) if cost_file else from_runs(views)
     entries = published or []
-    index = ["<h1>tta leaderboard</h1>",
-             f"<p>{len(docs)} runs in {len(boards)} settings; generated "
-             f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}. Also as "
-             '<a href="leaderboard.md">Markdown</a>, <a href="leaderboard.csv">CSV</a>, '
-             '<a href="leaderboard.json">JSON</a>.</p>',
-             '<table class="settings"><tr><th class=l>setting</th><th>methods</th><th>seeds</th><th class=l>best</th>'
-             "<th>published beside</th></tr>"]
-    for i, board in enumerate(boards, 1):
-        page = f"setting-{i}.html"
-        atomic.write_text(outdir / page, _setting_page(i, board, entries))
-        best = board.rows[0]
-        seeds = sorted({s for r in board.rows for s in r.runs})
-        pub = len(matching(entries, next(iter(best.runs.values()))))
-        demo = ' <span class="badge">demo</span>' if board.setting.demo else ""
-        index.append(f'<tr><td class=l><a href="{page}">{escape(board.setting.title())}</a>{demo}</td>'
-                     f"<td>{len(board.rows)}</td><td>{len(seeds)}</td>"
-                     f"<td class=l>{escape(best.label)} {best.mean_error:.1f}%</td><td>{pub}</td></tr>")
-    index.append("</table>")
-    for fmt, name in (("md", "leaderboard.md"), ("csv", "leaderboard.csv"), ("json", "leaderboard.json")):
-        atomic.write_text(outdir / name, render(boards, fmt))
-    return atomic.write_text(outdir / "index.html", _page("tta leaderboard", "\n".join(index)))
+    pages = []
+    for i, view in enumerate(views, 1):
+        ctx = _setting_context(i, view, costs, entries)
+        atomic.write_text(outdir / f"setting-{i}.html", render("setting.html.j2", cost_text=cost_text,
+                                                               settings=views, **ctx))
+        pages.append({"page": f"setting-{i}.html", "view": view, "description": ctx["description"],
+                      "published": len(ctx["published"]), "rows": ctx["rows"]})
+    rows = _summary_rows(views, costs)
+    n_runs = sum(len(c.seeds) for v in views for c in v.cells)
+    origins = sorted({c.origin for v in views for c in v.cells})
+    common = dict(views=views, pages=pages, rows=rows, cost_text=cost_text, n_runs=n_runs, origins=origins,
+                  badges=V.FLAG_BADGES, thresholds={"unstable": V.UNSTABLE_STD, "corr": V.CORRELATION_MARGIN, "gap": V.DIVERGE_GAP,
+                              "fifth": int(V.FIFTH * 100)},
+                  generated=datetime.now(timezone.utc).isoformat(timespec="seconds"), banner=DEMO_BANNER)
+    atomic.write_text(outdir / "leaderboard.md", render("report.md.j2", **common))
+    atomic.write_text(outdir / "leaderboard.csv", _csv(views))
+    atomic.write_text(outdir / "leaderboard.json", _json(views))
+    return atomic.write_text(outdir / "index.html", render("index.html.j2", **common))
 
 
-__all__ = ["write_site"]
+__all__ = ["build_views", "write_site"]
