@@ -162,6 +162,9 @@ RESULT = {
     "versions?": {"tta?": TEXT},
 }
 
+#: the JSON ``tta train`` leaves beside a checkpoint, as far as ``tta run`` reads it (the norm to rebuild)
+TRAINING_RECORD = {"model": TEXT, "norm": TEXT, "norm_options?": Maybe(OBJECT)}
+
 #: what ``tta store import`` needs beyond a readable result: the tta version is part of a cell's id
 IMPORTABLE = {"versions": {"tta": TEXT}, "runtime?": {"config?": Maybe(OBJECT)}}
 
