@@ -155,8 +155,13 @@ def test_reading_commands_read_a_store_on_a_read_only_mount(tmp_path):
     res = _read_only_mount(tmp_path, f"{sys.executable} -m tta leaderboard {db}")
     assert res.returncode == 0, res.stderr
     assert "source" in res.stdout and "Traceback" not in res.stderr
+    res = _read_only_mount(tmp_path, f"{sys.executable} -m tta report {db} --html /tmp/{tmp_path.name}-site")
+    assert res.returncode == 0, res.stderr
     res = _read_only_mount(tmp_path, f"{sys.executable} -m tta store export {db} /tmp/{tmp_path.name}-out")
     assert res.returncode == 0 and "exported 30" in res.stdout, res.stderr
+    # exporting into the read-only folder itself is one line
+    res = _read_only_mount(tmp_path, f"{sys.executable} -m tta store export {db} {tmp_path / 'out'}")
+    assert res.returncode == 2 and res.stderr.startswith("Error: ") and "Traceback" not in res.stderr, res.stderr
     # a command that must write says so in one line
     res = _read_only_mount(tmp_path, f"{sys.executable} -m tta store import {db} /dev/null")
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr

@@ -26,7 +26,7 @@ def result_doc(**over) -> dict:
                                                                             "size": 10}]},
         "metrics": {"domain_errors": {"fog": 40.0, "gaussian_noise": 60.0}, "mean_domain_error": 50.0,
                     "overall_error": 50.0, "ece": 1.0, "num_samples": 20, "images_per_s": 10.0, "wall_time_s": 2.0,
-                    "peak_memory_mb": 1.0},
+                    "peak_memory_mb": 1.0, "batch_errors": [30.0, 50.0, 60.0, 60.0], "batch_domains": [0, 0, 1, 1]},
         "runtime": {"threads": 1, "device": "cpu", "config": {"method": "source"}},
         "versions": {"tta": "0.1.0"},
     }

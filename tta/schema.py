@@ -157,6 +157,7 @@ RESULT = {
         "domain_errors": MapOf(NUMBER), "mean_domain_error": NUMBER, "overall_error?": Maybe(NUMBER),
         "ece?": Maybe(NUMBER), "images_per_s?": Maybe(NUMBER), "num_samples?": INT,
         "wall_time_s?": Maybe(NUMBER), "peak_memory_mb?": Maybe(NUMBER),
+        "batch_errors?": ListOf(Maybe(NUMBER)), "batch_domains?": ListOf(INT),
     },
     "runtime?": {"config?": Maybe(OBJECT)},
     "versions?": {"tta?": TEXT},
