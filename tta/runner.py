@@ -237,7 +237,7 @@ def _rescue(doc: dict[str, Any], out: Path, partial: Path | None, exc: WriteErro
     spare = Path(tempfile.gettempdir()) / f"tta-unsaved-{os.getpid()}-{out.name[:100]}"
     try:
         write_result(spare, doc)
-        return f"{exc}; the result is saved in {spare} instead: move it there"
+        return f"{exc}; the result is saved in {spare} instead: move it to {out} once there is space"
     except (WriteError, OSError):
         pass
     kept = f"; progress is kept in {partial}: free space and rerun the same command to resume" \

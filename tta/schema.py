@@ -64,7 +64,10 @@ OBJECT = Check("an object", lambda v: isinstance(v, dict))
 
 
 def _show(value: Any) -> str:
+    """A short, inert rendering of a bad value: markup or control characters are not echoed."""
     text = repr(value)
+    if isinstance(value, str) and any(c in value for c in "<>&\x1b\r\n"):
+        return f"a string of {len(value)} characters"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -182,10 +185,14 @@ def result_problem(doc: Any) -> str | None:
     if domains is not None:
         names = [d["name"] for d in domains]
         same = len({d.get("severity") for d in domains}) == 1 and len(set(names)) == len(names)
-        keys = names if same else [f"{d['name']}@{d.get('severity')}" for d in domains]
+        keys = names if same else [d["name"] if d.get("severity") is None else f"{d['name']}@{d['severity']}"
+                                   for d in domains]  # as tta.evaluate names them
         if set(errors) != set(keys):
-            return (f"metrics.domain_errors has domains {', '.join(sorted(map(str, errors)))[:120]} but the stream "
-                    f"has {', '.join(keys)[:120]}")
+            def names_of(items: Any) -> str:
+                text = ", ".join(sorted(map(str, items)))
+                return _show(text) if any(c in text for c in "<>&\x1b\r\n") else text[:120]
+
+            return f"metrics.domain_errors has domains {names_of(errors)} but the stream has {names_of(keys)}"
     return None
 
 
