@@ -164,6 +164,7 @@ def store_cmd() -> None:
 def store_import_cmd(store_path: str, paths: tuple[Path, ...]) -> None:
     """Add the `tta run` result files (or folders of them) PATHS to the store as finished cells."""
     from tta.leaderboard import load_results, setting_of  # noqa: PLC0415
+    from tta.schema import IMPORTABLE, check  # noqa: PLC0415
     from tta.store import Store  # noqa: PLC0415
     from tta.sweep.cells import cell_id, rerun_command  # noqa: PLC0415
 
@@ -171,7 +172,9 @@ def store_import_cmd(store_path: str, paths: tuple[Path, ...]) -> None:
     added = 0
     with Store(store_path) as store:
         for doc in docs:
-            config = doc.get("runtime", {}).get("config") or {}
+            check(doc, IMPORTABLE, what=doc.get("_path", "a result"),
+                  fix="import only results written by `tta run` or exported by `tta store export`")
+            config = (doc.get("runtime") or {}).get("config") or {}
             sha = doc["model"].get("checkpoint_sha256") if config.get("checkpoint") else None
             cid = cell_id(config, dataset=doc["data"]["dataset"], fingerprint=doc["stream"]["fingerprint"],
                           checkpoint_sha256=sha, version=doc["versions"]["tta"])
@@ -191,19 +194,28 @@ def store_export_cmd(store_path: str, outdir: Path) -> None:
     """
     from tta.atomic import write_text  # noqa: PLC0415
     from tta.errors import InputError  # noqa: PLC0415
+    from tta.safepath import child  # noqa: PLC0415
     from tta.store import Store, is_store  # noqa: PLC0415
 
     if not is_store(store_path):
         raise InputError(f"{store_path} is not a result store; pass the database of `tta sweep --store`")
-    outdir.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with Store(store_path, create=False) as store:
+    with Store(store_path, readonly=True) as store:
         docs = store.documents()
-    for doc in docs:
-        path = outdir / f"{doc['_cell']['id']}.json"
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {outdir} ({exc.strerror or exc}); pass a writable folder") from None
+    # every name is checked before anything is written: a crafted cell id (../x, /abs/x) stops the export
+    fix = "the store was edited by hand or damaged; delete that cell (or restore the store) and export again"
+    paths = [child(outdir, f"{doc['_cell']['id']}.json", what="cell id", fix=fix) for doc in docs]
+    written = 0
+    for doc, path in zip(docs, paths):
         text = json.dumps(_public(doc), indent=1, sort_keys=True) + "\n"
-        if path.exists() and path.read_text() == text:
-            continue
+        try:
+            if path.exists() and path.read_text() == text:
+                continue
+        except (OSError, UnicodeDecodeError):
+            pass
         write_text(path, text)
         written += 1
     click.echo(f"exported {len(docs)} finished cells of {store_path} to {outdir} ({written} new or changed)")

@@ -74,7 +74,7 @@ def test_run_matches_direct_computation(small_cifar_c_dir, resnet20_checkpoint, 
     # the stronger noise hurts the unadapted model more
     if method == "source":
         assert got["noise_high"] > got["noise_low"]
-    assert doc["stream"]["fingerprint"] == order["fingerprint"]
+    assert doc["stream"]["order_fingerprint"] == order["fingerprint"]
     assert doc["method"]["name"] == method and doc["demo"] is False
     assert doc["model"]["checkpoint_sha256"] and len(doc["model"]["checkpoint_sha256"]) == 64
     assert doc["runtime"]["threads"] == 1

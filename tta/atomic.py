@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import InputError
+from .errors import WriteError
 
 #: errors that mean "this folder cannot be written", reported as one clear line
 _UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
@@ -61,7 +61,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (fsynced before the rename).
 
-    A folder that cannot be written raises ``InputError`` naming it, not a traceback.
+    A folder that cannot be written (read-only, full, name too long) raises ``WriteError`` naming it and why.
     """
     path = Path(path).expanduser()
     try:
@@ -71,10 +71,34 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
                 f.flush()
                 os.fsync(f.fileno())
     except OSError as exc:
-        if exc.errno not in _UNWRITABLE:
-            raise
-        raise InputError(f"cannot write {path} ({exc.strerror or exc}); choose a writable folder") from None
+        raise WriteError(write_problem(path, exc)) from None
     return path
+
+
+def write_problem(path: str | Path, exc: OSError) -> str:
+    """One line saying why ``path`` could not be written and what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"cannot write {path}: no space left on its device ({exc.strerror}); free space or choose another folder"
+    if exc.errno == errno.ENAMETOOLONG:
+        name = Path(path).name
+        return (f"cannot write {path}: the name is too long for the file system ({len(os.fsencode(name))} bytes, "
+                f"{name_max(Path(path).parent)} allowed with the files tta keeps beside it); pass a shorter name")
+    if exc.errno in _UNWRITABLE:
+        return f"cannot write {path} ({exc.strerror or exc}); choose a writable folder"
+    return f"cannot write {path} ({exc.strerror or exc}); check the folder and the disk, or choose another folder"
+
+
+#: the longest suffix tta adds to an output's name (``<name>.partial.pt``, ``.<name>.<random>.tmp``)
+LONGEST_SUFFIX = len(".partial.pt") + len("..XXXXXXXX.tmp")
+
+
+def name_max(folder: str | Path) -> int:
+    """Bytes a file name may take in ``folder``, less what tta appends for its own files beside it."""
+    try:
+        limit = os.pathconf(folder if os.path.isdir(folder) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    return max(int(limit) - LONGEST_SUFFIX, 1)
 
 
 def json_safe(obj: Any) -> Any:

@@ -24,3 +24,7 @@ class InputError(TTAError, ValueError):
 class DataError(TTAError):
     """A dataset file or folder is missing, truncated or malformed."""
 
+
+
+class WriteError(InputError):
+    """A file could not be written (read-only folder, full disk, name too long); the message says which and why."""

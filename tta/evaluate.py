@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .errors import InputError
+
 log = logging.getLogger(__name__)
 
 ECE_BINS = 15
@@ -175,7 +177,14 @@ def evaluate(
     ):
         if batch.reset and hasattr(adapted, "reset"):
             adapted.reset()
-        logits = adapted(batch.x.to(device, non_blocking=True))
+        try:
+            logits = adapted(batch.x.to(device, non_blocking=True))
+        except RuntimeError as exc:  # e.g. Adam's step with lr=1e38: a setting out of range, not a bug
+            if "overflow" not in str(exc):
+                raise
+            raise InputError(f"batch {i}: the method's update overflowed float32 ({str(exc).splitlines()[0][:120]}); "
+                             "a hyperparameter is out of range (a learning rate such as lr=1e38?): pass smaller "
+                             "values") from None
         with torch.no_grad():
             logits = logits.detach().float()
             finite = torch.isfinite(logits).all(dim=1).cpu()

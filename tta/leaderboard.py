@@ -22,6 +22,7 @@ from typing import Any, Iterable
 from .errors import InputError
 from .labels import value_text, variant_label
 from .results import DEMO_BANNER, SCHEMA, SCHEMA_VERSION
+from .schema import result_problem
 from .store import Store, is_store
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,8 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     docs = []
     for path, explicit in _result_files(paths):
         if is_store(path):  # a `tta sweep --store` database: every finished cell
-            docs += Store(path, create=False).documents()
+            with Store(path, readonly=True) as store:  # reading never writes, so read-only mounts work
+                docs += store.documents()
             continue
         try:
             doc = json.loads(path.read_text())
@@ -212,6 +214,9 @@ def _malformed(doc: dict[str, Any]) -> str | None:
     errors = m.get("domain_errors")
     if not isinstance(errors, dict) or not errors or not all(_is_number(v) for v in errors.values()):
         return f"metrics.domain_errors is missing or holds non-numbers; {fix}"
+    found = result_problem(doc)  # the shared schema (tta.schema): types, finite numbers, domains that agree
+    if found:
+        return f"{found}; {fix}"
     keys = m.get("domain_keys") or list(errors)
     if not isinstance(keys, list) or set(keys) != set(errors):
         return f"metrics.domain_keys {keys!r} are not the domains of metrics.domain_errors; {fix}"

@@ -20,6 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_json
+from .errors import DataError
+from .schema import INT, TEXT, Check, ListOf, Maybe, check
+
+#: the fields readers use; a manifest is a file like any other (docs/threat-model.md)
+MANIFEST = {
+    "generator?": TEXT, "preset?": Maybe(TEXT), "seed?": Maybe(INT), "n?": Maybe(INT),
+    "severities?": ListOf(Check("a severity 1..5", lambda v: isinstance(v, int) and not isinstance(v, bool)
+                                and 1 <= v <= 5), min_len=1),
+    "corruptions?": ListOf(TEXT),
+}
 
 #: the file name, beside the arrays
 TTA_MANIFEST = "tta-corrupt.json"
@@ -39,7 +49,10 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         log.warning("%s is unreadable; treating %s as original CIFAR-C files", path, root)
         return {}
-    return doc if isinstance(doc, dict) else {}
+    if not isinstance(doc, dict):
+        return {}
+    return check(doc, MANIFEST, what=str(path), error=DataError,
+                 fix="regenerate the folder with `tta corrupt`, or delete the manifest for original CIFAR-C files")
 
 
 def write_manifest(root: str | Path, doc: dict[str, Any]) -> None:

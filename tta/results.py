@@ -25,6 +25,7 @@ from typing import Any
 
 from .atomic import json_safe
 from .errors import InputError
+from .schema import check_result
 
 SCHEMA = "tta.result"
 SCHEMA_VERSION = 1
@@ -68,10 +69,15 @@ def build_result(
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
-    doc = json.loads(Path(path).read_text())
-    if doc.get("schema") != SCHEMA:
-        raise InputError(f"{path} is not a tta result (schema {doc.get('schema')!r}); pass a file written by tta run")
-    return doc
+    """A result file, checked against the result schema (``tta.schema.RESULT``) before anything uses it."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"cannot read {path} as JSON ({exc}); pass a file written by tta run") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        schema = doc.get("schema") if isinstance(doc, dict) else None
+        raise InputError(f"{path} is not a tta result (schema {schema!r}); pass a file written by tta run")
+    return check_result(doc, str(path))
 
 
 def _pct(x: Any) -> str:

@@ -110,17 +110,22 @@ def load_partial(path: Path, key: str, adapted: nn.Module) -> tuple[int, Tally] 
 
 @contextlib.contextmanager
 def stop_on_signals(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[Callable[[], bool]]:
-    """Yield ``should_stop()``: true once SIGINT or SIGTERM arrived. A second signal interrupts at once.
+    """Yield ``should_stop()``: true once SIGINT or SIGTERM arrived. A second Ctrl-C (SIGINT) interrupts at once.
 
-    Only the main thread can install handlers; elsewhere ``should_stop`` stays false.
+    A repeated SIGTERM does not: the kernel sends a sweep worker its parent-death SIGTERM once
+    for every thread of the dying parent (``PR_SET_PDEATHSIG``), and that burst must still let
+    the batch finish and the progress be saved. Only the main thread can install handlers;
+    elsewhere ``should_stop`` stays false.
     """
     hits: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
         hits.append(signum)
+        if len(hits) > 1 and signum == signal.SIGTERM:
+            return  # already stopping after this batch
         if len(hits) > 1:
             raise KeyboardInterrupt
-        log.warning("%s received: stopping after the current batch (again to stop at once)", signal.Signals(signum).name)
+        log.warning("%s received: stopping after the current batch (Ctrl-C again to stop at once)", signal.Signals(signum).name)
 
     previous = {}
     try:

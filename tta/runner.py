@@ -9,15 +9,17 @@ every file is written atomically through ``tta.atomic``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import atomic
-from .errors import InputError
+from .errors import InputError, WriteError
 from .evaluate import RunInterrupted, evaluate
 from .experiment import Prepared, RunConfig, finish, prepare
 from .lock import output_lock
@@ -66,9 +68,17 @@ def as_config(config: RunConfig | Mapping[str, Any]) -> RunConfig:
 
 
 def check_writable(path: str | Path) -> Path:
-    """Fail before a run starts when ``path`` cannot be written."""
+    """Fail before a run starts when ``path`` cannot be written (a folder, unwritable, a name too long)."""
     path = Path(path).expanduser()
-    if path.is_dir():
+    if len(os.fsencode(path.name)) > atomic.name_max(path.parent):
+        raise InputError(f"output name {path.name[:40]}... is {len(os.fsencode(path.name))} bytes, longer than the "
+                         f"{atomic.name_max(path.parent)} the file system leaves for it (with {path.name[:8]}..."
+                         ".partial.pt beside it); pass a shorter --output")
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:
+        raise InputError(f"cannot write the result to {path} ({exc.strerror or exc}); pass another --output") from None
+    if is_dir:
         raise InputError(f"output path {path} is a directory; pass a file name such as {path / 'result.json'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,13 +92,34 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+#: the placeholders an output name may hold; everything else in it is literal
+PLACEHOLDERS = ("dataset", "method", "shift", "seed")
+_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def fill_placeholders(output: str | Path, values: Mapping[str, Any]) -> str:
+    """``output`` with each ``{dataset}``/``{method}``/``{shift}``/``{seed}`` replaced by its value, as plain text.
+
+    Nothing is evaluated (no attribute or index lookups, no format specs); any other brace is an
+    ``InputError`` naming the placeholders, so ``r-{0}.json`` or ``r-{`` never becomes a traceback.
+    """
+    text = str(output)
+    for match in _FIELD.finditer(text):
+        if match.group(1) not in PLACEHOLDERS:
+            raise InputError(f"--output {text}: {{{match.group(1)}}} is not a placeholder; use only "
+                             f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)} or a literal name without braces")
+    filled = _FIELD.sub(lambda m: str(values[m.group(1)]), text)
+    if "{" in _FIELD.sub("", text) or "}" in _FIELD.sub("", text):
+        raise InputError(f"--output {text}: unmatched brace; use only "
+                         f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)} or a literal name without braces")
+    return filled
+
+
 def resolve_output(output: str | Path, prepared: Prepared) -> Path:
     """``output`` with ``{dataset}``, ``{method}``, ``{shift}`` and ``{seed}`` filled in from the prepared run."""
-    text = str(output)
-    if "{" in text:
-        cfg = prepared.config
-        text = text.format(dataset=prepared.source.dataset, method=cfg.method, shift=cfg.shift, seed=cfg.seed)
-    return Path(text).expanduser()
+    cfg = prepared.config
+    values = {"dataset": prepared.source.dataset, "method": cfg.method, "shift": cfg.shift, "seed": cfg.seed}
+    return Path(fill_placeholders(output, values)).expanduser()
 
 
 def check_plot_support(plot: str | Path | None) -> None:
@@ -138,6 +169,8 @@ def run(
     config = as_config(config)
     say = notify or log.info
     # Every output path is checked before the run, so a bad one costs nothing.
+    if output is not None:
+        fill_placeholders(output, dict.fromkeys(PLACEHOLDERS, "x"))  # only documented placeholders
     for path in (output, export_order, plot):
         if path is not None and "{" not in str(path):
             check_writable(path)
@@ -149,8 +182,6 @@ def run(
         from .results import DEMO_BANNER  # noqa: PLC0415
 
         say(f"*** {DEMO_BANNER} ***")
-    if export_order is not None:
-        prepared.stream.export_order(export_order)
     out = check_writable(resolve_output(output, prepared)) if output is not None else None
     if partial is None and out is not None:
         partial = partial_path(out)
@@ -163,17 +194,55 @@ def run(
                 prepared.stream.fingerprint()), overwrite)
         else:
             replaced = None
+        if export_order is not None:  # written only once every check passed, and never over a result
+            check_order_target(export_order, out, overwrite)
+            prepared.stream.export_order(export_order)
         doc, start = _online_pass(prepared, partial, resume, checkpoint_every_s, progress, say)
         if plot is not None:  # drawn before the result is written, so a failed plot leaves nothing half-done
             from .plotting import plot_error_curve  # noqa: PLC0415  (matplotlib is optional)
 
             plot_error_curve(doc, plot)
         if out is not None:
-            write_result(out, doc)
+            try:
+                write_result(out, doc)
+            except WriteError as exc:
+                raise WriteError(_rescue(doc, out, partial, exc)) from None
         discard_partial(partial)
     if replaced:
         say(replaced)
     return RunOutcome(atomic.json_safe(doc), out, start)
+
+
+def check_order_target(path: str | Path, output: Path | None, overwrite: bool = False) -> None:
+    """Refuse an ``--export-order`` path that is the run's output, or an existing file that is not an order."""
+    path = Path(path).expanduser()
+    if output is not None and path.resolve() == Path(output).resolve():
+        raise InputError(f"--export-order {path} is also the --output; pass another file name for the order")
+    if not path.exists() or overwrite:
+        return
+    if path.suffix == ".json":
+        try:
+            is_order = json.loads(path.read_text()).get("format") == "tta.order"
+        except (OSError, ValueError, AttributeError):
+            is_order = False
+    else:
+        is_order = path.suffix == ".npy"
+    if not is_order:
+        raise InputError(f"--export-order {path} exists and is not an exported order (a result?); pass another "
+                         "file name, or --overwrite to replace it")
+
+
+def _rescue(doc: dict[str, Any], out: Path, partial: Path | None, exc: WriteError) -> str:
+    """Where a finished result went when ``out`` could not be written: a file in the temp folder, else kept progress."""
+    spare = Path(tempfile.gettempdir()) / f"tta-unsaved-{os.getpid()}-{out.name[:100]}"
+    try:
+        write_result(spare, doc)
+        return f"{exc}; the result is saved in {spare} instead: move it to {out} once there is space"
+    except (WriteError, OSError):
+        pass
+    kept = f"; progress is kept in {partial}: free space and rerun the same command to resume" \
+        if partial is not None and partial.is_file() else ""
+    return f"{exc}{kept}"
 
 
 def _online_pass(prepared: Prepared, partial: Path | None, resume: bool, checkpoint_every_s: float,
@@ -185,7 +254,17 @@ def _online_pass(prepared: Prepared, partial: Path | None, resume: bool, checkpo
     start, tally = resume_point(partial, key, prepared.adapted, fresh=not resume)
     if start:
         say(f"resuming at batch {start} of {len(prepared.stream)} from {partial} (--fresh to start over)")
-    save = (lambda nxt, t: save_partial(partial, key, nxt, t, prepared.adapted)) if partial is not None else None
+    warned: list[bool] = []
+
+    def save(nxt: int, t: Any) -> None:
+        try:
+            save_partial(partial, key, nxt, t, prepared.adapted)
+        except WriteError as exc:  # a full disk costs the resume point, not the run
+            if not warned:
+                warned.append(True)
+                log.warning("%s; the run goes on without saving progress", exc)
+
+    save = save if partial is not None else None
     try:
         with stop_on_signals() as should_stop:
             metrics = evaluate(
@@ -193,7 +272,7 @@ def _online_pass(prepared: Prepared, partial: Path | None, resume: bool, checkpo
                 tally=tally, checkpoint=save, checkpoint_every_s=checkpoint_every_s, should_stop=should_stop,
             )
     except RunInterrupted as stop:
-        raise RunStopped(stop, partial) from None
+        raise RunStopped(stop, partial if not warned else None) from None
     doc = finish(prepared, metrics)
     doc["stream"]["resumed_at_batch"] = start
     return doc, start

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator
 
 from .atomic import json_safe
 from .errors import InputError
+from .schema import check_result
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 60_000
@@ -88,20 +89,72 @@ def owner_alive(owner: str | None) -> bool:
 class Store:
     """An open result database. Safe to share between processes; open one per process."""
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False) -> None:
+        """Open (or with ``create`` make) the store at ``path``; ``readonly`` opens an existing one without
+        writing anything, so a store on a read-only mount can still be reported on."""
         self.path = Path(path).expanduser()
-        if not create and not self.path.is_file():
+        if (readonly or not create) and not self.path.is_file():
             raise InputError(f"no result store at {self.path}; create one with `tta sweep --store {self.path} ...`")
         if self.path.exists() and self.path.stat().st_size and not is_store(self.path):
             raise InputError(f"{self.path} is not a tta result store (not SQLite); pass the --store of a tta sweep")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._enable_wal()
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        with self.transaction():
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                self.db.execute(statement)
+        if readonly:
+            self.db = self._connect_readonly()
+            with self.reading():
+                columns = {row[1] for row in self.db.execute("PRAGMA table_info(cells)")}
+            if not {"id", "status", "command", "doc"} <= columns:
+                self.db.close()
+                raise InputError(f"{self.path} is SQLite but not a tta result store (no cells table); "
+                                 "pass the --store of a tta sweep")
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise InputError(f"cannot open the store {self.path} ({exc}); pass a --store in a writable folder") from None
+        with self.reading():
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._enable_wal()
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            with self.transaction():
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    self.db.execute(statement)
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        # mode=ro never writes the database; a WAL store whose -shm file is absent on a read-only
+        # mount cannot be opened that way, and there nobody can change it, so it is read as immutable
+        uri = self.path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.DatabaseError as exc:
+            if not isinstance(exc, sqlite3.OperationalError):
+                raise InputError(self._damaged(exc)) from None
+        try:
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.Error as exc:
+            raise InputError(self._damaged(exc)) from None
+
+    def _damaged(self, exc: Exception) -> str:
+        return (f"{self.path} is not a readable tta result store ({exc}); restore it from a copy, or rebuild it "
+                "with `tta store import` from exported result files")
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """SQLite errors of a damaged or foreign file become one ``InputError`` line."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc) or "read-only" in str(exc):
+                raise InputError(f"cannot write to the store {self.path} ({exc}); it is on a read-only mount or "
+                                 "file: copy it to a writable folder (reading commands open it read-only)") from None
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise
+            raise InputError(self._damaged(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise InputError(self._damaged(exc)) from None
 
     def _enable_wal(self) -> None:
         # switching a fresh file to WAL ignores busy_timeout: when another process or thread opens the same new
@@ -128,13 +181,14 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction that takes the database's write lock up front (no upgrade deadlocks)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        with self.reading():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     # -- claiming and finishing cells -------------------------------------------------------
 
@@ -209,31 +263,42 @@ class Store:
 
     def statuses(self) -> dict[str, str]:
         """Cell id -> status, for every cell."""
-        return dict(self.db.execute("SELECT id, status FROM cells").fetchall())
+        with self.reading():
+            return dict(self.db.execute("SELECT id, status FROM cells").fetchall())
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
-        counts.update(dict(self.db.execute("SELECT status, COUNT(*) FROM cells GROUP BY status").fetchall()))
+        with self.reading():
+            counts.update(dict(self.db.execute("SELECT status, COUNT(*) FROM cells GROUP BY status").fetchall()))
         return counts
 
     def rows(self, status: str | None = None) -> list[dict[str, Any]]:
         """Every cell (or those with ``status``) as a dict of its columns, without the document."""
-        cur = self.db.execute(
-            "SELECT id, status, config, command, owner, attempts, error, setting, method, seed, fingerprint, "
-            "mean_error, images_per_s FROM cells" + (" WHERE status = ?" if status else "") + " ORDER BY rowid",
-            (status,) if status else (),
-        )
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        with self.reading():
+            cur = self.db.execute(
+                "SELECT id, status, config, command, owner, attempts, error, setting, method, seed, fingerprint, "
+                "mean_error, images_per_s FROM cells" + (" WHERE status = ?" if status else "") + " ORDER BY rowid",
+                (status,) if status else (),
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
 
     def documents(self) -> list[dict[str, Any]]:
-        """The result document of every finished cell, with ``_path`` naming its store row and ``_cell``."""
+        """The result document of every finished cell, with ``_path`` naming its store row and ``_cell``.
+
+        Each is checked against the result schema (``tta.schema``): a store is a file like any other."""
         docs = []
-        for cell_id, command, doc in self.db.execute(
-            "SELECT id, command, doc FROM cells WHERE status = 'done' ORDER BY rowid"
-        ):
-            d = json.loads(doc)
-            d["_path"] = f"{self.path}#{cell_id}"
+        with self.reading():
+            rows = self.db.execute("SELECT id, command, doc FROM cells WHERE status = 'done' ORDER BY rowid").fetchall()
+        for cell_id, command, doc in rows:
+            where = f"{self.path}#{cell_id}"
+            try:
+                d = json.loads(doc)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{where}: the stored result is not JSON ({exc}); rerun that cell with "
+                                 "`tta sweep --retry-failed` after deleting it, or restore the store") from None
+            check_result(d, where)
+            d["_path"] = where
             d["_cell"] = {"id": cell_id, "command": command}
             docs.append(d)
         return docs

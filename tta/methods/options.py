@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 from ..errors import InputError, TTAError
 
+#: the largest finite float32: a larger option value overflows the tensors it scales
+FLOAT32_MAX = 3.4028234663852886e38
 _TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string", dict: "a mapping"}
 
 
@@ -74,6 +76,9 @@ class Option:
             value = self.type(value)
             if math.isnan(value) or (math.isinf(value) and not (self.high is not None and math.isinf(self.high))):
                 raise InputError(f"{where} must be a finite number, got {value!r}; {fix}")
+            if self.type is float and math.isfinite(value) and abs(value) > FLOAT32_MAX:
+                raise InputError(f"{where} is {value!r}, beyond float32 (the precision models run in, at most "
+                                 f"{FLOAT32_MAX:.3g}); {fix}")
             too_low = self.low is not None and (value <= self.low if self.open_low else value < self.low)
             too_high = self.high is not None and (value >= self.high if self.open_high else value > self.high)
             if too_low or too_high:

@@ -40,6 +40,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated ({_first_line(exc)}); download it again"
         ) from None
+    except Exception as exc:  # noqa: BLE001  (a text or random file trips the unpickler anywhere: KeyError 101, ...)
+        raise CheckpointError(
+            f"checkpoint {path} is not a torch checkpoint ({type(exc).__name__}: {_first_line(exc)}); "
+            "pass the .pt/.th file of a state_dict saved with torch.save"
+        ) from None
     return _unwrap(obj, path)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import DataError, InputError
 from ..atomic import write_bytes
+from ..schema import INT, Check, ListOf, problem
 from .dirichlet import class_sorted_order, dirichlet_order
 
 ORDER_FORMAT = "tta.order"
@@ -162,7 +163,15 @@ def _block_json(block: Block) -> dict[str, Any]:
     return {"domain": domain, "index": block.index.tolist()}
 
 
+#: one block of a JSON order: integer sample indices (1.7 is refused, not truncated), one domain id or one per sample
+ORDER_BLOCK = {"index": ListOf(INT, min_len=1), "domain": (Check("an integer or a list of integers",
+               lambda v: problem(v, INT) is None or problem(v, ListOf(INT)) is None))}
+
+
 def _block_from_json(obj: dict[str, Any]) -> Block:
+    found = problem(obj, ORDER_BLOCK, "block")
+    if found:
+        raise ValueError(found)
     index = np.asarray(obj["index"], dtype=np.int64)
     dom = obj["domain"]
     domain = np.full(len(index), int(dom), dtype=np.int64) if isinstance(dom, int) else np.asarray(dom, dtype=np.int64)

@@ -107,11 +107,16 @@ class LocalBackend:
             return self.pool.submit(_run_local_cell, config, partial)
 
     def wait(self, handles: list[cf.Future]) -> list[tuple[cf.Future, dict[str, Any]]]:
+        """Finished cells. A worker that died abruptly breaks the whole pool, failing every cell it ran;
+        which one's worker died is unknown, so each comes back as ``{"requeue": why}`` for the sweep to
+        run again (from its saved progress), within its retry budget."""
         done, _ = cf.wait(handles, return_when=cf.FIRST_COMPLETED)
         out = []
         for fut in done:
             try:
                 out.append((fut, fut.result()))
+            except cf.process.BrokenProcessPool as exc:
+                out.append((fut, {"requeue": f"a sweep worker died abruptly ({exc})"}))
             except Exception as exc:  # noqa: BLE001  (a worker process that died takes its cell with it)
                 out.append((fut, {"error": f"worker process failed: {type(exc).__name__}: {exc}"}))
         return out
@@ -162,14 +167,18 @@ class RayBackend:
         gpus = 1 if resources.get("GPU", 0) >= 1 else 0
         self.remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=max_retries)(run_cell)
         self.slots = jobs or max(1, int(resources.get("GPU", 0)) if gpus else int(resources.get("CPU", 1)))
+        self.pending: set[Any] = set()
         log.info("ray backend: %s, %d cell(s) at once, %d GPU(s) per cell", resources, self.slots, gpus)
 
     def submit(self, config: dict[str, Any], partial: str | None) -> Any:
-        return self.remote.remote(config, partial)
+        ref = self.remote.remote(config, partial)
+        self.pending.add(ref)
+        return ref
 
     def wait(self, handles: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
         ready, _ = self.ray.wait(handles, num_returns=1)
         out = []
+        self.pending.difference_update(ready)
         for ref in ready:
             try:
                 out.append((ref, self.ray.get(ref)))
@@ -177,8 +186,27 @@ class RayBackend:
                 out.append((ref, {"error": f"ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"}))
         return out
 
-    def close(self, cancel: bool = False) -> None:
-        pass  # the cluster (ours or --address's) outlives one sweep; ray.shutdown() is the caller's choice
+    def close(self, cancel: bool = False, grace_s: float = 60.0) -> None:
+        """Nothing to do after a finished sweep: the cluster (ours or --address's) outlives it.
+
+        ``cancel`` (a stopped sweep): Ray's ``cancel`` raises the interrupt of SIGINT in each running
+        cell, which stops after its current batch and saves its progress (``tta.resume``); this waits
+        up to ``grace_s`` for that, so the driver does not take a local cluster down with it first.
+        """
+        if not cancel or not self.pending:
+            return
+        refs = list(self.pending)
+        log.warning("stopping the running cells after their current batch (their progress is saved)")
+        for ref in refs:
+            try:
+                self.ray.cancel(ref, force=False)
+            except Exception as exc:  # noqa: BLE001  (best effort: a finished or lost task)
+                log.debug("ray.cancel: %s", exc)
+        try:
+            self.ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("ray.wait after cancel: %s", exc)
+        self.pending.clear()
 
 
 def make_backend(name: str, jobs: int | None = None, address: str | None = None) -> LocalBackend | RayBackend:

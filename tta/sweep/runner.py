@@ -76,6 +76,10 @@ class SweepSummary:
         return not (self.failed or self.failed_before or self.running_elsewhere or self.stopped)
 
 
+#: times a cell is run again after its worker died abruptly before it counts as failed
+MAX_REQUEUES = 2
+
+
 def partial_dir(store: Store) -> Path:
     """Where cells save their progress, beside the database."""
     return store.path.with_name(store.path.name + ".partial")
@@ -105,6 +109,7 @@ def sweep(
     queue = [c for c in cells if status.get(c.id) != "done"]
     summary.already_done = len(cells) - len(queue)
     in_flight: dict[Any, Cell] = {}
+    requeued: dict[str, int] = {}
     try:
         while queue or in_flight:
             while queue and len(in_flight) < backend.slots:
@@ -128,6 +133,16 @@ def sweep(
             for handle, outcome in backend.wait(list(in_flight)):
                 cell = in_flight.pop(handle)
                 counts["running"] -= 1
+                if "requeue" in outcome:
+                    # its worker, or a sibling sharing its pool, died: run it again from its saved progress,
+                    # unless it keeps dying (then it is the cell that kills its worker, e.g. out of memory)
+                    requeued[cell.id] = requeued.get(cell.id, 0) + 1
+                    if requeued[cell.id] <= MAX_REQUEUES:
+                        log.warning("%s: %s; running it again", cell.label(), outcome["requeue"])
+                        store.release([cell.id])
+                        queue.insert(0, cell)
+                        continue
+                    outcome = {"error": f"{outcome['requeue']}, {requeued[cell.id]} times running this cell"}
                 if "stopped" in outcome:
                     # a signal stopped the cell (its progress is saved): not a failure, the next sweep resumes it
                     store.release([cell.id])

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ..errors import CheckpointError, InputError, TTAError
 from ..models import build_model, resolve_model_name
 from ..atomic import save_torch, write_json
+from ..schema import TRAINING_RECORD, check
 from ..runtime import prefers_channels_last
 from .augment import random_crop_flip
 from .data import ImageArrays, load_images, find_test_split
@@ -126,7 +127,10 @@ def training_record(checkpoint: str | Path) -> dict[str, Any] | None:
     is_record = isinstance(doc, dict) and (
         doc.get("schema") == RECORD_SCHEMA or {"model", "norm", "hyperparameters", "config"} <= set(doc)
     )
-    return doc if is_record else None
+    if not is_record:
+        return None
+    return check(doc, TRAINING_RECORD, what=f"training record {path} beside the checkpoint",
+                 fix="pass --norm (and --norm-option) explicitly, or move that file away")
 
 
 def _to_input(batch: torch.Tensor) -> torch.Tensor:
