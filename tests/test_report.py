@@ -185,8 +185,9 @@ def test_flags_reach_the_pages_with_their_rule(tmp_path) -> None:
 PAYLOADS = ['<script>alert(9)</script>', '"><svg onload=alert(6)>', "<img src=x onerror=alert(1)>"]
 
 
-def _poison(doc: dict, k: int = 0) -> dict:
-    """``doc`` with every string value (and the domain names) replaced by an XSS payload; the seed too."""
+def _poison(doc: dict, k: int = 0, typed: bool = False) -> dict:
+    """``doc`` with every string value (and the domain names) replaced by an XSS payload; with ``typed``, also
+    the seed, the peak memory and a batch error (fields the result schema types as numbers)."""
     counter = [k]
 
     def walk(x, path=()):
@@ -204,9 +205,10 @@ def _poison(doc: dict, k: int = 0) -> dict:
     names = [f"{d}{PAYLOADS[i % 3]}" for i, d in enumerate(doc["metrics"]["domain_keys"])]
     m["domain_errors"] = dict(zip(names, doc["metrics"]["domain_errors"].values()))
     m["domain_keys"] = names
-    out["stream"]["seed"] = "<script>alert(9)</script>"
-    m["peak_memory_mb"] = "<script>alert(9)</script>"  # non-numbers where numbers belong: left out, not shown
-    m["batch_errors"] = m["batch_errors"][:-1] + ["<script>alert(9)</script>"]
+    if typed:
+        out["stream"]["seed"] = "<script>alert(9)</script>"
+        m["peak_memory_mb"] = "<script>alert(9)</script>"
+        m["batch_errors"] = m["batch_errors"][:-1] + ["<script>alert(9)</script>"]
     out["runtime"]["config"]["options"] = {"source_data": "sd_<svg onload=alert(6)>.npy", "lr<script>": "<b>x"}
     return out
 
@@ -262,6 +264,15 @@ def test_xss_payload_in_every_string_field_is_escaped_in_html_and_markdown(tmp_p
         _assert_no_markup(tmp_path / "from-store")
         assert "&lt;script&gt;alert(9)&lt;/script&gt;" in (tmp_path / "from-store" / "setting-1.html").read_text()
     assert "&lt;script&gt;" in md.output
+    # payloads where the schema wants numbers (seed, memory, a batch error): refused in one line that
+    # repeats no markup, by report, leaderboard and store import alike
+    for i, d in enumerate([_poison(base, typed=True), _poison(src, 1, typed=True)]):
+        (tmp_path / f"t{i}.json").write_text(json.dumps(d))
+    typed = [str(tmp_path / "t0.json"), str(tmp_path / "t1.json")]
+    for args in (["report", *typed, "--html", str(tmp_path / "typed")], ["leaderboard", *typed],
+                 ["store", "import", str(tmp_path / "t.db"), *typed]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code != 0 and "Error" in res.output and "<" not in res.output, (args, res.output)
 
 
 def test_leaderboard_refuses_a_mean_that_is_not_the_mean_of_its_domains(tmp_path) -> None:
