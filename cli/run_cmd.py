@@ -72,7 +72,8 @@ class _RunCommand(click.Command):
 @click.option("--imagenet-subset", default=None,
               help="5000 (RobustBench list) | 50000 | FILE [default: 50000 with --delta/--sorted/--n-examples, else 5000]")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Result JSON. [default: tta-results/<dataset>-<method>-<shift>-s<seed>.json]")
+              help="Result JSON. [default: tta-results/<dataset>-<model>-<method>-<shift>[-d<delta>]-s<seed>-<digest>.json, "
+                   "<digest> a hash of everything that determines the numbers, so runs never share a default name]")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save the error curve (needs matplotlib).")
 @click.option("--checkpoint-every", default=120.0, show_default=True, type=float,
               help="Seconds between saves of the run's progress (<output>.partial.pt), for resuming.")

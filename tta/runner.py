@@ -21,14 +21,25 @@ from .errors import InputError
 from .evaluate import RunInterrupted, evaluate
 from .experiment import Prepared, RunConfig, finish, prepare
 from .lock import output_lock
+from .naming import DEFAULT_RESULTS_DIR, default_result_name
 from .results import check_overwrite, configuration
 from .resume import (data_identity, discard_partial, partial_path, resume_point, run_key, save_partial,
                      stop_on_signals)
 
 log = logging.getLogger(__name__)
 
-#: where ``tta run`` writes when no ``--output`` is given; fields are filled from the resolved run
-DEFAULT_OUTPUT = "tta-results/{dataset}-{method}-{shift}-s{seed}.json"
+
+
+@dataclass(frozen=True)
+class AutoOutput:
+    """Pass as ``output`` to write ``<folder>/<default name>``: readable, plus a digest of the result-determining
+    configuration, so different configurations never share a file (``tta.naming``)."""
+
+    folder: str = DEFAULT_RESULTS_DIR
+
+
+#: where ``tta run`` writes when no ``--output`` is given
+DEFAULT_OUTPUT = AutoOutput()
 #: what matplotlib's savefig writes without extra backends
 PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
 
@@ -82,8 +93,14 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def resolve_output(output: str | Path, prepared: Prepared) -> Path:
-    """``output`` with ``{dataset}``, ``{method}``, ``{shift}`` and ``{seed}`` filled in from the prepared run."""
+def resolve_output(output: str | Path | AutoOutput, prepared: Prepared, configuration: dict[str, Any]) -> Path:
+    """``output`` with ``{dataset}``, ``{method}``, ``{shift}`` and ``{seed}`` filled in from the prepared run;
+    for an ``AutoOutput``, its folder and the run's default name (``tta.naming.default_result_name``)."""
+    if isinstance(output, AutoOutput):
+        name = default_result_name(
+            dataset=prepared.source.dataset, model=prepared.model_info.get("name"), method=prepared.config.method,
+            shift=prepared.config.shift, stream=prepared.stream.describe(), configuration=configuration)
+        return Path(output.folder).expanduser() / name
     text = str(output)
     if "{" in text:
         cfg = prepared.config
@@ -112,7 +129,7 @@ def write_result(path: Path, doc: dict[str, Any]) -> None:
 
 def run(
     config: RunConfig | Mapping[str, Any],
-    output: str | Path | None = None,
+    output: str | Path | AutoOutput | None = None,
     *,
     resume: bool = True,
     partial: str | Path | None = None,
@@ -126,7 +143,8 @@ def run(
 ) -> RunOutcome:
     """Run ``config`` once and return its result; write it to ``output`` when given.
 
-    ``output`` may hold ``{dataset}``/``{method}``/``{shift}``/``{seed}`` (see ``DEFAULT_OUTPUT``).
+    ``output`` may hold ``{dataset}``/``{method}``/``{shift}``/``{seed}``, or be ``AutoOutput()`` for the default
+    name (``DEFAULT_OUTPUT``: ``tta-results/<readable>-<configuration digest>.json``).
     With ``resume``, progress is saved to ``partial`` (default ``<output>.partial.pt``)
     every ``checkpoint_every_s`` seconds, and a rerun of the same run continues from
     there; ``resume=False`` starts over. While it runs, ``output`` is locked against a
@@ -139,7 +157,7 @@ def run(
     say = notify or log.info
     # Every output path is checked before the run, so a bad one costs nothing.
     for path in (output, export_order, plot):
-        if path is not None and "{" not in str(path):
+        if path is not None and not isinstance(path, AutoOutput) and "{" not in str(path):
             check_writable(path)
     check_plot_support(plot)
     prepared = prepare(config, confirm_download=confirm_download)
@@ -151,16 +169,17 @@ def run(
         say(f"*** {DEMO_BANNER} ***")
     if export_order is not None:
         prepared.stream.export_order(export_order)
-    out = check_writable(resolve_output(output, prepared)) if output is not None else None
+    # one notion of "the same configuration": it names default outputs and guards existing ones
+    same = configuration(config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
+                         prepared.stream.fingerprint())
+    out = check_writable(resolve_output(output, prepared, same)) if output is not None else None
     if partial is None and out is not None:
         partial = partial_path(out)
     partial = Path(partial) if partial is not None else None
     with contextlib.ExitStack() as stack:
         if out is not None:
             stack.enter_context(output_lock(out))
-            replaced = check_overwrite(out, configuration(
-                config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
-                prepared.stream.fingerprint()), overwrite)
+            replaced = check_overwrite(out, same, overwrite)
         else:
             replaced = None
         doc, start = _online_pass(prepared, partial, resume, checkpoint_every_s, progress, say)
