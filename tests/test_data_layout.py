@@ -40,3 +40,48 @@ def test_tta_corrupt_finds_frost_beside_the_clean_set(tmp_path, no_frost_elsewhe
                                       "frost", "--severities", "5", "--n-images", "4"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c" / "frost.npy").is_file()
+
+
+@pytest.mark.parametrize("how", ["flag", "flag+model", "env"])
+def test_a_named_data_folder_without_data_is_an_error_not_the_demo(tmp_path, monkeypatch, how):
+    monkeypatch.setattr("tta.data.resolve.network_available", lambda *a, **k: False)
+    monkeypatch.setenv("TTA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TTA_DATA", raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["run", "-q", "--domains", "fog", "-o", str(tmp_path / "r.json")]
+    if how == "env":
+        monkeypatch.setenv("TTA_DATA", str(empty))
+    else:
+        args += ["--data-dir", str(empty)]
+    if how == "flag+model":
+        args += ["--model", "resnet20", "--checkpoint", str(tmp_path / "w.th")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0, result.output
+    assert f"No CIFAR-10-C data under {empty}" in result.output and "test_images.npy" in result.output
+    assert "demo brings its own" not in result.output and not (tmp_path / "r.json").exists()
+
+
+@pytest.fixture(scope="module")
+def two_of_fifteen(tmp_path_factory):
+    """A `tta corrupt` folder holding 2 of the 15 benchmark corruptions, from 20 real test images."""
+    src = shared_path("data", "cifar10", "test_images.npy")
+    out = tmp_path_factory.mktemp("two") / "CIFAR-10-C"
+    result = CliRunner().invoke(cli, ["corrupt", "--src", str(src), "--out", str(out), "--corruptions",
+                                      "gaussian_noise,contrast", "--severities", "5", "--n-images", "20"])
+    assert result.exit_code == 0, result.output
+    return out.parent
+
+
+@pytest.mark.realdata
+def test_tta_corrupt_folder_missing_benchmark_corruptions_needs_domains(two_of_fifteen, resnet20_checkpoint,
+                                                                        tmp_path):
+    args = ["run", "-q", "--data-dir", str(two_of_fifteen), "--model", "resnet20", "--checkpoint",
+            str(resnet20_checkpoint), "-b", "10"]
+    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "a.json")])
+    assert result.exit_code == 2, result.output
+    assert "holds 2 of the 15 benchmark corruptions" in result.output
+    assert "shot_noise" in result.output and "--domains gaussian_noise,contrast" in result.output
+    result = CliRunner().invoke(cli, [*args, "--domains", "gaussian_noise,contrast", "-o", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b.json").read_text())["metrics"]["num_samples"] == 40

@@ -6,6 +6,7 @@ memory; ``tta.run`` (tta/runner.py) adds output files and resuming on top of it.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -109,9 +110,11 @@ def prepare_stream(
     subset = config.imagenet_subset
     if subset is None:  # the reference reads all 50,000 ids for correlated streams and NUM_EX runs
         subset = "50000" if config.delta is not None or config.sort_labels or config.n_examples else "5000"
+    # the demo stands in only when no data location was given: a named folder without data is an error
+    named = config.data_dir is not None or bool(os.environ.get("TTA_DATA"))
     source, notes = open_source(
         config.dataset, data_dir, download=config.download, confirm_download=confirm_download,
-        imagenet_subset=subset, frost_dir=config.frost_dir,
+        imagenet_subset=subset, frost_dir=config.frost_dir, demo_fallback=not named,
     )
     delta = config.delta
     if delta == "default":

@@ -42,11 +42,13 @@ def open_source(
     corruption_seed: int = 0,
     imagenet_subset: str = "5000",
     frost_dir: str | Path | None = None,
+    demo_fallback: bool = True,
 ) -> tuple[DomainSource, list[str]]:
     """The domain source for ``dataset`` and notes to show the user.
 
     ``auto`` means CIFAR-10 when its data can be found or fetched, and the
-    embedded demo (with a loud notice) when it cannot.
+    embedded demo (with a loud notice) when it cannot and ``demo_fallback`` allows it:
+    a data folder the user named must hold data, so then what is missing is an error.
     """
     data_dir = Path(data_dir).expanduser()
     notes: list[str] = []
@@ -78,7 +80,7 @@ def open_source(
         return CifarCSource(data_dir, name), notes
     # 4. explain, and fall back to the demo when the dataset was not chosen explicitly
     paragraph = missing_data_paragraph(name, data_dir, generator=generator)
-    if dataset == "auto":
+    if dataset == "auto" and demo_fallback:
         notes.append(paragraph)
         notes.append("Running the embedded DEMO instead (scikit-learn digits, NOT CIFAR-10-C).")
         return DemoSource(), notes
