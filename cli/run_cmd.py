@@ -7,7 +7,7 @@ import sys
 import click
 
 
-from .options import parse_delta, parse_key_values
+from .options import check_checkpoint_every, parse_delta, parse_key_values, split_domains
 
 # The defaults are repeated here, not imported, so that `tta --help` does not import torch
 # (tests/test_trust_cli.py checks they agree with tta.experiment).
@@ -87,21 +87,26 @@ def run_cmd(**kw) -> None:
     tta run --method unmix-tns --shift continual
     tta run --dataset demo --method unmix-tns --shift continual
     """
-    from tta.experiment import RunConfig  # noqa: PLC0415  (torch; keeps `tta --help` fast)
-    from tta.results import markdown_table  # noqa: PLC0415
-    from tta.runner import DEFAULT_OUTPUT, RunStopped, run  # noqa: PLC0415
+    from tta.precheck import check_settings  # noqa: PLC0415  (torch-free: mistakes fail before torch loads)
 
-    config = RunConfig(
+    settings = check_settings(dict(
         method=kw["method"], shift=kw["shift"], dataset=kw["dataset"], data_dir=kw["data_dir"],
         model=kw["model"], checkpoint=kw["checkpoint"], options=parse_key_values(kw["options"], "--option", "prior=16"),
         norm=kw["norm"], norm_options=parse_key_values(kw["norm_options"], "--norm-option", "num_groups=8"),
-        domains=[d.strip() for d in kw["domains"].split(",") if d.strip()] if kw["domains"] else None,
+        domains=split_domains(kw["domains"]),
         severity=kw["severity"], batch_size=kw["batch_size"], n_examples=kw["n_examples"], seed=kw["seed"],
         delta=parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
         download=kw["download"], threads=kw["threads"], device=kw["device"], workers=kw["workers"],
         imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"], protocol=kw["protocol"],
         source_data=kw["source_data"],
-    )
+    ))
+    check_checkpoint_every(kw["checkpoint_every"])
+
+    from tta.experiment import RunConfig  # noqa: PLC0415  (torch; keeps `tta --help` fast)
+    from tta.results import markdown_table  # noqa: PLC0415
+    from tta.runner import DEFAULT_OUTPUT, RunStopped, run  # noqa: PLC0415
+
+    config = RunConfig(**settings)
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     try:
         outcome = run(

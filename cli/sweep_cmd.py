@@ -134,7 +134,7 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
                    + (f", running in another sweep {len(summary.running_elsewhere)}" if summary.running_elsewhere else "")
                    + (f", stopped by a signal (rerun to resume) {len(summary.stopped)}" if summary.stopped else ""),
                    err=True)
-        if summary.failed:
+        if summary.failed or summary.failed_before:  # failed cells remain: the grid is not finished
             raise SystemExit(1)
 
 

@@ -170,7 +170,7 @@ def run(
     if export_order is not None:
         prepared.stream.export_order(export_order)
     # one notion of "the same configuration": it names default outputs and guards existing ones
-    same = configuration(config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
+    same = configuration(prepared.config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
                          prepared.stream.fingerprint())
     out = check_writable(resolve_output(output, prepared, same)) if output is not None else None
     if partial is None and out is not None:
