@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from .errors import InputError
+from .errors import InputError, UnknownNameError
 from .names import check_options, check_stats, parse_shift, resolve_method
 
 #: integer settings and the least value each accepts (None: no value given, the default applies)
@@ -77,8 +77,10 @@ def check_settings(settings: Mapping[str, Any], where: str = "") -> dict[str, An
             raise InputError(f"--delta must be a finite number >= 0 (0: class-sorted), got {delta!r}")
         if out.get("imagenet_subset") is not None and out.get("dataset") in _NON_IMAGENET:
             raise InputError(f"--imagenet-subset applies to ImageNet-C only, not --dataset {out['dataset']}; drop it")
-    except InputError as exc:
-        raise InputError(f"{at}{exc}") from None
+    except (InputError, UnknownNameError) as exc:
+        if not at:
+            raise
+        raise type(exc)(f"{at}{exc}") from None
     return out
 
 
