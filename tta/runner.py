@@ -119,7 +119,7 @@ def check_plot_support(plot: str | Path | None) -> None:
     try:
         import matplotlib  # noqa: F401, PLC0415
     except ImportError:
-        raise InputError("--plot needs matplotlib; pip install 'tta[plot]' or drop --plot") from None
+        raise InputError("--plot needs matplotlib; pip install 'tta-toolkit[plot]' or drop --plot") from None
 
 
 def write_result(path: Path, doc: dict[str, Any]) -> None:
