@@ -81,7 +81,7 @@ def test_run_and_sweep_share_the_shift_syntax():
 @pytest.mark.parametrize("args,message", [
     (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--domains", ","], "--domains needs at least one corruption"),
-    (["--workers", "-2"], "--workers must be >= 0"),
+    (["--loader-workers", "-2"], "--loader-workers must be >= 0"),
     (["--checkpoint-every", "-1"], "--checkpoint-every must be a positive number"),
     (["--dataset", "cifar10", "--imagenet-subset", "12"], "--imagenet-subset applies to ImageNet-C only"),
     (["--seed", "-1"], "--seed must be >= 0"),

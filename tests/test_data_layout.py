@@ -36,8 +36,8 @@ def test_frost_textures_inside_the_data_folder_need_no_flag(tmp_path, no_frost_e
 def test_tta_corrupt_finds_frost_beside_the_clean_set(tmp_path, no_frost_elsewhere):
     src = shared_path("data", "cifar10", "test_images.npy")
     shared_path("data", "frost", "frost1.png")
-    result = CliRunner().invoke(cli, ["corrupt", "--src", str(src), "--out", str(tmp_path / "c"), "--corruptions",
-                                      "frost", "--severities", "5", "--n-images", "4"])
+    result = CliRunner().invoke(cli, ["corrupt", "--data-dir", str(src), "--output", str(tmp_path / "c"), "--domains",
+                                      "frost", "--severities", "5", "--n-examples", "4"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c" / "frost.npy").is_file()
 
@@ -67,8 +67,8 @@ def two_of_fifteen(tmp_path_factory):
     """A `tta corrupt` folder holding 2 of the 15 benchmark corruptions, from 20 real test images."""
     src = shared_path("data", "cifar10", "test_images.npy")
     out = tmp_path_factory.mktemp("two") / "CIFAR-10-C"
-    result = CliRunner().invoke(cli, ["corrupt", "--src", str(src), "--out", str(out), "--corruptions",
-                                      "gaussian_noise,contrast", "--severities", "5", "--n-images", "20"])
+    result = CliRunner().invoke(cli, ["corrupt", "--data-dir", str(src), "--output", str(out), "--domains",
+                                      "gaussian_noise,contrast", "--severities", "5", "--n-examples", "20"])
     assert result.exit_code == 0, result.output
     return out.parent
 

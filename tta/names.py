@@ -6,6 +6,7 @@ policies, shifts. Checked before any heavy import, so a misspelt name costs well
 from __future__ import annotations
 
 import difflib
+import sys
 from typing import Iterable
 
 from .errors import InputError, UnknownNameError
@@ -77,9 +78,17 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {original!r}?)"
 
 
+def _registered_at_runtime(kind: str) -> set[str]:
+    """Methods (or statistics policies) registered by code that already imported the registry (``register_method``
+    in a notebook or a plugin): valid too, and looked up without importing torch when nothing did."""
+    module = sys.modules.get("tta.methods.registry" if kind == "method" else "tta.methods.policy")
+    registry = getattr(module, "METHODS" if kind == "method" else "STATS", None) if module else None
+    return set(registry) if registry is not None else set()
+
+
 def resolve_method(name: str, flag: str = "--method") -> str:
     """The registered spelling of ``name``: exact, or the same ignoring case and ``_``/``-``; else one error line."""
-    if name in METHOD_OPTIONS:
+    if name in METHOD_OPTIONS or name in _registered_at_runtime("method"):
         return name
     same = [m for m in METHOD_OPTIONS if _key(m) == _key(name)]
     if same:
@@ -107,7 +116,7 @@ def check_options(method: str, options: Iterable[str], flag: str = "-O") -> None
 
 def check_stats(value: object, method: str) -> None:
     """``stats=`` names a statistics policy."""
-    if isinstance(value, str) and value not in STATS_POLICIES:
+    if isinstance(value, str) and value not in STATS_POLICIES and value not in _registered_at_runtime("stats"):
         raise UnknownNameError(f"method {method!r}: unknown statistics policy stats={value!r}"
                                f"{did_you_mean(value, STATS_POLICIES)}; choose one of: {', '.join(STATS_POLICIES)}")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 #: the folder of default result names, relative to the working directory
 DEFAULT_RESULTS_DIR = "tta-results"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
 def config_digest(configuration: dict[str, Any], length: int = 8) -> str:
@@ -26,7 +26,7 @@ def config_digest(configuration: dict[str, Any], length: int = 8) -> str:
 
 
 def _part(value: Any) -> str:
-    return _UNSAFE.sub("_", str(value)).strip("._") or "x"
+    return _UNSAFE.sub("_", str(value)).strip("._-") or "x"
 
 
 def default_result_name(*, dataset: str, model: str | None, method: str, shift: str, stream: dict[str, Any],

@@ -15,7 +15,7 @@ from .names import check_options, check_stats, parse_shift, resolve_method
 #: integer settings and the least value each accepts (None: no value given, the default applies)
 INT_MINIMA = {"batch_size": 1, "n_examples": 1, "severity": 1, "seed": 0, "workers": 0, "threads": 1}
 _FLAGS = {"batch_size": "--batch-size", "n_examples": "--n-examples", "severity": "--severity", "seed": "--seed",
-          "workers": "--workers", "threads": "--threads", "domains": "--domains", "imagenet_subset": "--imagenet-subset",
+          "workers": "--loader-workers", "threads": "--threads", "domains": "--domains", "imagenet_subset": "--imagenet-subset",
           "delta": "--delta"}
 _NON_IMAGENET = ("cifar10", "cifar100", "demo")
 #: the most cells one sweep plans; planning fingerprints each cell's stream, about a millisecond to a second each

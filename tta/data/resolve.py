@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,22 @@ def missing_data_paragraph(dataset: str, data_dir: Path, *, generator: bool) -> 
         f"{folder}.tar from Zenodo yourself and unpack it into {data_dir}, or point --data-dir / $TTA_DATA at a folder "
         f"that already holds {folder}/; to try tta without any data, run with --dataset demo."
     )
+
+
+def frost_beside(*folders: Path) -> Path | None:
+    """A ``frost/`` folder with the textures in one of ``folders`` (or beside a file among them), unless
+    ``$TTA_FROST_DIR`` names one: a data folder laid out as ``cifar10/`` + ``frost/`` needs no ``--frost-dir``."""
+    from tta.corruptions.frost import ENV_VAR, FROST_FILES  # noqa: PLC0415  (tta.corruptions is optional)
+
+    if os.environ.get(ENV_VAR):
+        return None
+    for folder in folders:
+        folder = Path(folder)
+        for base in (folder, folder.parent) if folder.is_file() else (folder,):
+            candidate = base / "frost"
+            if all((candidate / f).is_file() for f in FROST_FILES):
+                return candidate
+    return None
 
 
 def open_source(
@@ -68,6 +85,7 @@ def open_source(
     if clean is not None and generator:
         images, labels = load_clean(clean, name)
         notes.append(f"no {FOLDERS[name]} folder under {data_dir}; generating corruptions from {clean}")
+        frost_dir = frost_dir if frost_dir is not None else frost_beside(data_dir, clean)
         return GeneratedSource(images, labels, dataset=name, origin=str(clean), num_classes=10 if name == "cifar10" else 100,
                                seed=corruption_seed, frost_dir=frost_dir), notes
     # 3. download

@@ -1,8 +1,6 @@
 """``Stream``: domains × order × batch size -> batches of (x, y, domain id, sample index)."""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -72,36 +70,7 @@ class Stream:
         return len(self.order)
 
     def fingerprint(self) -> str:
-        """sha256 (first 16 hex digits) of everything that fixes the numbers a method sees.
-
-        The order's own fingerprint (which samples, in which order, in which blocks), the
-        batch size, whether the model resets between blocks (``iid`` and ``continual`` can
-        share an order), and the content of the data (:meth:`data_digest`). Two runs with
-        the same fingerprint, method and model give the same result.
-        """
-        if getattr(self, "_fingerprint", None) is None:
-            parts = [self.order.fingerprint(), self.batch_size, bool(self.reset_each_block), self.data_digest()]
-            self._fingerprint = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-        return self._fingerprint
-
-    def data_digest(self) -> str:
-        """sha256 (first 16 hex digits) of the content of the stream's domains.
-
-        Per domain: its name, severity and size, how it was generated (corruption seed and
-        preset, when generated), the sha256 of its labels, and the digest of its image file
-        (:meth:`tta.data.domain.Domain.identity`: the file's size and 16 sampled 64 KiB chunks,
-        about 1 MB read per file). Paths and modification times are left out, so the same
-        data in another folder has the same digest and different data in one folder does not.
-        """
-        if getattr(self, "_data_digest", None) is None:
-            h = hashlib.sha256()
-            for dom in self.domains:
-                desc = {k: v for k, v in dom.describe().items() if k != "source"}
-                ident = dom.identity() if hasattr(dom, "identity") else (getattr(dom, "key", dom.name), None)
-                labels = hashlib.sha256(np.ascontiguousarray(dom.labels, dtype="<i8").tobytes()).hexdigest()
-                h.update(json.dumps([sorted((k, repr(v)) for k, v in desc.items()), repr(ident), labels]).encode())
-            self._data_digest = h.hexdigest()[:16]
-        return self._data_digest
+        return self.order.fingerprint()
 
     def batch(self, i: int) -> Batch:
         """Batch number ``i`` (random access, used by DataLoader workers)."""
@@ -146,8 +115,6 @@ class Stream:
     def describe(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint(),
-            "order_fingerprint": self.order.fingerprint(),
-            "data_digest": self.data_digest(),
             "num_samples": self.num_samples,
             "num_batches": len(self),
             "batch_size": self.batch_size,

@@ -25,7 +25,7 @@ relative to the file. Every combination of the axes is one cell.
 from __future__ import annotations
 
 import itertools
-import sys
+import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -34,11 +34,6 @@ from ..errors import InputError
 from ..experiment import RunConfig
 from ..names import parse_shift
 from ..precheck import MAX_CELLS, check_settings
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover  (Python 3.10: the tomli package, a conditional dependency)
-    import tomli as tomllib
 
 #: RunConfig fields that grid axes set; everything else may come from [run] or flags
 AXES = ("dataset", "model", "checkpoint", "method", "options", "shift", "delta", "sort_labels", "severity", "seed")
