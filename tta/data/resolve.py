@@ -96,7 +96,11 @@ def open_source(
             raise DataError(f"--download was asked for but zenodo.org cannot be reached; {missing_data_paragraph(name, data_dir, generator=generator)}")
         download_cifar_c(data_dir, name)
         return CifarCSource(data_dir, name), notes
-    # 4. explain, and fall back to the demo when the dataset was not chosen explicitly
+    # 4. explain, and fall back to the demo when neither the dataset nor a data folder was chosen
+    if dataset == "auto" and not demo_fallback and not data_dir.exists():
+        raise DataError(f"data folder {data_dir} (--data-dir or $TTA_DATA) does not exist; pass the folder holding "
+                        f"{FOLDERS[name]}/ or a clean test set ({name}/test_images.npy), or add --download to fetch "
+                        f"{FOLDERS[name]} into it")
     paragraph = missing_data_paragraph(name, data_dir, generator=generator)
     if dataset == "auto" and demo_fallback:
         notes.append(paragraph)
