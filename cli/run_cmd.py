@@ -38,7 +38,8 @@ class _RunCommand(AliasCommand):
 
 @click.command("run", cls=_RunCommand)
 @click.option("--method", "-m", default="source", show_default=True, help="Adaptation method (tta list methods).")
-@click.option("--shift", "-s", default="continual", show_default=True, help="iid | continual | mixed | gradual, optionally @DELTA or @sorted, e.g. continual@0.1 (tta list shifts).")
+@click.option("--shift", "-s", default="continual", show_default=True,
+              help="iid | continual | mixed | gradual, optionally @DELTA or @sorted, e.g. continual@0.1 (tta list shifts).")
 @click.option("--dataset", default="auto", show_default=True,
               help="auto | cifar10 | cifar100 | imagenet | demo. auto: CIFAR-10-C if found or fetchable, else the demo.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,

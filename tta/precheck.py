@@ -15,8 +15,7 @@ from .names import check_options, check_stats, parse_shift, resolve_method
 #: integer settings and the least value each accepts (None: no value given, the default applies)
 INT_MINIMA = {"batch_size": 1, "n_examples": 1, "severity": 1, "seed": 0, "workers": 0, "threads": 1}
 _FLAGS = {"batch_size": "--batch-size", "n_examples": "--n-examples", "severity": "--severity", "seed": "--seed",
-          "workers": "--loader-workers", "threads": "--threads", "domains": "--domains", "imagenet_subset": "--imagenet-subset",
-          "delta": "--delta"}
+          "workers": "--loader-workers", "threads": "--threads"}
 _NON_IMAGENET = ("cifar10", "cifar100", "demo")
 #: the most cells one sweep plans; planning fingerprints each cell's stream, about a millisecond to a second each
 MAX_CELLS = 10_000
@@ -72,8 +71,8 @@ def check_settings(settings: Mapping[str, Any], where: str = "") -> dict[str, An
             raise InputError(f"--domains needs at least one corruption name, e.g. --domains gaussian_noise,fog; got "
                              f"{domains!r}")
         delta = out.get("delta")
-        if delta is not None and delta != "default" and (
-                isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta) or delta < 0):
+        number = isinstance(delta, (int, float)) and not isinstance(delta, bool)
+        if delta is not None and delta != "default" and not (number and math.isfinite(delta) and delta >= 0):
             raise InputError(f"--delta must be a finite number >= 0 (0: class-sorted), got {delta!r}")
         if out.get("imagenet_subset") is not None and out.get("dataset") in _NON_IMAGENET:
             raise InputError(f"--imagenet-subset applies to ImageNet-C only, not --dataset {out['dataset']}; drop it")
