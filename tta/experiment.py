@@ -21,8 +21,8 @@ from .errors import CheckpointError, InputError
 from .evaluate import OnlineMetrics, evaluate
 from .models import load_model, resolve_model_name
 from .models.registry import default_model_dir, find_pretrained
-from .results import build_result, sha256_file
 from .precheck import check_settings
+from .results import build_result, sha256_file
 from .runtime import configure_threads, pick_device, runtime_info, versions
 from .streams import Stream, make_stream
 from .training import record_path, training_record

@@ -29,7 +29,6 @@ from .resume import (data_identity, discard_partial, partial_path, resume_point,
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class AutoOutput:
     """Pass as ``output`` to write ``<folder>/<default name>``: readable, plus a digest of the result-determining
