@@ -42,7 +42,7 @@ def split_domains(value: str | None) -> list[str] | None:
 
 
 def check_checkpoint_every(seconds: float) -> None:
-    """``--checkpoint-every``: a positive, finite number of seconds."""
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise InputError(f"--checkpoint-every must be a positive number of seconds, got {seconds:g}; e.g. "
-                         "--checkpoint-every 120 (--fresh ignores saved progress)")
+    """``--checkpoint-every``: a finite number of seconds >= 0 (0 saves after every batch)."""
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise InputError(f"--checkpoint-every must be a number of seconds >= 0 (0 saves after every batch), got "
+                         f"{seconds:g}; e.g. --checkpoint-every 120")

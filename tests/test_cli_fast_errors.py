@@ -82,7 +82,7 @@ def test_run_and_sweep_share_the_shift_syntax():
     (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--domains", ","], "--domains needs at least one corruption"),
     (["--loader-workers", "-2"], "--loader-workers must be >= 0"),
-    (["--checkpoint-every", "-1"], "--checkpoint-every must be a positive number"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every must be a number of seconds >= 0"),
     (["--dataset", "cifar10", "--imagenet-subset", "12"], "--imagenet-subset applies to ImageNet-C only"),
     (["--seed", "-1"], "--seed must be >= 0"),
     (["--severity", "6"], "--severity must be 1..5"),
