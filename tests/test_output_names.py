@@ -44,3 +44,17 @@ def test_runs_differing_only_in_delta_write_two_files(small_cifar_c_dir, resnet2
     for f in files:  # the digest is the one notion of "same configuration" that guards --output
         doc = json.loads(f.read_text())
         assert f.stem.endswith("-" + config_digest(configuration_of(doc)))
+
+
+@pytest.mark.realdata
+def test_shift_at_delta_is_the_same_run_as_delta(small_cifar_c_dir, resnet20_checkpoint, tmp_path, monkeypatch):
+    """`tta run --shift continual@0.1` is `--shift continual --delta 0.1`, as in `tta sweep --shifts`."""
+    monkeypatch.chdir(tmp_path)
+    base = ["run", "-q", "--data-dir", str(small_cifar_c_dir), "--model", "resnet20", "--checkpoint",
+            str(resnet20_checkpoint), "--domains", "noise_low", "-b", "50", "--method", "tbn"]
+    for shift in (["--shift", "continual@0.1"], ["--shift", "continual", "--delta", "0.1"]):
+        result = CliRunner().invoke(cli, base + shift)
+        assert result.exit_code == 0, result.output
+    (only,) = (tmp_path / "tta-results").glob("*.json")
+    doc = json.loads(only.read_text())
+    assert doc["stream"]["delta"] == 0.1 and doc["stream"]["shift"] == "continual" and "-d0.1-" in only.name
