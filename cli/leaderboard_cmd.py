@@ -10,7 +10,7 @@ import click
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "json"]), default="md", show_default=True,
               help="Markdown tables, long-format CSV, or JSON records.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here (atomically) instead of printing.")
 def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> None:
     """Rank the methods of the result files, folders or stores (tta sweep --store) PATHS (default: tta-results).
@@ -18,6 +18,10 @@ def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> N
     Results are grouped by setting (data, model checkpoint, shift, severity, batch
     size, label correlation, domains); seeds of one method are averaged. Rows
     sharing a seed must share the stream fingerprint, or the table says so.
+
+    \b
+    tta leaderboard runs.db
+    tta leaderboard tta-results/ --format csv -o board.csv
     """
     from tta.errors import InputError  # noqa: PLC0415  (keeps `tta --help` fast)
     from tta.leaderboard import build, load_results, render  # noqa: PLC0415

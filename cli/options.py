@@ -34,3 +34,15 @@ def parse_delta(value: str | None) -> float | str | None:
     if not math.isfinite(delta) or delta < 0:
         raise InputError(f"--delta must be a finite number >= 0 (0 sorts by class), got {value}; e.g. --delta 0.1")
     return delta
+
+
+def split_domains(value: str | None) -> list[str] | None:
+    """``--domains a,b`` -> ``["a", "b"]``; absent -> None (the default domains); ``,`` -> ``[]``, which is refused."""
+    return None if value is None else [d.strip() for d in value.split(",") if d.strip()]
+
+
+def check_checkpoint_every(seconds: float) -> None:
+    """``--checkpoint-every``: a finite number of seconds >= 0 (0 saves after every batch)."""
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise InputError(f"--checkpoint-every must be a number of seconds >= 0 (0 saves after every batch), got "
+                         f"{seconds:g}; e.g. --checkpoint-every 120")

@@ -5,10 +5,12 @@ from pathlib import Path
 
 import click
 
+from .aliases import with_aliases
 
-@click.command("report")
+
+@click.command("report", cls=with_aliases({"--html": "--output"}))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--html", "outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--output", "-o", "outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write the site into (index.html, one page per setting, leaderboard.md/csv/json).")
 @click.option("--published", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Published reference numbers (tta.published JSON). [default: benchmarks/published_reference.json "
@@ -23,7 +25,7 @@ def report_cmd(paths: tuple[Path, ...], outdir: Path, published: Path | None, co
     its rows join the site, pooled by label with result files of other seeds.
 
     \b
-    tta report runs.db --html site && open site/index.html
+    tta report runs.db -o site && open site/index.html
     """
     from tta.errors import InputError  # noqa: PLC0415
     from tta.leaderboard import load_results  # noqa: PLC0415

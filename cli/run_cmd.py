@@ -7,7 +7,8 @@ import sys
 import click
 
 
-from .options import parse_delta, parse_key_values
+from .aliases import AliasCommand
+from .options import check_checkpoint_every, parse_delta, parse_key_values, split_domains
 
 # The defaults are repeated here, not imported, so that `tta --help` does not import torch
 # (tests/test_trust_cli.py checks they agree with tta.experiment).
@@ -15,8 +16,11 @@ DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY = 64, 2020, 5
 _NUMBER = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
-class _RunCommand(click.Command):
-    """Lets ``--delta`` take a negative number, so ``--delta -1`` is told its range, not 'No such option'."""
+class _RunCommand(AliasCommand):
+    """Lets ``--delta`` take a negative number, so ``--delta -1`` is told its range, not 'No such option'; the old
+    ``--workers`` still parses, with a warning."""
+
+    aliases = {"--workers": "--loader-workers"}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         out: list[str] = []
@@ -34,7 +38,8 @@ class _RunCommand(click.Command):
 
 @click.command("run", cls=_RunCommand)
 @click.option("--method", "-m", default="source", show_default=True, help="Adaptation method (tta list methods).")
-@click.option("--shift", "-s", default="continual", show_default=True, help="iid | continual | mixed | gradual (tta list shifts).")
+@click.option("--shift", "-s", default="continual", show_default=True,
+              help="iid | continual | mixed | gradual, optionally @DELTA or @sorted, e.g. continual@0.1 (tta list shifts).")
 @click.option("--dataset", default="auto", show_default=True,
               help="auto | cifar10 | cifar100 | imagenet | demo. auto: CIFAR-10-C if found or fetchable, else the demo.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
@@ -56,7 +61,8 @@ class _RunCommand(click.Command):
 @click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int,
               help="Drives every random draw: stream order, subsets, method initialization, torch.")
 @click.option("--delta", default=None, is_flag=False, flag_value="default",
-              help="Dirichlet label correlation; alone: 0.1 CIFAR-10, 0.01 CIFAR-100 and ImageNet.")
+              help="Dirichlet label correlation (smaller: longer single-class runs; 0: class-sorted, as --sorted); alone: "
+                   "0.1 CIFAR-10, 0.01 CIFAR-100 and ImageNet. Also as --shift continual@0.1.")
 @click.option("--protocol", type=click.Choice(["tta", "reference"]), default="tta", show_default=True,
               help="Sample order: tta's own, or the reference framework's exactly (docs/running.md).")
 @click.option("--sorted", "sort_labels", is_flag=True, help="Class-sorted stream.")
@@ -65,14 +71,15 @@ class _RunCommand(click.Command):
 @click.option("--download", is_flag=True, help="Download CIFAR-C from Zenodo when it is not under --data-dir.")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads (1 is fastest on shared 2-core CPUs).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
-@click.option("--workers", "--loader-workers", "workers", default=None, type=int,
+@click.option("--loader-workers", "workers", default=None, type=int,
               help="DataLoader workers. [default: 0 for arrays, 4 for image files]")
 @click.option("--frost-dir", type=click.Path(file_okay=False), default=None,
               help="Frost textures for generated domains. [default: $TTA_FROST_DIR, else an imagecorruptions wheel]")
 @click.option("--imagenet-subset", default=None,
               help="5000 (RobustBench list) | 50000 | FILE [default: 50000 with --delta/--sorted/--n-examples, else 5000]")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Result JSON. [default: tta-results/<dataset>-<method>-<shift>-s<seed>.json]")
+              help="Result JSON. [default: tta-results/<dataset>-<model>-<method>-<shift>[-d<delta>]-s<seed>-<digest>.json, "
+                   "<digest> a hash of everything that determines the numbers, so runs never share a default name]")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Save the error curve (needs matplotlib).")
 @click.option("--checkpoint-every", default=120.0, show_default=True, type=float,
               help="Seconds between saves of the run's progress (<output>.partial.pt), for resuming.")
@@ -85,22 +92,28 @@ def run_cmd(**kw) -> None:
     \b
     tta run --method unmix-tns --shift continual
     tta run --dataset demo --method unmix-tns --shift continual
+    tta run -m tent --shift mixed@0.1 --data-dir data --model resnet20 --checkpoint resnet20.th
     """
-    from tta.experiment import RunConfig  # noqa: PLC0415  (torch; keeps `tta --help` fast)
-    from tta.results import markdown_table  # noqa: PLC0415
-    from tta.runner import DEFAULT_OUTPUT, RunStopped, run  # noqa: PLC0415
+    from tta.precheck import check_settings  # noqa: PLC0415  (torch-free: mistakes fail before torch loads)
 
-    config = RunConfig(
+    settings = check_settings(dict(
         method=kw["method"], shift=kw["shift"], dataset=kw["dataset"], data_dir=kw["data_dir"],
         model=kw["model"], checkpoint=kw["checkpoint"], options=parse_key_values(kw["options"], "--option", "prior=16"),
         norm=kw["norm"], norm_options=parse_key_values(kw["norm_options"], "--norm-option", "num_groups=8"),
-        domains=[d.strip() for d in kw["domains"].split(",") if d.strip()] if kw["domains"] else None,
+        domains=split_domains(kw["domains"]),
         severity=kw["severity"], batch_size=kw["batch_size"], n_examples=kw["n_examples"], seed=kw["seed"],
         delta=parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
         download=kw["download"], threads=kw["threads"], device=kw["device"], workers=kw["workers"],
         imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"], protocol=kw["protocol"],
         source_data=kw["source_data"],
-    )
+    ))
+    check_checkpoint_every(kw["checkpoint_every"])
+
+    from tta.experiment import RunConfig  # noqa: PLC0415  (torch; keeps `tta --help` fast)
+    from tta.results import markdown_table  # noqa: PLC0415
+    from tta.runner import DEFAULT_OUTPUT, RunStopped, run  # noqa: PLC0415
+
+    config = RunConfig(**settings)
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
     try:
         outcome = run(

@@ -134,7 +134,7 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
                    + (f", running in another sweep {len(summary.running_elsewhere)}" if summary.running_elsewhere else "")
                    + (f", stopped by a signal (rerun to resume) {len(summary.stopped)}" if summary.stopped else ""),
                    err=True)
-        if summary.failed:
+        if summary.failed or summary.failed_before:  # failed cells remain: the grid is not finished
             raise SystemExit(1)
 
 
@@ -155,14 +155,23 @@ def _public(doc: dict) -> dict:
 
 @click.group("store")
 def store_cmd() -> None:
-    """Manage a result store (the SQLite database of `tta sweep`)."""
+    """Manage a result store (the SQLite database of `tta sweep`).
+
+    \b
+    tta store import runs.db tta-results/
+    tta store export runs.db cells/
+    """
 
 
 @store_cmd.command("import")
 @click.argument("store_path", type=click.Path(dir_okay=False))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 def store_import_cmd(store_path: str, paths: tuple[Path, ...]) -> None:
-    """Add the `tta run` result files (or folders of them) PATHS to the store as finished cells."""
+    """Add the `tta run` result files (or folders of them) PATHS to the store as finished cells.
+
+    \b
+    tta store import runs.db tta-results/ extra/r.json
+    """
     from tta.leaderboard import load_results, setting_of  # noqa: PLC0415
     from tta.schema import IMPORTABLE, check  # noqa: PLC0415
     from tta.store import Store  # noqa: PLC0415
@@ -191,6 +200,9 @@ def store_export_cmd(store_path: str, outdir: Path) -> None:
     The files are what `tta report` and `tta store import` read, so a board can be kept as plain files
     (in version control, say) and its store rebuilt from them; a later sweep into the rebuilt store
     skips those cells. Files already there with the same content are left untouched.
+
+    \b
+    tta store export runs.db cells/
     """
     from tta.atomic import write_text  # noqa: PLC0415
     from tta.errors import InputError  # noqa: PLC0415

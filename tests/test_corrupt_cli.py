@@ -37,23 +37,23 @@ def _one_error(result, match):
 
 def test_chunk_size_zero_is_refused_before_any_file_is_written(src, tmp_path):
     out = tmp_path / "out"
-    _one_error(_corrupt("--src", src, "--out", out, "--chunk-size", "0"), "--chunk-size must be >= 1")
+    _one_error(_corrupt("--data-dir", src, "--output", out, "--chunk-size", "0"), "--chunk-size must be >= 1")
     assert not out.exists()
 
 
 def test_a_text_file_as_src_is_named_as_such(tmp_path):
     fake = tmp_path / "images.npy"
     fake.write_text("not an array\n")
-    result = _corrupt("--src", fake, "--out", tmp_path / "out")
+    result = _corrupt("--data-dir", fake, "--output", tmp_path / "out")
     _one_error(result, "is not a NumPy array file")
     assert "pickle" not in result.output
-    _one_error(_corrupt("--src", tmp_path / "notes.txt", "--out", tmp_path / "out"), "does not exist")
+    _one_error(_corrupt("--data-dir", tmp_path / "notes.txt", "--output", tmp_path / "out"), "does not exist")
 
 
 def test_an_unwritable_out_is_refused_before_any_work(src, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    _one_error(_corrupt("--src", src, "--out", blocker / "sub", "--corruptions", "gaussian_noise"), "cannot write to --out")
+    _one_error(_corrupt("--data-dir", src, "--output", blocker / "sub", "--domains", "gaussian_noise"), "cannot write to --output")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -62,21 +62,21 @@ def test_a_read_only_out_is_refused(src, tmp_path):
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        _one_error(_corrupt("--src", src, "--out", ro / "c", "--corruptions", "gaussian_noise"), "cannot write to --out")
+        _one_error(_corrupt("--data-dir", src, "--output", ro / "c", "--domains", "gaussian_noise"), "cannot write to --output")
     finally:
         ro.chmod(0o755)
 
 
 def test_n_images_writes_the_same_rows_as_a_full_run_and_a_rerun_says_what_it_skips(src, tmp_path):
-    common = ["--src", src, "--corruptions", "gaussian_noise", "--severities", "1,3", "--chunk-size", "7"]
-    assert _corrupt(*common, "--out", tmp_path / "full").exit_code == 0
-    assert _corrupt(*common, "--out", tmp_path / "sub", "--n-images", "10").exit_code == 0
+    common = ["--data-dir", src, "--domains", "gaussian_noise", "--severities", "1,3", "--chunk-size", "7"]
+    assert _corrupt(*common, "--output", tmp_path / "full").exit_code == 0
+    assert _corrupt(*common, "--output", tmp_path / "sub", "--n-examples", "10").exit_code == 0
     full = np.load(tmp_path / "full" / "gaussian_noise.npy")
     sub = np.load(tmp_path / "sub" / "gaussian_noise.npy")
     assert sub.shape == (20, 32, 32, 3)
     assert np.array_equal(sub[:10], full[:10]) and np.array_equal(sub[10:], full[30:40])
     assert np.load(tmp_path / "sub" / "labels.npy").tolist() == [i % 10 for i in range(10)] * 2
-    again = _corrupt(*common, "--out", tmp_path / "sub", "--n-images", "10")
+    again = _corrupt(*common, "--output", tmp_path / "sub", "--n-examples", "10")
     assert again.exit_code == 0 and "skipping" in again.output and "gaussian_noise.npy: already written" in again.output
 
 
@@ -108,9 +108,9 @@ def test_pool_workers_die_with_the_command(tmp_path, signum):
     np.save(tmp_path / "test_images.npy", rng.integers(0, 256, (4000, 32, 32, 3), dtype=np.uint8))
     np.save(tmp_path / "test_labels.npy", (np.arange(4000) % 10).astype(np.int64))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "tta", "corrupt", "--src", str(tmp_path / "test_images.npy"),
-                             "--out", str(tmp_path / "out"), "--corruptions", "glass_blur", "--chunk-size", "20",
-                             "--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "tta", "corrupt", "--data-dir", str(tmp_path / "test_images.npy"),
+                             "--output", str(tmp_path / "out"), "--domains", "glass_blur", "--chunk-size", "20",
+                             "--jobs", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     workers: list[int] = []
     try:
         deadline = time.time() + 120

@@ -131,12 +131,12 @@ def test_sources(tmp_path, clean_npy):
 def test_cli_corrupt_writes_and_reports_errors(clean_npy, tmp_path):
     src, images, labels = clean_npy
     runner = CliRunner()
-    res = runner.invoke(cli, ["corrupt", "--src", str(src), "--out", str(tmp_path / "o"), "--corruptions",
+    res = runner.invoke(cli, ["corrupt", "--data-dir", str(src), "--output", str(tmp_path / "o"), "--domains",
                               "contrast,brightness", "--severities", "1,5", "--seed", "3"])
     assert res.exit_code == 0, res.output
     arr = np.load(tmp_path / "o" / "contrast.npy")
     np.testing.assert_array_equal(arr[10:], corrupt(images, "contrast", 5))
-    res = runner.invoke(cli, ["corrupt", "--src", str(tmp_path / "nope.npy"), "--out", str(tmp_path / "o")])
+    res = runner.invoke(cli, ["corrupt", "--data-dir", str(tmp_path / "nope.npy"), "--output", str(tmp_path / "o")])
     assert res.exit_code == 2 and "Error: clean set" in res.output and len(res.output.strip().splitlines()) == 1
 
 

@@ -57,3 +57,49 @@ def test_corruptions_is_a_leaf_that_never_imports_the_dataset_readers() -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not name.startswith(("tta.data", "tta.training", "tta.cli")), f"{path.name} imports {name}"
+
+
+def test_distribution_name_is_ours_and_every_install_hint_uses_it():
+    """The index's `tta` is an unrelated project: an install hint naming it would install that one."""
+    import re
+
+    with open(REPO / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert project["name"] == tta.DISTRIBUTION != "tta"
+    extras = set(project["optional-dependencies"])
+    hint = re.compile(r"pip install (?:-\S+ )*'?([A-Za-z0-9_.-]+)\[([a-z,]+)\]")
+    files = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "tta").rglob("*.py"),
+             *(REPO / "cli").glob("*.py"), *(REPO / "tests").glob("*.py")]
+    found = 0
+    for path in files:
+        for dist, wanted in hint.findall(path.read_text()):
+            if dist == ".":
+                continue
+            found += 1
+            assert dist == tta.DISTRIBUTION, f"{path.name}: pip install '{dist}[{wanted}]'"
+            assert set(wanted.split(",")) <= extras, f"{path.name}: unknown extra in [{wanted}]"
+    assert found >= 8
+
+
+def test_installed_version_is_found_under_the_distribution_name():
+    from importlib.metadata import version
+
+    assert tta.__version__ == version(tta.DISTRIBUTION)
+
+
+def test_ci_runs_the_oldest_claimed_python_on_the_version_dependent_modules():
+    """CI's second job runs Debian's Python 3.11.2 (requires-python's floor) on the tests of every module that
+    touches a version-dependent part of the standard library; the files it names must exist and cover them."""
+    import re
+
+    with open(REPO / "pyproject.toml", "rb") as f:
+        assert tomllib.load(f)["project"]["requires-python"] == ">=3.11"
+    ci = (REPO / ".ci" / "run").read_text()
+    named = set(re.findall(r"tests/(test_\w+\.py)", ci))
+    assert named and all((REPO / "tests" / name).is_file() for name in named), sorted(named)
+    users = {"tarfile": "test_data_download.py", "tomllib": "test_sweep_grid_checks.py",
+             "importlib.metadata": "test_packaging.py"}
+    for module, test in users.items():
+        assert test in named, f"{module} is exercised by {test}, which the oldest-Python job must run"
+        assert module in (REPO / "tests" / test).read_text() or module in "".join(
+            p.read_text() for p in (REPO / "tta").rglob("*.py") if f"import {module}" in p.read_text())

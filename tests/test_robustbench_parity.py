@@ -12,7 +12,7 @@ CASES = [("cifar_10", "Standard", "wrn-28-10"), ("cifar_100", "Hendrycks2020AugM
 
 @pytest.fixture(scope="module")
 def zoo():
-    pytest.importorskip("pyautoattack", reason="robustbench extra not installed (pip install 'tta[robustbench]')")
+    pytest.importorskip("pyautoattack", reason="robustbench extra not installed (pip install 'tta-toolkit[robustbench]')")
     import_robustbench()
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel

@@ -80,6 +80,7 @@ def test_demo_runs_adaptation_offline(demo_cache, tmp_path, method):
 
 def test_auto_without_data_explains_and_falls_back_to_demo(demo_cache, tmp_path, monkeypatch):
     monkeypatch.setattr("tta.data.resolve.network_available", lambda *a, **k: False)
+    monkeypatch.delenv("TTA_DATA")  # no data location given at all: the default folder (<cache>/data) is empty
     out = tmp_path / "r.json"
     result = _run(["--method", "source", "--domains", "contrast", "--n-examples", "64", "--output", str(out)])
     assert "No CIFAR-10-C data under" in result.output and "--download" in result.output

@@ -143,22 +143,27 @@ def test_sweep_runs_each_cell_once_records_failures_and_resumes(small_cifar_c_di
     # importing that result file finds its cell already done (same content id)
     imp = CliRunner().invoke(cli, ["store", "import", str(db), str(tmp_path / "tbn.json")])
     assert "imported 0 of 1" in imp.output, imp.output
-    # rerun: nothing new; a failing cell (unknown option) is recorded with its error, not dropped
-    again = _sweep(["--store", str(db), "--methods", "source,tbn,tent", "--shifts", "continual,iid", "--seeds", "1",
-                    "-O", "no_such_option=1", *base])
-    assert again.returncode == 1
+    # an unknown option is refused for the whole grid before any cell runs or is recorded
+    bad = _sweep(["--store", str(db), "--methods", "source,tbn,tent", "--shifts", "continual,iid", "--seeds", "1",
+                  "-O", "no_such_option=1", *base])
+    assert bad.returncode == 2 and "no option 'no_such_option'" in bad.stderr and len(_cells(db)) == 4
+    # rerun: nothing new; a cell failing when it runs (an option value out of range) is recorded with its error
+    grid = tmp_path / "grid.toml"
+    grid.write_text('methods = ["source", { name = "tbn", variants = [{ prior = -1 }] }]\n'
+                    'shifts = ["continual", "iid"]\nseeds = [1]\n')
+    again = _sweep([str(grid), "--store", str(db), *base])
+    assert again.returncode == 1, again.stderr
     rows = _cells(db)
     failed = [r for r in rows if r[1] == "failed"]
-    assert failed and all(r[5] == 1 for r in failed)
+    assert len(failed) == 2 and all(r[5] == 1 for r in failed)
     err = sqlite3.connect(db).execute("SELECT error FROM cells WHERE status = 'failed'").fetchone()[0]
-    assert "no_such_option" in err
-    # without --retry-failed they stay failed and are not rerun; with it they run again
-    third = _sweep(["--store", str(db), "--methods", "source,tbn,tent", "--shifts", "continual,iid", "--seeds", "1",
-                    "-O", "no_such_option=1", *base])
-    assert "failed before (use --retry-failed)" in third.stderr
+    assert "prior" in err
+    # without --retry-failed they stay failed and are not rerun, and the sweep still exits 1 (#32 row 5)
+    third = _sweep([str(grid), "--store", str(db), *base])
+    assert "failed before (use --retry-failed)" in third.stderr and third.returncode == 1, third.stderr
     assert all(r[5] == 1 for r in _cells(db) if r[1] == "failed")
-    _sweep(["--store", str(db), "--methods", "source,tbn,tent", "--shifts", "continual,iid", "--seeds", "1",
-            "-O", "no_such_option=1", "--retry-failed", *base])
+    retried = _sweep([str(grid), "--store", str(db), "--retry-failed", *base])
+    assert retried.returncode == 1
     assert all(r[5] == 2 for r in _cells(db) if r[1] == "failed")
     first_four = _sweep(["--store", str(db), "--methods", "source,tbn", "--shifts", "continual,iid", "--seeds", "1", *base])
     assert "nothing to run: every cell is done" in first_four.stderr

@@ -10,7 +10,7 @@ from tta.experiment import RunConfig
 from tta.store import Store
 from tta.sweep import LocalBackend, plan, sweep
 
-ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'tta[ray]' (CI's test extra has it)")
+ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'tta-toolkit[ray]' (CI's test extra has it)")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 

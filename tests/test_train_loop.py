@@ -82,15 +82,15 @@ def test_resume_refuses_a_different_config_or_missing_file(tiny, tmp_path) -> No
 def test_cli_train_and_errors(tiny, tmp_path) -> None:
     runner = CliRunner()
     out = tmp_path / "cli.pt"
-    args = ["train", "--model", "resnet20", "--norm", "gn", "--norm-option", "num_groups=4", "--data", str(tiny),
-            "--epochs", "1", "--batch-size", "16", "--out", str(out), "--no-progress"]
+    args = ["train", "--model", "resnet20", "--norm", "gn", "--norm-option", "num_groups=4", "--data-dir", str(tiny),
+            "--epochs", "1", "--batch-size", "16", "--output", str(out), "--quiet"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "clean test accuracy" in result.output
     assert json.loads(record_path(out).read_text())["norm_options"] == {"num_groups": 4}
-    bad = runner.invoke(cli, ["train", "--data", str(tmp_path / "missing"), "--out", str(out)])
+    bad = runner.invoke(cli, ["train", "--data-dir", str(tmp_path / "missing"), "--output", str(out)])
     assert bad.exit_code == 2 and bad.output.startswith("Error:") and bad.output.count("\n") == 1
-    big = runner.invoke(cli, args[:-3] + ["--batch-size", "64", "--out", str(out)])
+    big = runner.invoke(cli, args[:-3] + ["--batch-size", "64", "--output", str(out)])
     assert big.exit_code == 2 and "lower --batch-size" in big.output
     opt = runner.invoke(cli, args[:5] + ["--norm-option", "groups"] + args[7:])
     assert opt.exit_code == 2 and "KEY=VALUE" in opt.output

@@ -2,16 +2,31 @@
 from __future__ import annotations
 
 import logging
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, metadata, version
 
 from typing import Any
 
 from .errors import CheckpointError, DataError, InputError, TTAError, UnknownNameError
 
-try:
-    __version__ = version("tta")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+unknown"
+#: the name tta is installed under (``pip install tta-toolkit``); the import name and the command stay ``tta``.
+#: The index's ``tta`` is an unrelated project.
+DISTRIBUTION = "tta-toolkit"
+
+
+def _installed_version() -> str:
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        pass
+    try:  # an editable install made before the distribution was renamed, but only if it is this project
+        if (metadata("tta")["Summary"] or "").startswith("Test-time adaptation"):
+            return version("tta")
+    except PackageNotFoundError:
+        pass
+    return "0.0.0+unknown"  # running from a source tree without install
+
+
+__version__ = _installed_version()
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

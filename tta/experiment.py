@@ -6,6 +6,7 @@ memory; ``tta.run`` (tta/runner.py) adds output files and resuming on top of it.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,7 @@ from .errors import CheckpointError, InputError
 from .evaluate import OnlineMetrics, evaluate
 from .models import load_model, resolve_model_name
 from .models.registry import default_model_dir, find_pretrained
+from .precheck import check_settings
 from .results import build_result, sha256_file
 from .runtime import configure_threads, pick_device, runtime_info, versions
 from .streams import Stream, make_stream
@@ -105,20 +107,25 @@ def prepare_stream(
     """The data and the stream of a run, without the model: enough to fingerprint it (``tta sweep`` does).
 
     Returns the config with its per-dataset defaults resolved (batch size, ImageNet subset), as results record it."""
+    config = RunConfig(**check_settings(asdict(config)))  # the method's registered name; shift@delta split
     data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
     subset = config.imagenet_subset
     if subset is None:  # the reference reads all 50,000 ids for correlated streams and NUM_EX runs
         subset = "50000" if config.delta is not None or config.sort_labels or config.n_examples else "5000"
+    # the demo stands in only when no data location was given: a named folder without data is an error
+    named = config.data_dir is not None or bool(os.environ.get("TTA_DATA"))
     source, notes = open_source(
         config.dataset, data_dir, download=config.download, confirm_download=confirm_download,
-        imagenet_subset=subset, frost_dir=config.frost_dir,
+        imagenet_subset=subset, frost_dir=config.frost_dir, demo_fallback=not named,
     )
     delta = config.delta
     if delta == "default":
         delta = DEFAULT_DELTA.get(source.dataset, 0.1)
     batch_size = config.batch_size or DATASET_BATCH_SIZE.get(source.dataset, DEFAULT_BATCH_SIZE)
-    if source.dataset != "imagenet":  # the subset means nothing elsewhere; keep what was asked
-        subset = config.imagenet_subset
+    if source.dataset != "imagenet":  # the subset means nothing elsewhere
+        if config.imagenet_subset is not None:
+            raise InputError(f"--imagenet-subset applies to ImageNet-C only, not {source.label}; drop it")
+        subset = None
     config = replace(config, batch_size=batch_size, imagenet_subset=subset)  # results record the resolved values
     stream = make_stream(
         source, config.shift, domains=config.domains, severity=config.severity, batch_size=batch_size,

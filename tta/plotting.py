@@ -19,7 +19,7 @@ def plot_error_curve(doc: dict[str, Any], path: str | Path, window: int = 10) ->
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
     except ImportError:
-        raise TTAError("--plot needs matplotlib; pip install 'tta[plot]' or drop --plot") from None
+        raise TTAError("--plot needs matplotlib; pip install 'tta-toolkit[plot]' or drop --plot") from None
     m = doc["metrics"]
     err = np.asarray(m["batch_errors"], dtype=float)
     dom = np.asarray(m["batch_domains"])

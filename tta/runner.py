@@ -23,14 +23,24 @@ from .errors import InputError, WriteError
 from .evaluate import RunInterrupted, evaluate
 from .experiment import Prepared, RunConfig, finish, prepare
 from .lock import output_lock
+from .naming import DEFAULT_RESULTS_DIR, default_result_name
 from .results import check_overwrite, configuration
 from .resume import (data_identity, discard_partial, partial_path, resume_point, run_key, save_partial,
                      stop_on_signals)
 
 log = logging.getLogger(__name__)
 
-#: where ``tta run`` writes when no ``--output`` is given; fields are filled from the resolved run
-DEFAULT_OUTPUT = "tta-results/{dataset}-{method}-{shift}-s{seed}.json"
+
+@dataclass(frozen=True)
+class AutoOutput:
+    """Pass as ``output`` to write ``<folder>/<default name>``: readable, plus a digest of the result-determining
+    configuration, so different configurations never share a file (``tta.naming``)."""
+
+    folder: str = DEFAULT_RESULTS_DIR
+
+
+#: where ``tta run`` writes when no ``--output`` is given
+DEFAULT_OUTPUT = AutoOutput()
 #: what matplotlib's savefig writes without extra backends
 PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
 
@@ -115,8 +125,14 @@ def fill_placeholders(output: str | Path, values: Mapping[str, Any]) -> str:
     return filled
 
 
-def resolve_output(output: str | Path, prepared: Prepared) -> Path:
-    """``output`` with ``{dataset}``, ``{method}``, ``{shift}`` and ``{seed}`` filled in from the prepared run."""
+def resolve_output(output: str | Path | AutoOutput, prepared: Prepared, configuration: dict[str, Any]) -> Path:
+    """``output`` with ``{dataset}``, ``{method}``, ``{shift}`` and ``{seed}`` filled in from the prepared run;
+    for an ``AutoOutput``, its folder and the run's default name (``tta.naming.default_result_name``)."""
+    if isinstance(output, AutoOutput):
+        name = default_result_name(
+            dataset=prepared.source.dataset, model=prepared.model_info.get("name"), method=prepared.config.method,
+            shift=prepared.config.shift, stream=prepared.stream.describe(), configuration=configuration)
+        return Path(output.folder).expanduser() / name
     cfg = prepared.config
     values = {"dataset": prepared.source.dataset, "method": cfg.method, "shift": cfg.shift, "seed": cfg.seed}
     return Path(fill_placeholders(output, values)).expanduser()
@@ -133,7 +149,7 @@ def check_plot_support(plot: str | Path | None) -> None:
     try:
         import matplotlib  # noqa: F401, PLC0415
     except ImportError:
-        raise InputError("--plot needs matplotlib; pip install 'tta[plot]' or drop --plot") from None
+        raise InputError("--plot needs matplotlib; pip install 'tta-toolkit[plot]' or drop --plot") from None
 
 
 def write_result(path: Path, doc: dict[str, Any]) -> None:
@@ -143,7 +159,7 @@ def write_result(path: Path, doc: dict[str, Any]) -> None:
 
 def run(
     config: RunConfig | Mapping[str, Any],
-    output: str | Path | None = None,
+    output: str | Path | AutoOutput | None = None,
     *,
     resume: bool = True,
     partial: str | Path | None = None,
@@ -157,7 +173,8 @@ def run(
 ) -> RunOutcome:
     """Run ``config`` once and return its result; write it to ``output`` when given.
 
-    ``output`` may hold ``{dataset}``/``{method}``/``{shift}``/``{seed}`` (see ``DEFAULT_OUTPUT``).
+    ``output`` may hold ``{dataset}``/``{method}``/``{shift}``/``{seed}``, or be ``AutoOutput()`` for the default
+    name (``DEFAULT_OUTPUT``: ``tta-results/<readable>-<configuration digest>.json``).
     With ``resume``, progress is saved to ``partial`` (default ``<output>.partial.pt``)
     every ``checkpoint_every_s`` seconds, and a rerun of the same run continues from
     there; ``resume=False`` starts over. While it runs, ``output`` is locked against a
@@ -169,10 +186,10 @@ def run(
     config = as_config(config)
     say = notify or log.info
     # Every output path is checked before the run, so a bad one costs nothing.
-    if output is not None:
+    if output is not None and not isinstance(output, AutoOutput):
         fill_placeholders(output, dict.fromkeys(PLACEHOLDERS, "x"))  # only documented placeholders
     for path in (output, export_order, plot):
-        if path is not None and "{" not in str(path):
+        if path is not None and not isinstance(path, AutoOutput) and "{" not in str(path):
             check_writable(path)
     check_plot_support(plot)
     prepared = prepare(config, confirm_download=confirm_download)
@@ -182,16 +199,17 @@ def run(
         from .results import DEMO_BANNER  # noqa: PLC0415
 
         say(f"*** {DEMO_BANNER} ***")
-    out = check_writable(resolve_output(output, prepared)) if output is not None else None
+    # one notion of "the same configuration": it names default outputs and guards existing ones
+    same = configuration(prepared.config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
+                         prepared.stream.fingerprint())
+    out = check_writable(resolve_output(output, prepared, same)) if output is not None else None
     if partial is None and out is not None:
         partial = partial_path(out)
     partial = Path(partial) if partial is not None else None
     with contextlib.ExitStack() as stack:
         if out is not None:
             stack.enter_context(output_lock(out))
-            replaced = check_overwrite(out, configuration(
-                config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
-                prepared.stream.fingerprint()), overwrite)
+            replaced = check_overwrite(out, same, overwrite)
         else:
             replaced = None
         if export_order is not None:  # written only once every check passed, and never over a result

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -56,10 +55,8 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def versions() -> dict[str, str]:
     """Versions of tta, torch, numpy and Python."""
-    try:
-        tta_version = version("tta")
-    except PackageNotFoundError:
-        tta_version = "0.0.0+unknown"
+    from . import __version__ as tta_version  # noqa: PLC0415  (one lookup of the installed distribution)
+
     return {"tta": tta_version, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 

@@ -47,6 +47,7 @@ class CifarCSource(DomainSource):
             )
         present = sorted(p.stem for p in self.root.glob("*.npy") if p.stem != "labels")
         self.generated_by = read_manifest(self.root)
+        self.chosen = bool(corruptions)
         #: severity of each row block of every file, in file order
         self.severities = severity_blocks(self.generated_by)
         if self.generated_by and not corruptions:  # a generated folder streams what it holds, canonical order first
@@ -61,6 +62,19 @@ class CifarCSource(DomainSource):
         self.labels_all = self._read_labels()
         self._maps: dict[str, np.ndarray] = {}
         self.per_severity = len(self.labels_all) // len(self.severities)
+
+    def default_domains(self) -> list[str]:
+        """All the folder holds; a ``tta corrupt`` folder missing some of the 15 benchmark corruptions is refused
+        rather than silently streamed as a shorter benchmark: name the domains to run just those."""
+        if self.generated_by and not self.chosen:
+            missing = [c for c in BENCHMARK_CORRUPTIONS if c not in self.corruptions]
+            if missing:
+                have = [c for c in self.corruptions if c in BENCHMARK_CORRUPTIONS]
+                raise DataError(
+                    f"{self.root} holds {len(have)} of the {len(BENCHMARK_CORRUPTIONS)} benchmark corruptions (missing: "
+                    f"{', '.join(missing)}); pass --domains {','.join(self.corruptions)} to run what it holds, or "
+                    "generate the rest with tta corrupt (--corruptions all)")
+        return list(self.corruptions)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

@@ -36,7 +36,7 @@ def digits_rgb32() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits  # noqa: PLC0415
     except ImportError:
-        raise DataError("the demo uses scikit-learn's digits; pip install 'tta[demo]' (scikit-learn) and rerun") from None
+        raise DataError("the demo uses scikit-learn's digits; pip install 'tta-toolkit[demo]' (scikit-learn) and rerun") from None
     digits = load_digits()
     x = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
     x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False).clamp_(0, 1)

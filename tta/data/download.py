@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import socket
 import tarfile
 import urllib.request
@@ -57,11 +58,58 @@ def download_cifar_c(data_dir: str | Path, dataset: str = "cifar10") -> Path:
         os.replace(part, archive)
     target = root / name.removesuffix(".tar")
     tmp = root / f".{target.name}.unpacking"
-    with tarfile.open(archive) as tar:
-        tar.extractall(tmp, filter="data")
+    if tmp.exists():  # left by an interrupted unpack: start it over from the kept archive
+        shutil.rmtree(tmp)
+    try:
+        with tarfile.open(archive) as tar:
+            extract_safely(tar, tmp)
+    except (tarfile.TarError, EOFError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{archive} is not a readable tar archive ({exc}); delete it and run again to re-download") from None
+    except DataError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not (tmp / target.name).is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{archive} holds no {target.name}/ folder; delete it and run again to re-download")
+    if target.exists():
+        shutil.rmtree(target)  # an unpack that was cut short before the rename cannot leave one; an old copy can
     os.replace(tmp / target.name, target)
-    tmp.rmdir()
+    shutil.rmtree(tmp)
     return target
+
+
+def extract_safely(tar: tarfile.TarFile, dest: Path) -> None:
+    """Unpack the regular files and folders of ``tar`` under ``dest``, refusing anything that could escape it.
+
+    Written out rather than ``extractall(filter="data")``, which Python gained only in 3.11.4 / 3.10.12 (and
+    3.12): a member with an absolute name or a ``..`` part, a link of any kind, a device or FIFO raises
+    ``DataError`` naming it before anything is written. Files get mode 0644, folders 0755, as the data filter."""
+    members = tar.getmembers()
+    for m in members:
+        parts = m.name.replace("\\", "/").split("/")
+        if m.name.startswith("/") or (len(m.name) > 1 and m.name[1] == ":") or ".." in parts:
+            raise DataError(f"archive member {m.name!r} points outside the target folder; the archive is not "
+                            "the published one, delete it and run again")
+        if not (m.isfile() or m.isdir()):
+            kind = "link" if (m.issym() or m.islnk()) else "special file"
+            raise DataError(f"archive member {m.name!r} is a {kind}; CIFAR-C archives hold only files and folders, "
+                            "delete the archive and run again")
+    dest.mkdir(parents=True, exist_ok=True)
+    base = dest.resolve()
+    for m in members:
+        path = (base / m.name).resolve()
+        if path != base and base not in path.parents:
+            raise DataError(f"archive member {m.name!r} resolves outside {dest}; delete the archive and run again")
+        if m.isdir():
+            path.mkdir(mode=0o755, parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        src = tar.extractfile(m)
+        assert src is not None  # a regular file always has data
+        with src, open(path, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        path.chmod(0o644)
 
 
 def _fetch(url: str, part: Path) -> None:

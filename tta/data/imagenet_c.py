@@ -113,7 +113,7 @@ class ImageNetCSource(DomainSource):
         path = robustbench_5000_list() if subset == "5000" else Path(subset).expanduser()
         if path is None or not path.is_file():
             raise DataError(
-                "the 5,000-image ImageNet-C list comes with RobustBench; pip install 'tta[robustbench]', "
+                "the 5,000-image ImageNet-C list comes with RobustBench; pip install 'tta-toolkit[robustbench]', "
                 "pass --imagenet-subset 50000 for all images, or --imagenet-subset FILE with 'wnid/name.JPEG' lines"
             )
         return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +34,22 @@ def missing_data_paragraph(dataset: str, data_dir: Path, *, generator: bool) -> 
     )
 
 
+def frost_beside(*folders: Path) -> Path | None:
+    """A ``frost/`` folder with the textures in one of ``folders`` (or beside a file among them), unless
+    ``$TTA_FROST_DIR`` names one: a data folder laid out as ``cifar10/`` + ``frost/`` needs no ``--frost-dir``."""
+    from tta.corruptions.frost import ENV_VAR, FROST_FILES  # noqa: PLC0415  (tta.corruptions is optional)
+
+    if os.environ.get(ENV_VAR):
+        return None
+    for folder in folders:
+        folder = Path(folder)
+        for base in (folder, folder.parent) if folder.is_file() else (folder,):
+            candidate = base / "frost"
+            if all((candidate / f).is_file() for f in FROST_FILES):
+                return candidate
+    return None
+
+
 def open_source(
     dataset: str,
     data_dir: str | Path,
@@ -42,11 +59,13 @@ def open_source(
     corruption_seed: int = 0,
     imagenet_subset: str = "5000",
     frost_dir: str | Path | None = None,
+    demo_fallback: bool = True,
 ) -> tuple[DomainSource, list[str]]:
     """The domain source for ``dataset`` and notes to show the user.
 
     ``auto`` means CIFAR-10 when its data can be found or fetched, and the
-    embedded demo (with a loud notice) when it cannot.
+    embedded demo (with a loud notice) when it cannot and ``demo_fallback`` allows it:
+    a data folder the user named must hold data, so then what is missing is an error.
     """
     data_dir = Path(data_dir).expanduser()
     notes: list[str] = []
@@ -66,6 +85,7 @@ def open_source(
     if clean is not None and generator:
         images, labels = load_clean(clean, name)
         notes.append(f"no {FOLDERS[name]} folder under {data_dir}; generating corruptions from {clean}")
+        frost_dir = frost_dir if frost_dir is not None else frost_beside(data_dir, clean)
         return GeneratedSource(images, labels, dataset=name, origin=str(clean), num_classes=10 if name == "cifar10" else 100,
                                seed=corruption_seed, frost_dir=frost_dir), notes
     # 3. download
@@ -76,9 +96,13 @@ def open_source(
             raise DataError(f"--download was asked for but zenodo.org cannot be reached; {missing_data_paragraph(name, data_dir, generator=generator)}")
         download_cifar_c(data_dir, name)
         return CifarCSource(data_dir, name), notes
-    # 4. explain, and fall back to the demo when the dataset was not chosen explicitly
+    # 4. explain, and fall back to the demo when neither the dataset nor a data folder was chosen
+    if dataset == "auto" and not demo_fallback and not data_dir.exists():
+        raise DataError(f"data folder {data_dir} (--data-dir or $TTA_DATA) does not exist; pass the folder holding "
+                        f"{FOLDERS[name]}/ or a clean test set ({name}/test_images.npy), or add --download to fetch "
+                        f"{FOLDERS[name]} into it")
     paragraph = missing_data_paragraph(name, data_dir, generator=generator)
-    if dataset == "auto":
+    if dataset == "auto" and demo_fallback:
         notes.append(paragraph)
         notes.append("Running the embedded DEMO instead (scikit-learn digits, NOT CIFAR-10-C).")
         return DemoSource(), notes

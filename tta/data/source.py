@@ -42,6 +42,10 @@ class DomainSource:
         for name in names:
             self.check_corruption(name)
 
+    def default_domains(self) -> list[str]:
+        """The domains a stream runs when none are named (the canonical order)."""
+        return list(self.corruptions)
+
     def domain(self, name: str, severity: int) -> Domain:
         self.check_corruption(name)
         key = (name, int(severity))

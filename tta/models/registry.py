@@ -219,7 +219,7 @@ def _no_checkpoint_message(spec: ModelSpec, model_dir: str | Path | None) -> str
         return (
             f"no pretrained weights for {spec.name}: {where} is absent; place RobustBench's "
             f"'{spec.robustbench_name}' checkpoint there, pass checkpoint=<path>, or use download=True "
-            "with the robustbench extra (pip install 'tta[robustbench]') and network access"
+            "with the robustbench extra (pip install 'tta-toolkit[robustbench]') and network access"
         )
     if spec.default_norm != "bn":
         return (

@@ -31,7 +31,7 @@ def import_robustbench() -> ModuleType:
         return importlib.import_module("robustbench")
     except ImportError as exc:
         raise CheckpointError(
-            f"robustbench is not usable ({exc}); install it with: pip install 'tta[robustbench]'"
+            f"robustbench is not usable ({exc}); install it with: pip install 'tta-toolkit[robustbench]'"
         ) from None
 
 

@@ -205,7 +205,7 @@ def make_stream(
         raise InputError(f"--n-examples must be >= 1, got {n_examples}")
     if delta is not None and sort_labels:
         raise InputError("--delta and --sorted both set the label order; pass only one of them")
-    names = list(domains) if domains else list(source.corruptions)
+    names = list(domains) if domains else list(getattr(source, "default_domains", lambda: source.corruptions)())
     if not names:
         raise InputError("no domains to stream; pass --domains with at least one corruption")
     source.check_domains(names)

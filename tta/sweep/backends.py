@@ -158,7 +158,7 @@ class RayBackend:
         try:
             import ray  # noqa: PLC0415
         except ImportError:
-            raise InputError("the ray backend needs Ray; pip install 'tta[ray]' (or use --backend local)") from None
+            raise InputError("the ray backend needs Ray; pip install 'tta-toolkit[ray]' (or use --backend local)") from None
         self.ray = ray
         if not ray.is_initialized():
             # an existing cluster at --address; else a local one on this machine

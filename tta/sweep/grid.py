@@ -25,18 +25,15 @@ relative to the file. Every combination of the axes is one cell.
 from __future__ import annotations
 
 import itertools
-import sys
+import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import InputError
 from ..experiment import RunConfig
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover  (Python 3.10: the tomli package, a conditional dependency)
-    import tomli as tomllib
+from ..names import parse_shift
+from ..precheck import MAX_CELLS, check_settings
 
 #: RunConfig fields that grid axes set; everything else may come from [run] or flags
 AXES = ("dataset", "model", "checkpoint", "method", "options", "shift", "delta", "sort_labels", "severity", "seed")
@@ -55,8 +52,18 @@ class Grid:
     seeds: tuple[int, ...] = (2020,)
     run: tuple[tuple[str, Any], ...] = ()
 
+    def size(self) -> int:
+        """How many cells the grid has, without listing them."""
+        return (len(self.datasets) * len(self.models) * len(self.methods) * len(self.shifts) * len(self.severities)
+                * len(self.seeds))
+
     def cells(self) -> list[RunConfig]:
-        """Every combination of the axes as a run configuration, in a stable order."""
+        """Every combination of the axes as a run configuration, in a stable order; every setting checked first
+        (``tta.precheck``), so a bad name or value fails the whole grid before any cell runs."""
+        if self.size() > MAX_CELLS:
+            raise InputError(
+                f"the grid has {self.size():,} cells, more than the {MAX_CELLS:,} one sweep plans (each cell's stream "
+                "is fingerprinted before anything runs); split it into several sweeps sharing one --store")
         shared = dict(self.run)
         out = []
         for dataset, (model, ckpt), (method, opts), shift, severity, seed in itertools.product(
@@ -73,23 +80,8 @@ class Grid:
                 cfg["delta"] = delta
             if sort_labels:
                 cfg["sort_labels"] = True
-            out.append(RunConfig(**cfg))
+            out.append(RunConfig(**check_settings(cfg, where="sweep grid")))
         return out
-
-
-def parse_shift(text: str) -> tuple[str, float | None, bool]:
-    """``continual`` | ``continual@0.1`` (Dirichlet δ) | ``continual@sorted`` -> (shift, delta, sorted)."""
-    name, sep, variant = text.strip().partition("@")
-    if not name:
-        raise InputError(f"empty shift in {text!r}; write e.g. continual, continual@0.1 or continual@sorted")
-    if not sep:
-        return name, None, False
-    if variant == "sorted":
-        return name, None, True
-    try:
-        return name, float(variant), False
-    except ValueError:
-        raise InputError(f"shift variant {text!r}: after @ put a Dirichlet delta such as 0.1, or 'sorted'") from None
 
 
 def split_list(text: str | None) -> list[str]:
@@ -111,6 +103,19 @@ def _check_run_settings(run: Mapping[str, Any], where: str) -> None:
         raise InputError(f"{where}: {', '.join(axes)} are axes of the grid; list them as methods/shifts/seeds/... instead")
 
 
+def _axis(raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any, where: str) -> tuple:
+    """The list ``raw[key]`` (``[default]`` when absent) as a tuple; anything else is one error line."""
+    values = raw.get(key, [default])
+    example = {int: "[1, 2]", str: '["a", "b"]'}.get(kind if isinstance(kind, type) else str, "[...]")
+    if not isinstance(values, list) or not values:
+        raise InputError(f"{where}: {key} must be a non-empty list, e.g. {key} = {example}; got {values!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, kind):
+            what = "integers" if kind is int else "names" if kind is str else "names or tables"
+            raise InputError(f"{where}: {key} must hold {what}, e.g. {key} = {example}; got {v!r}")
+    return tuple(values)
+
+
 def _methods(entries: Iterable[Any], where: str) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
     out = []
     for entry in entries:
@@ -120,6 +125,9 @@ def _methods(entries: Iterable[Any], where: str) -> tuple[tuple[str, tuple[tuple
         if not isinstance(entry, Mapping) or "name" not in entry:
             raise InputError(f"{where}: each [[methods]] entry needs a name, e.g. name = \"tent\"; got {entry!r}")
         variants = entry.get("variants") or [entry.get("options", {})]
+        if not isinstance(variants, list) or not all(isinstance(v, Mapping) for v in variants):
+            raise InputError(f"{where}: variants of {entry['name']!r} must be a list of tables, e.g. "
+                             f"variants = [{{}}, {{ lr = 0.0001 }}]; got {variants!r}")
         out += [(entry["name"], _freeze(v)) for v in variants]
     return tuple(out)
 
@@ -148,18 +156,19 @@ def read_grid(path: str | Path) -> Grid:
         if key in run:
             run[key] = local(run[key])
     models: list[tuple[str | None, str | None]] = []
-    for m in raw.get("models", []):
+    for m in _axis(raw, "models", (str, dict), None, f"grid file {path}") if "models" in raw else []:
         if isinstance(m, str):
             models.append((m, None))
         else:
             models.append((m.get("name"), local(m.get("checkpoint"))))
+    where = f"grid file {path}"
     grid = Grid(
-        datasets=tuple(raw.get("datasets", ["auto"])),
+        datasets=_axis(raw, "datasets", str, "auto", where),
         models=tuple(models) or ((None, None),),
-        methods=_methods(raw.get("methods", ["source"]), f"grid file {path}"),
-        shifts=tuple(raw.get("shifts", ["continual"])),
-        severities=tuple(int(s) for s in raw.get("severities", [5])),
-        seeds=tuple(int(s) for s in raw.get("seeds", [2020])),
+        methods=_methods(_axis(raw, "methods", (str, dict), "source", where), where),
+        shifts=_axis(raw, "shifts", str, "continual", where),
+        severities=_axis(raw, "severities", int, 5, where),
+        seeds=_axis(raw, "seeds", int, 2020, where),
         run=_freeze(run),
     )
     for s in grid.shifts:
