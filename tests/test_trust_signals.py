@@ -113,7 +113,7 @@ def _ray_cell_processes() -> list[int]:
 
 @pytest.mark.slow
 def test_a_stopped_ray_sweep_leaves_the_progress_of_its_running_cell(tmp_path):
-    ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'tta[ray]'")
+    ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'tta-toolkit[ray]'")
     from tta.sweep.backends import RayBackend
 
     root, ckpt = random_cifar_c(tmp_path / "data", 100)
