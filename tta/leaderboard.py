@@ -172,6 +172,8 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             log.info("skipping %s: not a tta result", path)
             continue
         problem = _malformed(doc)
+        found = None if problem else result_problem(doc)  # then the shared schema: types, finite numbers, domains
+        problem = problem or (f"{found}; rerun it with `tta run` or remove it" if found else None)
         if problem:
             if explicit:
                 raise InputError(f"{path}: {problem}")
@@ -211,8 +213,7 @@ def _malformed(doc: dict[str, Any]) -> str | None:
     errors = m.get("domain_errors")
     if not isinstance(errors, dict) or not errors or not all(_is_number(v) for v in errors.values()):
         return f"metrics.domain_errors is missing or holds non-numbers; {fix}"
-    found = result_problem(doc)  # the shared schema (tta.schema): types, finite numbers, domains that agree
-    return f"{found}; {fix}" if found else None
+    return None
 
 
 def _row_hparams(doc: dict[str, Any]) -> dict[str, Any]:
