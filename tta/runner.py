@@ -92,6 +92,30 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def resolve_output(output: str | Path, prepared: Prepared) -> Path:
+    """``output`` with ``{dataset}``, ``{method}``, ``{shift}`` and ``{seed}`` filled in from the prepared run."""
+    text = str(output)
+    if "{" in text or "}" in text:
+        cfg = prepared.config
+        text = fill_placeholders(text, {"dataset": prepared.source.dataset, "method": cfg.method, "shift": cfg.shift,
+                                        "seed": cfg.seed})
+    return Path(text).expanduser()
+
+
+def check_plot_support(plot: str | Path | None) -> None:
+    """Fail before a run starts when ``plot`` names a format matplotlib cannot write, or matplotlib is missing."""
+    if plot is None:
+        return
+    suffix = Path(plot).suffix.lstrip(".").lower()
+    if suffix not in PLOT_FORMATS:
+        raise InputError(f"--plot {plot}: cannot draw a .{suffix or '(no suffix)'} file; "
+                         f"end the name in one of .{', .'.join(PLOT_FORMATS)}")
+    try:
+        import matplotlib  # noqa: F401, PLC0415
+    except ImportError:
+        raise InputError("--plot needs matplotlib; pip install 'tta[plot]' or drop --plot") from None
+
+
 #: the placeholders an output name may hold; everything else in it is literal
 PLACEHOLDERS = ("dataset", "method", "shift", "seed")
 _FIELD = re.compile(r"\{([^{}]*)\}")
@@ -113,27 +137,6 @@ def fill_placeholders(output: str | Path, values: Mapping[str, Any]) -> str:
         raise InputError(f"--output {text}: unmatched brace; use only "
                          f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)} or a literal name without braces")
     return filled
-
-
-def resolve_output(output: str | Path, prepared: Prepared) -> Path:
-    """``output`` with ``{dataset}``, ``{method}``, ``{shift}`` and ``{seed}`` filled in from the prepared run."""
-    cfg = prepared.config
-    values = {"dataset": prepared.source.dataset, "method": cfg.method, "shift": cfg.shift, "seed": cfg.seed}
-    return Path(fill_placeholders(output, values)).expanduser()
-
-
-def check_plot_support(plot: str | Path | None) -> None:
-    """Fail before a run starts when ``plot`` names a format matplotlib cannot write, or matplotlib is missing."""
-    if plot is None:
-        return
-    suffix = Path(plot).suffix.lstrip(".").lower()
-    if suffix not in PLOT_FORMATS:
-        raise InputError(f"--plot {plot}: cannot draw a .{suffix or '(no suffix)'} file; "
-                         f"end the name in one of .{', .'.join(PLOT_FORMATS)}")
-    try:
-        import matplotlib  # noqa: F401, PLC0415
-    except ImportError:
-        raise InputError("--plot needs matplotlib; pip install 'tta[plot]' or drop --plot") from None
 
 
 def write_result(path: Path, doc: dict[str, Any]) -> None:
