@@ -252,3 +252,16 @@ def test_progress_that_cannot_be_saved_does_not_stop_the_run(setup, tmp_path, mo
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r.json").read_text())["metrics"]["num_samples"] == N
     assert any("without saving progress" in r.getMessage() for r in caplog.records)
+
+
+def test_a_store_on_a_full_disk_says_so(tmp_path):
+    db = _store(tmp_path)
+    with sqlite3.connect(db) as con:
+        pages = con.execute("PRAGMA page_count").fetchone()[0]
+    store = Store(db)
+    store.db.execute(f"PRAGMA max_page_count = {pages}")  # what SQLite answers on a full disk: "database or disk is full"
+    from tta.errors import WriteError
+
+    with pytest.raises(WriteError, match="free space"):
+        for i in range(200):
+            store.import_result(f"more{i}", result_doc(), {"pad": "x" * 4000}, "tta run", setting="Continual")

@@ -135,3 +135,79 @@ def test_a_stopped_ray_sweep_leaves_the_progress_of_its_running_cell(tmp_path):
             ray.get(ref)
     finally:
         ray.shutdown()
+
+
+def test_a_cell_finished_by_an_orphaned_worker_is_recorded_by_the_next_sweep(tmp_path, monkeypatch):
+    from tta.experiment import RunConfig
+    from tta.store import Store
+    from tta.sweep import backends, plan, sweep
+    from tta.sweep.runner import partial_dir
+    from tta.sweep.worker import run_cell
+
+    root, ckpt = random_cifar_c(tmp_path / "data", 20)
+    config = RunConfig(method="source", dataset="cifar10", data_dir=str(root), model="resnet20",
+                       checkpoint=str(ckpt), domains=["gaussian_noise"], batch_size=10, seed=1)
+    (cell,) = plan([config])
+    db = tmp_path / "runs.db"
+    partial = partial_dir(Store(db)) / f"{cell.id}.partial.pt"
+    partial.parent.mkdir(parents=True)
+    # the worker finishes the cell just as its sweep dies: it leaves the result, then exits
+    monkeypatch.setattr(backends, "_orphaned", lambda: True)
+    monkeypatch.setattr(backends.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+    with pytest.raises(SystemExit):
+        backends._run_local_cell(dict(vars(cell.config)), str(partial))
+    left = Path(backends.finished_path(partial))
+    assert left.is_file()
+
+    class NoRuns:  # the next sweep must record it, not run it again
+        slots = 1
+
+        def submit(self, *a):
+            raise AssertionError("the finished cell was run again")
+
+        def close(self, cancel=False):
+            pass
+
+    with Store(db) as store:
+        summary = sweep([cell], store, NoRuns())
+        (doc,) = store.documents()
+    assert summary.ran == [cell.id] and not left.exists()
+    expected = run_cell(dict(vars(cell.config)))["doc"]
+    assert doc["metrics"]["domain_errors"] == expected["metrics"]["domain_errors"]
+
+
+def test_a_left_result_of_another_cell_is_not_recorded(tmp_path):
+    from tta.experiment import RunConfig
+    from tta.store import Store
+    from tta.sweep import backends, plan, sweep
+    from tta.sweep.runner import partial_dir
+
+    from test_trust_paths import result_doc
+
+    root, ckpt = random_cifar_c(tmp_path / "data", 20)
+    config = RunConfig(method="source", dataset="cifar10", data_dir=str(root), model="resnet20",
+                       checkpoint=str(ckpt), domains=["gaussian_noise"], batch_size=10, seed=1)
+    (cell,) = plan([config])
+    db = tmp_path / "runs.db"
+    partial = partial_dir(Store(db)) / f"{cell.id}.partial.pt"
+    partial.parent.mkdir(parents=True)
+    Path(backends.finished_path(partial)).write_text(json.dumps(result_doc()))  # fingerprint f0: not this cell
+
+    class Records:
+        slots = 1
+        submitted = []
+
+        def submit(self, config, partial):
+            self.submitted.append(config)
+            return 0
+
+        def wait(self, handles):
+            return [(0, {"error": "stub"})]
+
+        def close(self, cancel=False):
+            pass
+
+    backend = Records()
+    with Store(db) as store:
+        sweep([cell], store, backend)
+    assert len(backend.submitted) == 1  # run again, not taken from the file

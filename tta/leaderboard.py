@@ -174,6 +174,8 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             log.info("skipping %s: not a tta result", path)
             continue
         problem = _malformed(doc)
+        found = None if problem else result_problem(doc)  # then the shared schema: types, finite numbers, domains
+        problem = problem or (f"{found}; rerun it with `tta run` or remove it" if found else None)
         if problem:
             if explicit:
                 raise InputError(f"{path}: {problem}")

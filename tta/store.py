@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .atomic import json_safe
-from .errors import InputError
+from .errors import InputError, WriteError
 from .schema import check_result
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -152,6 +152,9 @@ class Store:
                                  "file: copy it to a writable folder (reading commands open it read-only)") from None
             if "locked" in str(exc) or "busy" in str(exc):
                 raise
+            if "full" in str(exc):
+                raise WriteError(f"cannot write to the store {self.path} ({exc}); free space on its device, "
+                                 "then rerun: finished cells are kept") from None
             raise InputError(self._damaged(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise InputError(self._damaged(exc)) from None
@@ -186,7 +189,8 @@ class Store:
             try:
                 yield self.db
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
 

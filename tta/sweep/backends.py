@@ -16,6 +16,7 @@ import signal
 import sys
 from typing import Any
 
+from ..atomic import write_json
 from ..errors import InputError
 from .worker import run_cell
 
@@ -58,10 +59,21 @@ def _run_local_cell(config: dict[str, Any], partial: str | None) -> dict[str, An
     except KeyboardInterrupt as exc:  # SIGTERM/SIGINT stopped the cell after a batch, progress saved
         outcome = {"stopped": str(exc)}
     if _orphaned():
-        # stopped by the parent-death signal: nobody reads the result, and handing it to the
-        # pool's queue could block this process forever
+        # the sweep died: nobody reads the result, and handing it to the pool's queue could block
+        # this process forever. A finished cell's result is left beside its progress file for the
+        # next sweep to record (``tta.sweep.runner.finished_path``), so its work is not lost.
+        if "doc" in outcome and partial is not None:
+            try:
+                write_json(finished_path(partial), outcome["doc"])
+            except Exception:  # noqa: BLE001  (last act of an orphan: nothing to report to)
+                pass
         os._exit(0)
     return outcome
+
+
+def finished_path(partial: str | os.PathLike) -> str:
+    """Where an orphaned worker leaves the result of a cell it finished: ``<partial>.result.json``."""
+    return os.fspath(partial) + ".result.json"
 
 
 def _init_worker() -> None:

@@ -8,6 +8,7 @@ its error until ``retry_failed`` runs it again.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -17,7 +18,9 @@ from ..experiment import RunConfig, prepare_stream
 from ..leaderboard import setting_of
 from ..results import sha256_file
 from ..runtime import versions
+from ..schema import check_result
 from ..store import Store
+from .backends import finished_path
 from .cells import Cell, cell_id
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,22 @@ class SweepSummary:
         return not (self.failed or self.failed_before or self.running_elsewhere or self.stopped)
 
 
+def _left_by_orphan(partial: str, cell: Cell) -> dict[str, Any] | None:
+    """The result an orphaned worker left for ``cell``, when it is a valid result of that very cell."""
+    path = Path(finished_path(partial))
+    if not path.is_file():
+        return None
+    try:
+        doc = check_result(json.loads(path.read_text()), str(path))
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring %s (%s); running the cell again", path, exc)
+        return None
+    if doc["stream"]["fingerprint"] != cell.fingerprint or doc["method"]["name"] != cell.config.method:
+        log.warning("ignoring %s: it is the result of another cell; running this one again", path)
+        return None
+    return doc
+
+
 #: times a cell is run again after its worker died abruptly before it counts as failed
 MAX_REQUEUES = 2
 
@@ -116,6 +135,15 @@ def sweep(
                 cell = queue.pop(0)
                 if store.claim(cell.id, asdict(cell.config), cell.command, retry_failed=retry_failed):
                     partial = str(parts / f"{cell.id}.partial.pt")
+                    doc = _left_by_orphan(partial, cell)
+                    if doc is not None:  # finished by a worker whose sweep died before recording it
+                        store.finish(cell.id, doc, setting=setting_of(doc).title())
+                        Path(finished_path(partial)).unlink(missing_ok=True)
+                        summary.ran.append(cell.id)
+                        counts["done"] += 1
+                        if on_event is not None:
+                            on_event(Event(cell, doc=doc), dict(counts))
+                        continue
                     parts.mkdir(parents=True, exist_ok=True)
                     in_flight[backend.submit(asdict(cell.config), partial)] = cell
                     counts["running"] += 1
