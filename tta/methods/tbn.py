@@ -24,17 +24,7 @@ from torch import nn
 
 from .options import Option, OptionSet
 from .policy import StatsPolicy, register_stats
-from .stats import (
-    SourceStatsMixin,
-    grouped_batch_stats,
-    needs_exact_grad,
-    normalize_grouped,
-    normalize_with_batch_stats,
-)
-
-
-def _batch_only(mean: torch.Tensor, var: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return mean, var
+from .stats import SourceStatsMixin, grouped_batch_stats, normalize_grouped, normalize_with_batch_stats
 
 
 class PriorBatchNorm(SourceStatsMixin, nn.Module):
@@ -46,10 +36,8 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
         self.prior = float(prior)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.prior == 0:
-            if needs_exact_grad(x, self.weight, self.bias):  # train-mode BatchNorm (TENT's BN), one fused kernel
-                return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-            return normalize_with_batch_stats(x, _batch_only, self.weight, self.bias, self.eps)
+        if self.prior == 0:  # train-mode BatchNorm without running statistics (TENT's BN), one fused kernel
+            return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
         return normalize_with_batch_stats(x, self.mix, self.weight, self.bias, self.eps)
 
     def forward_grouped(self, x: torch.Tensor, n_groups: int) -> torch.Tensor:
