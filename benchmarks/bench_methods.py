@@ -418,6 +418,7 @@ def main() -> None:
     parser.add_argument("--skip-grad", action="store_true", help="leave out the gradient methods")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="methods to run besides source")
+    parser.add_argument("--exclude", nargs="*", default=[], help="row labels to leave out, e.g. 'cotta (views_per_call=32)'")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory (a process per method)")
     parser.add_argument("--wave2-large", action="store_true", help="run SAR ... CoTTA on ResNet-50 too")
     parser.add_argument("--reference", action="store_true",
@@ -430,7 +431,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     methods = [m for m in METHODS if not (args.skip_grad and m[0] in GRAD)
-               and (not args.only or m[0] in args.only or m[0] == "source")]
+               and (not args.only or m[0] in args.only or m[0] == "source") and label(*m) not in args.exclude]
     settings = SETTINGS[:1] if args.quick else SETTINGS
     rounds = {name: args.rounds if i == 0 else args.rounds_large for i, (name, _, _) in enumerate(settings)}
     per_setting = {name: [m for m in methods if i == 0 or args.wave2_large or m not in WAVE2]

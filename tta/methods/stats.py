@@ -47,6 +47,8 @@ class _Moments(torch.autograd.Function):
 def moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and biased variance of ``x`` over ``dims``, with those dims dropped (see ``_Moments``)."""
     mean, var = _Moments.apply(x, tuple(dims))
+    if mean.dtype in (torch.float16, torch.bfloat16):  # under autocast: float32 statistics, as the buffers
+        mean, var = mean.float(), var.float()
     return mean.squeeze(dims), var.squeeze(dims)
 
 
