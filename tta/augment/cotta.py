@@ -127,10 +127,11 @@ def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return (f * a + (1.0 - f) * b).clamp(0.0, 1.0)
 
 
-def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    """RGB in [0, 1] to HSV (hue in [0, 1)) along dim -3, the hexcone model torchvision uses."""
+def _hsv_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(h, s, v) of RGB ``x`` along dim -3, each without that dim: the hexcone model torchvision uses."""
     r, g, b = x.unbind(dim=-3)
-    maxc, minc = x.amax(dim=-3), x.amin(dim=-3)
+    maxc = torch.maximum(torch.maximum(r, g), b)  # the values amax/amin over the 3 channels give, elementwise
+    minc = torch.minimum(torch.minimum(r, g), b)
     chroma = maxc - minc
     flat = chroma == 0
     s = chroma / torch.where(flat, torch.ones_like(maxc), maxc)
@@ -140,14 +141,13 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     is_g = (maxc == g) & ~is_r
     h = torch.where(is_r, bc - gc, torch.where(is_g, 2.0 + rc - bc, 4.0 + gc - rc))
     h = torch.fmod(h / 6.0 + 1.0, 1.0)
-    return torch.stack((h, s, maxc), dim=-3)
+    return h, s, maxc
 
 
-def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_hsv`: channel n (5, 3, 1 for r, g, b) is v - v s clamp(min(k, 4 - k), 0, 1)
-    with k = (n + 6 h) mod 6, the closed form of torchvision's six-sector table (equal to it within
-    float rounding), without building the table."""
-    h, s, v = x.unbind(dim=-3)
+def _rgb_from_parts(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """RGB stacked along dim -3 from (h, s, v): channel n (5, 3, 1 for r, g, b) is
+    v - v s clamp(min(k, 4 - k), 0, 1) with k = (n + 6 h) mod 6, the closed form of torchvision's
+    six-sector table (equal to it within float rounding), without building the table."""
     h6 = h * 6.0
     vs = v * s
     out = []
@@ -158,6 +158,16 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, dim=-3)
 
 
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1] to HSV (hue in [0, 1)) along dim -3, the hexcone model torchvision uses."""
+    return torch.stack(_hsv_parts(x), dim=-3)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv` (see ``_rgb_from_parts``)."""
+    return _rgb_from_parts(*x.unbind(dim=-3))
+
+
 def _colour_op(op: int, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     f = f.view(-1, *([1] * (x.dim() - 1)))
     if op == BRIGHTNESS:
@@ -166,10 +176,9 @@ def _colour_op(op: int, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         return _blend(x, _gray(x).mean(dim=(-3, -2, -1), keepdim=True), f)
     if op == SATURATION:
         return _blend(x, _gray(x), f)
-    if op == HUE:
-        hsv = rgb_to_hsv(x)
-        h = torch.remainder(hsv[..., :1, :, :] + f, 1.0)
-        return hsv_to_rgb(torch.cat((h, hsv[..., 1:, :, :]), dim=-3))
+    if op == HUE:  # through HSV without stacking it: the channels stay separate tensors
+        h, sat, val = _hsv_parts(x)
+        return _rgb_from_parts(torch.remainder(h + f.squeeze(-3), 1.0), sat, val)
     # gamma (gain 1); the official op clamps to [1e-8, 1] first to keep gradients finite
     return x.clamp(1e-8, 1.0).pow(f).clamp(0.0, 1.0)
 
@@ -308,7 +317,10 @@ def augment_views(x: torch.Tensor, params: ViewParams, config: AugmentConfig = C
             padded = F.pad(y.reshape(k, b * c, n, n), (pad, pad, pad, pad), mode=mode)
             window = _affine_window(padded.view(k, b, c, n + 2 * pad, n + 2 * pad), part, lo, size)
         y = window if part.sigma is None else _blur_valid(window, part.sigma, config.blur_kernel)
-        out[start:start + k] = torch.where(part.flip.to(y.device).view(k, 1, 1, 1, 1), y.flip(-1), y)
+        if k == 1:  # one view: flip it or not, without computing both
+            out[start] = y[0].flip(-1) if bool(part.flip[0]) else y[0]
+        else:
+            out[start:start + k] = torch.where(part.flip.to(y.device).view(k, 1, 1, 1, 1), y.flip(-1), y)
     out = out.view(v * b, c, n, n)
     if config.noise_std is not None:
         if noise is None:
