@@ -6,7 +6,7 @@
 #   bash benchmarks/device_check.sh                      # on a GPU machine: writes device_check_<card>.md
 #   bash benchmarks/device_check.sh --device cpu --quick # here: the same pipeline, small, on CPU (into /tmp)
 #
-# Budget on one GPU: tests ~2 min (62 tests, cached CPU references included), benchmark rows <= 330 s
+# Budget on one GPU (estimated, not yet run on one): tests ~2 min (62 tests, CPU references included), rows <= 330 s
 # (--budget; rows not reached are listed as such), `tta run` comparison ~30 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
