@@ -71,6 +71,8 @@ class _RunCommand(AliasCommand):
 @click.option("--download", is_flag=True, help="Download CIFAR-C from Zenodo when it is not under --data-dir.")
 @click.option("--threads", default=1, show_default=True, type=int, help="torch CPU threads (1 is fastest on shared 2-core CPUs).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="Autocast precision of each step: bf16 on CPU or GPU, fp16 on GPU only.")
 @click.option("--loader-workers", "workers", default=None, type=int,
               help="DataLoader workers. [default: 0 for arrays, 4 for image files]")
 @click.option("--frost-dir", type=click.Path(file_okay=False), default=None,
@@ -105,7 +107,7 @@ def run_cmd(**kw) -> None:
         delta=parse_delta(kw["delta"]), sort_labels=kw["sort_labels"], order_file=kw["order_file"],
         download=kw["download"], threads=kw["threads"], device=kw["device"], workers=kw["workers"],
         imagenet_subset=kw["imagenet_subset"], frost_dir=kw["frost_dir"], protocol=kw["protocol"],
-        source_data=kw["source_data"],
+        source_data=kw["source_data"], precision=kw["precision"],
     ))
     check_checkpoint_every(kw["checkpoint_every"])
 

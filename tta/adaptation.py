@@ -19,6 +19,7 @@ def adapt(
     run_batch_size: int | None = None,
     inplace: bool = False,
     channels_last: bool | None = None,
+    precision: str = "fp32",
     **options: Any,
 ) -> Adapter:
     """Return an ``nn.Module`` whose forward predicts and adapts, with ``.reset()``.
@@ -29,10 +30,12 @@ def adapt(
     through this same call. ``run_seed`` is the run's seed, for options declared with
     ``from_context="run_seed"``; ``run_batch_size`` the stream's batch size, for defaults that scale with it
     (SAR's and DeYO's ImageNet learning rate). The model is deep-copied first unless ``inplace`` is set.
+    ``precision`` "bf16" (CPU or GPU) or "fp16" (GPU) runs each step under autocast (``Adapter.set_precision``).
     """
     recipe = get_method(method)
     if not isinstance(model, nn.Module):
         raise TypeError(f"adapt() expects a torch.nn.Module, got {type(model).__name__}")
     target = model if inplace else copy.deepcopy(model)
-    return recipe.build(target, dataset=dataset, shift=shift, run_seed=run_seed, run_batch_size=run_batch_size,
-                        channels_last=channels_last, **options)
+    adapter = recipe.build(target, dataset=dataset, shift=shift, run_seed=run_seed, run_batch_size=run_batch_size,
+                           channels_last=channels_last, **options)
+    return adapter.set_precision(precision) if precision != "fp32" else adapter

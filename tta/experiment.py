@@ -85,6 +85,8 @@ class RunConfig:
     """Frost textures for generated domains (else ``$TTA_FROST_DIR`` or an imagecorruptions wheel)."""
     source_data: str | None = None
     """Clean source images (.npy, uint8 NHWC) for methods that need them (eata); the method's ``source_data``."""
+    precision: str = "fp32"
+    """Autocast precision of every step: "fp32", "bf16" (CPU or GPU) or "fp16" (GPU; ``Adapter.set_precision``)."""
 
 
 @dataclass
@@ -151,7 +153,7 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
     # the library resolves the method's defaults for this dataset and shift, as tta.adapt does for any caller
     options = {**config.options, **({"source_data": config.source_data} if config.source_data else {})}
     adapted = adapt(model.to(device), method=config.method, dataset=source.dataset, shift=config.shift,
-                    run_seed=config.seed, run_batch_size=config.batch_size, **options)
+                    run_seed=config.seed, run_batch_size=config.batch_size, precision=config.precision, **options)
     hparams = adapted.hparams()
     if hparams.get("stats") == "none" and "stats" not in config.options:
         notes.append(f"{model_info['name']} has no BatchNorm ({model_info.get('norm')}): {config.method} adapts "

@@ -47,14 +47,25 @@ def plain_step(adapter: "Adapter", x: torch.Tensor) -> torch.Tensor:
 
 
 def objective_step(adapter: "Adapter", x: torch.Tensor) -> torch.Tensor:
-    """One optimizer step on ``objective(logits)``; the *pre-update* logits are returned (as TENT)."""
+    """One optimizer step on ``objective(logits)``; the *pre-update* logits are returned (as TENT).
+    Under fp16 the loss is scaled (``torch.amp.GradScaler``) so that small gradients survive half precision."""
     with torch.enable_grad():
         logits = adapter.model(x)
         loss = adapter.objective(logits)
         adapter.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        adapter.optimizer.step()
+        scaler = adapter.grad_scaler
+        if scaler is None:
+            loss.backward()
+            adapter.optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(adapter.optimizer)
+            scaler.update()
     return logits.detach()
+
+
+#: ``precision`` values: the autocast dtype of each (None: full float32)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Adapter(nn.Module, metaclass=_SnapshotAfterInit):
@@ -114,6 +125,8 @@ class Adapter(nn.Module, metaclass=_SnapshotAfterInit):
         self.batch_context = batch_context
         self._hparams = dict(hparams or {})
         self.channels_last = channels_last
+        self.precision = "fp32"
+        self.grad_scaler: torch.amp.GradScaler | None = None
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # batches adapted on since reset
         self._initial_state: dict[str, Any] | None = None
         self._channels_last_friendly = prefers_channels_last(self.model)
@@ -172,6 +185,39 @@ class Adapter(nn.Module, metaclass=_SnapshotAfterInit):
         """The resolved options, recorded with every result."""
         return copy.deepcopy(self._hparams)
 
+    # -- precision -------------------------------------------------------
+    def set_precision(self, precision: str) -> "Adapter":
+        """Run the step under autocast: "fp32" (none), "bf16" (CPU and GPU) or "fp16" (GPU only, with a
+        gradient scaler for objective-based gradient methods). Statistics, buffers, parameters and optimizer
+        state stay float32; only the autocast ops (convolutions, matrix products) run in the lower precision."""
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self._check_precision(precision, self._device())
+        if precision == "fp16" and self.needs_grad and self.step is not objective_step:
+            raise InputError(f"method {self.name!r} takes its own gradient steps, which have no fp16 gradient "
+                             "scaling; use precision bf16 (same exponent range as float32, no scaler needed)")
+        self.precision = precision
+        self.grad_scaler = (torch.amp.GradScaler(self._device().type)
+                            if precision == "fp16" and self.step is objective_step and self.optimizer is not None
+                            else None)
+        return self
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters(), torch.empty(0)).device
+
+    @staticmethod
+    def _check_precision(precision: str, device: torch.device) -> None:
+        if precision == "fp16" and device.type != "cuda":
+            raise InputError(f"precision fp16 needs a CUDA GPU (the model is on {device.type}); "
+                             "use bf16 on CPU, or --device cuda")
+
+    def _autocast(self, device: torch.device) -> ContextManager[Any]:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        self._check_precision(self.precision, device)
+        return torch.autocast(device.type, dtype=dtype)
+
     # -- forward ---------------------------------------------------------
     def forward(self, x: torch.Tensor, **batch_info: Any) -> torch.Tensor:
         """Predict logits for ``x`` ((B,3,H,W) float in [0,1]) and adapt on it."""
@@ -188,8 +234,10 @@ class Adapter(nn.Module, metaclass=_SnapshotAfterInit):
                 "call it outside inference_mode, or use a normalization-only method"
             )
         context = self.batch_context(self.model, x, **batch_info) if self.batch_context else contextlib.nullcontext()
-        with context, (contextlib.nullcontext() if self.needs_grad else torch.no_grad()):
+        with context, self._autocast(x.device), (contextlib.nullcontext() if self.needs_grad else torch.no_grad()):
             logits = self.step(self, x)
+        if logits.dtype != torch.float32 and logits.is_floating_point() and self.precision != "fp32":
+            logits = logits.float()  # callers (metrics, softmax) get float32 whatever the precision
         with torch.no_grad():
             self.steps += 1
         return logits

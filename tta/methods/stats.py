@@ -47,6 +47,8 @@ class _Moments(torch.autograd.Function):
 def moments(x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and biased variance of ``x`` over ``dims``, with those dims dropped (see ``_Moments``)."""
     mean, var = _Moments.apply(x, tuple(dims))
+    if mean.dtype in (torch.float16, torch.bfloat16):  # under autocast: float32 statistics, as the buffers
+        mean, var = mean.float(), var.float()
     return mean.squeeze(dims), var.squeeze(dims)
 
 
@@ -177,39 +179,36 @@ def fast_instance_stats(x: torch.Tensor, scratch: Scratch | None = None) -> tupl
     return m, v
 
 
-def batch_normalize_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One fused pass of train-mode BatchNorm: z = (x - mean) / sqrt(var + eps), mean and biased var (C,)."""
-    C = x.shape[1]
-    mean, var = x.new_zeros(C), x.new_zeros(C)  # receive this batch's statistics (momentum 1)
-    z = F.batch_norm(x, mean, var, None, None, True, 1.0, eps)
-    n = x.numel() // C
-    return z, mean, var.mul_((n - 1) / n)  # PyTorch stores the unbiased variance
+def fast_batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance over (N, *spatial), outside autograd, allocating nothing
+    activation-sized.
+
+    On CPU: PyTorch's train-mode BatchNorm statistics kernel on its own (``torch.batch_norm_update_stats``
+    without running statistics: a pass for the mean, one for the mean square deviation, fast on
+    channels_last). Elsewhere: ``torch.var_mean``, one Welford kernel on an accelerator.
+    Reduced-precision inputs give float32 statistics.
+    """
+    if x.device.type == "cpu":
+        mean, var = torch.batch_norm_update_stats(x, None, None, 1.0)
+    else:
+        var, mean = torch.var_mean(x, reduce_dims(x), correction=0)
+    if mean.dtype in (torch.float16, torch.bfloat16):
+        mean, var = mean.float(), var.float()
+    return mean, var
 
 
-def renormalize_(
-    z: torch.Tensor,
-    z_mean: torch.Tensor,
-    z_var: torch.Tensor,
+def affine_normalize(
+    x: torch.Tensor,
     mean: torch.Tensor,
     var: torch.Tensor,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
     eps: float,
 ) -> torch.Tensor:
-    """Turn z = (x - z_mean) / sqrt(z_var + eps) into weight * (x - mean) / sqrt(var + eps) + bias, in place.
-
-    Exact algebra: x - mean = (x - z_mean) + (z_mean - mean); all statistics are (C,).
-    """
-    inv = torch.rsqrt(var + eps)
-    scale = torch.sqrt(z_var + eps) * inv
-    shift = (z_mean - mean) * inv
-    if weight is not None:
-        scale = scale * weight
-        shift = shift * weight
-    if bias is not None:
-        shift = shift + bias
-    view = scale.shape + (1,) * (z.dim() - 2)
-    return torch.addcmul(shift.view(view), z, scale.view(view), out=z)
+    """``normalize`` with per-channel (C,) statistics as one fused multiply-add over ``x``: the statistics and
+    the affine parameters fold into one scale and one shift per channel. On a channels_last CPU tensor
+    this is faster than PyTorch's eval-mode ``batch_norm`` kernel (measured on a 200x16x32x32 input)."""
+    return normalize_per_sample(x, mean.unsqueeze(0), var.unsqueeze(0), weight, bias, eps)
 
 
 StatsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -220,10 +219,11 @@ def normalize_with_batch_stats(
 ) -> torch.Tensor:
     """Normalize with (mean, var) = stats_fn(batch_mean, biased batch_var, x), all per channel.
 
-    Outside autograd this is one fused pass plus an in-place affine; under autograd it is
-    the plain differentiable computation.
+    Outside autograd: the batch statistics (``fast_batch_stats``), then one fused multiply-add with
+    whatever statistics ``stats_fn`` returns (``affine_normalize``): three passes over ``x``, and no
+    activation-sized temporary besides the output; under autograd the plain differentiable computation.
     """
-    if needs_exact_grad(x, weight, bias) or x.numel() == x.shape[1]:  # the fused kernel needs 2+ values
+    if needs_exact_grad(x, weight, bias) or x.numel() == x.shape[1]:  # one value per channel: no variance
         bm, bv = batch_stats(x)
         mean, var = stats_fn(bm, bv, x)
         if torch.is_grad_enabled():
@@ -232,9 +232,9 @@ def normalize_with_batch_stats(
             mean = mean if mean.requires_grad else mean.clone()
             var = var if var.requires_grad else var.clone()
         return normalize(x, mean, var, weight, bias, eps)
-    z, bm, bv = batch_normalize_stats(x, eps)
+    bm, bv = fast_batch_stats(x)
     mean, var = stats_fn(bm, bv, x)
-    return renormalize_(z, bm, bv, mean, var, weight, bias, eps)
+    return affine_normalize(x, mean, var, weight, bias, eps)
 
 
 class SourceStatsMixin:

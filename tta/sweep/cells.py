@@ -26,6 +26,7 @@ _FLAGS = {  # RunConfig field -> `tta run` flag, in the order they are printed
     "batch_size": "--batch-size", "n_examples": "--n-examples", "seed": "--seed", "delta": "--delta",
     "order_file": "--order", "threads": "--threads", "device": "--device", "workers": "--workers",
     "imagenet_subset": "--imagenet-subset", "frost_dir": "--frost-dir", "protocol": "--protocol",
+    "precision": "--precision",
 }
 
 
@@ -55,6 +56,8 @@ def identity(config: RunConfig | dict[str, Any], dataset: str, checkpoint_sha256
     for key in MACHINE_FIELDS:
         cfg.pop(key, None)
     cfg["dataset"] = dataset
+    if cfg.get("precision") == "fp32":  # the default before precision existed: earlier cells keep their ids
+        cfg.pop("precision")
     if cfg.get("checkpoint"):
         cfg["checkpoint"] = checkpoint_sha256
     return json_safe(cfg)
