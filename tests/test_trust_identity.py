@@ -108,6 +108,15 @@ def test_progress_of_a_continual_run_is_not_resumed_as_iid(setup, tmp_path):
     assert _Cut.calls == 2 * N // 8
 
 
+def test_progress_of_an_fp32_run_is_not_resumed_under_bf16(setup, tmp_path):
+    """Autocast precision changes the numbers: it is part of the resume key (and of the configuration)."""
+    rerun, out = _cut_then_rerun(setup, tmp_path, ["-b", "8"], ["-b", "8", "--precision", "bf16"])
+    assert rerun.exit_code == 0, rerun.output
+    assert "resuming" not in rerun.output
+    assert json.loads(out.read_text())["runtime"]["config"]["precision"] == "bf16"
+    assert _Cut.calls == 2 * N // 8
+
+
 def test_iid_and_continual_on_one_order_have_different_fingerprints(setup):
     data, _ = setup
     common = dict(dataset="cifar10", data_dir=str(data), domains=["gaussian_noise", "fog"], batch_size=8)
@@ -142,7 +151,8 @@ def test_other_labels_beside_the_same_images_change_the_fingerprint(tmp_path):
 
 
 # -- row 7: "the same configuration" on -o -----------------------------------------------------------------
-@pytest.mark.parametrize("change", [["-b", "4"], ["--shift", "iid"]], ids=["batch size", "iid"])
+@pytest.mark.parametrize("change", [["-b", "4"], ["--shift", "iid"], ["--precision", "bf16"]],
+                         ids=["batch size", "iid", "bf16"])
 def test_another_batch_size_or_shift_is_not_replaced_as_the_same_configuration(setup, tmp_path, change):
     data, common = setup
     out = tmp_path / "x.json"

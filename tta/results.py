@@ -125,17 +125,25 @@ def markdown_table(doc: dict[str, Any]) -> str:
 
 
 def configuration(method: str, hparams: dict[str, Any], model: dict[str, Any], data: dict[str, Any],
-                  fingerprint: str) -> dict[str, Any]:
-    """What makes two results the same experiment (JSON-normalized, so a written result compares equal)."""
-    return json.loads(json.dumps(json_safe({
+                  fingerprint: str, precision: str = "fp32") -> dict[str, Any]:
+    """What makes two results the same experiment (JSON-normalized, so a written result compares equal).
+
+    The autocast precision changes the numbers, so it is part of it; fp32, the default before precision
+    existed, is left out so that earlier results keep comparing equal."""
+    config = {
         "method": method, "hparams": hparams, "checkpoint_sha256": model.get("checkpoint_sha256"),
         "norm": model.get("norm"), "data": data.get("label"), "stream": fingerprint,
-    })))
+    }
+    if precision != "fp32":
+        config["precision"] = precision
+    return json.loads(json.dumps(json_safe(config)))
 
 
 def configuration_of(doc: dict[str, Any]) -> dict[str, Any]:
+    run_config = (doc.get("runtime") or {}).get("config")
+    precision = run_config.get("precision", "fp32") if isinstance(run_config, dict) else "fp32"
     return configuration(doc["method"]["name"], doc["method"].get("hparams") or {}, doc.get("model") or {},
-                         doc.get("data") or {}, doc["stream"]["fingerprint"])
+                         doc.get("data") or {}, doc["stream"]["fingerprint"], precision)
 
 
 def check_overwrite(output: str | Path, config: dict[str, Any], overwrite: bool = False) -> str | None:

@@ -57,10 +57,12 @@ def data_identity(source: Any, domains: Any) -> list[Any]:
 
 
 def run_key(fingerprint: str, method: str, hparams: dict[str, Any], model: dict[str, Any],
-            data: list[Any] | None = None) -> str:
-    """What a saved partial run must match: stream, method, hyperparameters, checkpoint, norm layer and data."""
+            data: list[Any] | None = None, precision: str = "fp32") -> str:
+    """What a saved partial run must match: stream, method, hyperparameters, checkpoint, norm layer, data and
+    autocast precision (fp32 left out of the key, so progress saved before precision existed still resumes)."""
     norm = (model.get("norm"), _canonical(model.get("norm_options") or {}))
-    return repr((fingerprint, method, _canonical(hparams), model.get("checkpoint_sha256"), norm, data))
+    key = (fingerprint, method, _canonical(hparams), model.get("checkpoint_sha256"), norm, data)
+    return repr(key if precision == "fp32" else (*key, precision))
 
 
 def save_partial(path: Path, key: str, next_batch: int, tally: Tally, adapted: nn.Module) -> None:

@@ -201,7 +201,7 @@ def run(
         say(f"*** {DEMO_BANNER} ***")
     # one notion of "the same configuration": it names default outputs and guards existing ones
     same = configuration(prepared.config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
-                         prepared.stream.fingerprint())
+                         prepared.stream.fingerprint(), prepared.config.precision)
     out = check_writable(resolve_output(output, prepared, same)) if output is not None else None
     if partial is None and out is not None:
         partial = partial_path(out)
@@ -268,7 +268,7 @@ def _online_pass(prepared: Prepared, partial: Path | None, resume: bool, checkpo
     """The online loop, resumed from ``partial`` when it holds this run's progress; (result, start batch)."""
     config = prepared.config
     key = run_key(prepared.stream.fingerprint(), config.method, prepared.hparams, prepared.model_info,
-                  data_identity(prepared.source, prepared.stream.domains))
+                  data_identity(prepared.source, prepared.stream.domains), config.precision)
     start, tally = resume_point(partial, key, prepared.adapted, fresh=not resume)
     if start:
         say(f"resuming at batch {start} of {len(prepared.stream)} from {partial} (--fresh to start over)")
