@@ -41,8 +41,9 @@ def test_detector_stays_iid_on_iid_batches_and_switches_on_single_class_batches(
 
 
 # Stated switching delays with the defaults (rho 0.1, enter 0.40, leave 0.28): from the i.i.d. level
-# (share about 0.2) to a correlated one of 0.55, the average needs 13 batches to pass 0.40
-# (0.55 - 0.35 * 0.9^k > 0.40); back from 0.55 to 0.2 it needs 14 to fall below 0.28.
+# (share about 0.2) to a correlated one of 0.55, the average needs 9 batches to pass 0.40
+# (0.55 - 0.35 * 0.9^k > 0.40); back from 0.55 to 0.2 it needs 15 to fall below 0.28
+# (0.2 + 0.35 * 0.9^k < 0.28); the constructed batches' shares scatter around those levels.
 SWITCH_TO_CORRELATED, SWITCH_TO_IID = 16, 16
 
 
