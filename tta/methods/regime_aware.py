@@ -48,14 +48,15 @@ from .eata import ETA_DEFAULTS, ETA_OPTIONS
 from .eata_step import ETAState, eta_step
 from .gradient import make_optimizer, norm_parameters
 from .lame_solver import AFFINITIES, DEFAULT_AFFINITY, DEFAULT_KNN, classifier_layer, features_and_logits, lame
-from .options import Option, when
+from .options import Option
 from .policy import get_stats
 from .registry import Resolved, register_method
 from .step_state import StepState
 
 log = logging.getLogger(__name__)
 
-#: detector defaults (tuned on ResNet-20, seed 2020, 1,000-5,000-image slices; see docs/methods.md)
+#: detector defaults, read off UnMix-TNS's predictions on ResNet-20, seed 2020, five domains at 5,000 images
+#: (continual, continual@0.1) and 2,000 per domain (mixed@0.1); see docs/methods.md
 RHO, ENTER, LEAVE, WARMUP = 0.1, 0.40, 0.28, 24
 
 
@@ -65,7 +66,7 @@ def dominant_share(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 class RegimeDetector(nn.Module):
-    """Smoothed correlation score and the regime it implies, with hysteresis (buffers: state)."""
+    """The smoothed dominant-class share and the regime it implies, with hysteresis (buffers: state)."""
 
     def __init__(self, rho: float, enter: float, leave: float, warmup: int = 0, start_correlated: bool = False) -> None:
         super().__init__()
@@ -158,12 +159,12 @@ def _regime_step(opts: Resolved):
         Option("affinity", str, DEFAULT_AFFINITY, "LAME feature affinity", choices=AFFINITIES),
         Option("knn", int, DEFAULT_KNN, "LAME neighbours", low=1),
         Option("force_symmetry", bool, False, "LAME: symmetrize the affinity"),
-        Option("rho", float, RHO, "detector: weight of the newest batch in the score's moving average",
-               low=0, open_low=True, high=1),
-        Option("enter", float, ENTER, "detector: switch to the correlated regime above this average score",
-               low=-1, high=1),
-        Option("leave", float, LEAVE, "detector: switch back to the i.i.d. regime below this average (<= enter)",
-               low=-1, high=1),
+        Option("rho", float, RHO, "detector: weight of the newest batch in the moving average of the "
+               "correlated branch's dominant-class share", low=0, open_low=True, high=1),
+        Option("enter", float, ENTER, "detector: switch to the correlated regime when the average share exceeds this",
+               low=0, high=1),
+        Option("leave", float, LEAVE, "detector: switch back to the i.i.d. regime when it falls below this "
+               "(<= enter)", low=0, high=1),
         Option("warmup", int, WARMUP, "detector: batches before the first switch (the UnMix-TNS components start "
                "at the source statistics and need a few batches to reach the domain)", low=0),
         Option("start", str, "iid", "regime assumed before the first batch", choices=("iid", "correlated")),

@@ -61,5 +61,6 @@ def get_shift(name: str) -> Shift:
 def listing() -> list[str]:
     """Lines for ``tta list shifts``."""
     lines = [f"{name:12s} {shift.summary}" for name, shift in SHIFTS.items()]
-    lines.append("label correlation on top of any shift: --delta D (Dirichlet; default 0.1 CIFAR-10, 0.01 CIFAR-100 and ImageNet) or --sorted; switching shifts need one (switching@0.1 in a sweep grid)")
+    lines.append("label correlation on top of any shift: --delta D (Dirichlet; default 0.1 CIFAR-10, 0.01 CIFAR-100 "
+                 "and ImageNet) or --sorted; switching shifts need one (switching@0.1 in a sweep grid)")
     return lines
