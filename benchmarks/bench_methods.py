@@ -78,6 +78,8 @@ WAVE2: list[tuple[str, dict]] = [
     ("rotta", {"stats": "unmix-tns", "stats_options": {"K": 16}}),
     ("note", {"stats": "unmix-tns", "stats_options": {"K": 16}}),
     ("lame", {"stats": "unmix-tns", "stats_options": {"K": 16}}),
+    # both regimes: i.i.d. (UnMix-TNS forward + ETA's step) and correlated (UnMix-TNS forward + LAME)
+    ("regime-aware", {}), ("regime-aware", {"start": "correlated"}),
 ]
 METHODS += WAVE2
 GRAD = ("tent", "alpha-bn-mcc", "momentum-decay-hbs", "rotta", "note", *dict.fromkeys(m for m, _ in WAVE2))
@@ -86,7 +88,7 @@ AVERAGED = ("rotta", "note")
 
 
 def label(method: str, opts: dict) -> str:
-    shown = {k: v for k, v in opts.items() if k in ("stats", "views_per_call")}
+    shown = {k: v for k, v in opts.items() if k in ("stats", "views_per_call", "start")}
     return method + (f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
 
 

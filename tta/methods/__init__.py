@@ -1,7 +1,7 @@
 """Adaptation methods. Importing this package registers every built-in method and statistics policy."""
 from . import (  # noqa: F401  (registration)
     adab2n, alpha_bn, alpha_bn_mcc, cotta, deyo, eata, iabn, lame, momentum_decay, momentum_decay_hbs, note, rbn,
-    rdumb, roid, rotta, sar, shot_im, source, tbn, tbn_ema, tent, unmix_tns,
+    rdumb, regime_aware, roid, rotta, sar, shot_im, source, tbn, tbn_ema, tent, unmix_tns,
 )
 from .adapter import Adapter
 from .base import check_batch

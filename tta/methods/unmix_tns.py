@@ -35,6 +35,15 @@ and ``tta run --seed s`` (which seeds torch before building the adapter) varies 
 with the run seed, as the official runs do. ``hparams()`` then records ``seed=None``:
 the run's seed determines it, and results of one setting stay one leaderboard row.
 
+A stratified initialisation (not the paper's; ``stratified_noise``) replaces the Gaussian
+draw by K fixed values per channel: the normal quantiles at (k + 1/2)/K, centred and scaled
+to sample variance 1, dealt to the components in a per-channel order the seed shuffles. The
+components' mixture then has exactly the source mean and variance in every channel, and the
+seed only decides which component gets which value. A composing method asks for it with
+``init="stratified"`` in the options it hands ``layer_factory`` (``regime-aware``'s
+``unmix_init``); it is not an option of ``unmix-tns`` itself, whose recorded hyperparameters
+(and so its board rows and resume keys) stay as they were. Without it the draw is the official one.
+
 BatchNorm1d layers keep the source statistics, as in the official ``UnMixTNS1d``.
 The layer adapts on every forward, whatever ``self.training`` says.
 """
@@ -65,6 +74,17 @@ INF = float("inf")
 def unmix_momentum(bn_momentum: float, batch_size: int, batch_size_max: int) -> float:
     """lam = 1 - (1 - m)^(B / B_max), the official batch-size-corrected momentum."""
     return 1.0 - (1.0 - bn_momentum) ** (batch_size / batch_size_max)
+
+
+def stratified_noise(K: int, channels: int, generator: torch.Generator) -> torch.Tensor:
+    """(K, C) noise whose every column holds the same K values, normal quantiles at (k + 1/2)/K
+    centred and scaled to sample variance 1, in an order drawn per column from ``generator``."""
+    p = (torch.arange(K, dtype=torch.float64) + 0.5) / K
+    q = 2.0 ** 0.5 * torch.erfinv(2.0 * p - 1.0)
+    q = q - q.mean()
+    q = q / q.square().sum().div(K - 1).sqrt()
+    order = torch.rand(channels, K, generator=generator).argsort(dim=1)  # (C, K)
+    return q[order].T.contiguous().float()
 
 
 class UnMixTNS2d(SourceStatsMixin, nn.Module):
@@ -155,7 +175,12 @@ class UnMixTNS(StatsPolicy):
         def make(bn: nn.Module) -> nn.Module:
             if isinstance(bn, nn.BatchNorm1d):
                 return SourceBatchNorm(bn)
-            noise = torch.randn(K, bn.num_features, generator=gen) if K > 1 else None
+            if K == 1:
+                noise = None
+            elif options.get("init", "random") == "stratified":
+                noise = stratified_noise(K, bn.num_features, gen)
+            else:
+                noise = torch.randn(K, bn.num_features, generator=gen)
             return UnMixTNS2d(bn, K, noise, options["alpha"], options["tau"],
                               options["batch_size"], options["batch_size_max"], scratch)
 

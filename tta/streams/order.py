@@ -193,6 +193,7 @@ def build_order(
     delta: float | None = None,
     sort_labels: bool = False,
     protocol: str = "tta",
+    correlated: Sequence[bool] | None = None,
 ) -> list[Block]:
     """Blocks of a stream: which samples, in which order.
 
@@ -210,11 +211,17 @@ def build_order(
     samples (its domains' rows, domain after domain) are ``random.shuffle``-d, then
     ``random.sample``-d down to ``n_examples`` (the reference's NUM_EX: of the pooled
     set on the mixed shift), then ``sort_by_dirichlet``-ed or sorted by label.
+
+    ``correlated`` (one flag per block; None: every block) limits the label correlation to the
+    flagged blocks, the others keep their i.i.d. order (the ``switching`` shifts). A block's
+    draws do not depend on the flags of the others.
     """
+    if correlated is not None and len(correlated) != len(block_domains):
+        raise InputError(f"{len(correlated)} correlation flags for {len(block_domains)} blocks; pass one per block")
     if protocol not in PROTOCOLS:
         raise InputError(f"unknown stream protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     if protocol == "reference":
-        return _reference_order(labels, block_domains, seed, n_examples, delta, sort_labels)
+        return _reference_order(labels, block_domains, seed, n_examples, delta, sort_labels, correlated)
     base: dict[int, np.ndarray] = {}
     blocks = []
     for b, members in enumerate(block_domains):
@@ -230,7 +237,7 @@ def build_order(
         if len(members) > 1:
             mix = rng.permutation(len(index))
             domain, index = domain[mix], index[mix]
-        if sort_labels or delta is not None:
+        if (sort_labels or delta is not None) and (correlated is None or correlated[b]):
             y_stream = _labels_of(labels, members, domain, index)
             perm = class_sorted_order(y_stream) if sort_labels or delta == 0 else dirichlet_order(y_stream, delta, rng)
             domain, index = domain[perm], index[perm]
@@ -252,9 +259,10 @@ def _reference_order(
     n_examples: int | None,
     delta: float | None,
     sort_labels: bool,
+    correlated: Sequence[bool] | None = None,
 ) -> list[Block]:
     blocks = []
-    for members in block_domains:
+    for b, members in enumerate(block_domains):
         py_rng, np_rng = random.Random(seed), np.random.RandomState(seed)  # reseeded for every domain
         domain = np.concatenate([np.full(len(labels[d]), d, dtype=np.int64) for d in members])
         index = np.concatenate([np.arange(len(labels[d]), dtype=np.int64) for d in members])
@@ -263,7 +271,7 @@ def _reference_order(
         if n_examples is not None:
             order = py_rng.sample(order, k=min(n_examples, len(order)))
         domain, index = domain[order], index[order]
-        if sort_labels or delta is not None:
+        if (sort_labels or delta is not None) and (correlated is None or correlated[b]):
             y_stream = _labels_of(labels, members, domain, index)
             if sort_labels or delta == 0:
                 perm = class_sorted_order(y_stream)  # list.sort(key=label) is stable too

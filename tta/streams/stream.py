@@ -209,6 +209,9 @@ def make_stream(
     if not names:
         raise InputError("no domains to stream; pass --domains with at least one corruption")
     source.check_domains(names)
+    if spec.correlated_parity is not None and delta is None and not sort_labels and order_file is None:
+        raise InputError(f"shift {spec.name!r} switches between i.i.d. and correlated labels and needs a label "
+                         f"correlation; pass --delta 0.1 (or --sorted), or {spec.name}@0.1 in a sweep grid")
     block_keys = spec.blocks(names, int(severity))
     keys: list[tuple[str, int]] = []
     for block in block_keys:
@@ -228,6 +231,7 @@ def make_stream(
             delta=delta,
             sort_labels=sort_labels,
             protocol=protocol,
+            correlated=[spec.correlated(b) for b in range(len(block_keys))],
         )
         order = StreamOrder(described, blocks)
     if n_examples is not None:  # the count actually drawn: a domain smaller than n_examples gives all it has
