@@ -34,6 +34,9 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
         "lr", "beta",
         "momentum", "nesterov", "weight_decay"),
     "rbn": ("alpha",),
+    "regime-aware": ("d_margin", "margin_factor", "optimizer", "lr", "beta", "momentum", "nesterov", "weight_decay",
+        "stats", "stats_options", "unmix_init", "affinity", "knn", "force_symmetry", "rho", "enter", "leave", "warmup",
+        "start"),
     "rdumb": ("stats", "stats_options", "d_margin", "margin_factor", "optimizer", "lr", "beta", "momentum",
         "nesterov",
         "weight_decay", "reset_every"),
@@ -59,7 +62,7 @@ STATS_POLICIES: tuple[str, ...] = (
 #: methods asked for by name that tta deliberately does not build (``tta.methods.registry.WITHHELD`` says why)
 WITHHELD_METHODS: tuple[str, ...] = ("core",)
 #: shift protocols (``tta list shifts``)
-SHIFTS: tuple[str, ...] = ("iid", "continual", "mixed", "gradual")
+SHIFTS: tuple[str, ...] = ("iid", "continual", "mixed", "gradual", "switching", "switching-reverse")
 #: option names a composing method still accepts, renamed (``tta.methods.registry._deprecated_norm_alias``)
 RENAMED_OPTIONS = {"norm": "stats", "norm_options": "stats_options"}
 
