@@ -1,4 +1,4 @@
-"""Default result names: readable, and never shared by two configurations (tta.naming)."""
+"""Default result names: readable, and never shared by two configurations (tta.result_name)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from tta.cli.main import cli
-from tta.naming import config_digest, default_result_name
+from tta.result_name import config_digest, default_result_name
 from tta.results import configuration_of
 
 

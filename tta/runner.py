@@ -23,7 +23,7 @@ from .errors import InputError, WriteError
 from .evaluate import RunInterrupted, evaluate
 from .experiment import Prepared, RunConfig, finish, prepare
 from .lock import output_lock
-from .naming import DEFAULT_RESULTS_DIR, default_result_name
+from .result_name import DEFAULT_RESULTS_DIR, default_result_name
 from .results import check_overwrite, configuration
 from .resume import (data_identity, discard_partial, partial_path, resume_point, run_key, save_partial,
                      stop_on_signals)
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class AutoOutput:
     """Pass as ``output`` to write ``<folder>/<default name>``: readable, plus a digest of the result-determining
-    configuration, so different configurations never share a file (``tta.naming``)."""
+    configuration, so different configurations never share a file (``tta.result_name``)."""
 
     folder: str = DEFAULT_RESULTS_DIR
 
@@ -127,7 +127,7 @@ def fill_placeholders(output: str | Path, values: Mapping[str, Any]) -> str:
 
 def resolve_output(output: str | Path | AutoOutput, prepared: Prepared, configuration: dict[str, Any]) -> Path:
     """``output`` with ``{dataset}``, ``{method}``, ``{shift}`` and ``{seed}`` filled in from the prepared run;
-    for an ``AutoOutput``, its folder and the run's default name (``tta.naming.default_result_name``)."""
+    for an ``AutoOutput``, its folder and the run's default name (``tta.result_name.default_result_name``)."""
     if isinstance(output, AutoOutput):
         name = default_result_name(
             dataset=prepared.source.dataset, model=prepared.model_info.get("name"), method=prepared.config.method,
