@@ -1,0 +1,134 @@
+"""Take down the local Ray cluster a sweep started when the sweep process dies, however it dies.
+
+Ray ties its head processes (GCS, raylet) to the driver with ``PR_SET_PDEATHSIG``, but the
+raylet's own children are not: after a ``kill -9`` of ``tta sweep --backend ray`` the dashboard
+and runtime-env agents noticed the dead raylet at once yet lived on under PID 1 for about a
+minute (Ray 2.60), holding memory and ports with nobody to stop them.
+
+So before it starts a cluster, the sweep starts this reaper and marks the cluster's processes:
+a random token in an environment variable, set while ``ray.init`` spawns the head, which every
+process Ray starts from there (raylet, agents, workers, their children) inherits. The reaper
+waits on a pipe whose only writer is the sweep; the kernel closes it when the sweep process
+ends (all of it, unlike ``PR_SET_PDEATHSIG``, which fires when the spawning *thread* ends), and
+the reaper then SIGKILLs every process that carries the token until none is left, and exits.
+
+A process carries the token only if this sweep's cluster started it, so a cluster joined at an
+address, other users' processes and other sweeps' clusters are never touched; nothing is signalled
+by name. A running cell is killed as the raylet's death would kill it a few seconds later anyway;
+its last saved progress stays, and the cell is run again by the next sweep.
+
+This file is also the reaper's program (``python -I ray_reaper.py FD``, the token first on the pipe): standard library
+only, so it starts in milliseconds and needs neither torch nor Ray.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+#: the environment variable that marks the processes of a cluster started by a sweep
+ENV = "TTA_RAY_SESSION"
+
+#: how long the reaper keeps looking for marked processes after the first sweep that finds none
+#: (a process forked while it kills) and at most in all
+_SETTLE_S = 0.3
+_GIVE_UP_S = 30.0
+
+
+def marked(token: str, proc: Path = Path("/proc")) -> list[int]:
+    """PIDs of the live processes whose environment has ``ENV=token`` (only the caller's own are readable)."""
+    entry = f"{ENV}={token}".encode()
+    out = []
+    for environ in proc.glob("[0-9]*/environ"):
+        try:
+            if entry in environ.read_bytes().split(b"\0"):
+                out.append(int(environ.parent.name))
+        except (OSError, ValueError):  # gone, or another user's (a zombie's environ reads empty)
+            continue
+    return out
+
+
+def reap(token: str) -> None:
+    """SIGKILL every process marked with ``token`` (but this one) until none is left for a moment."""
+    me, start, quiet_since = os.getpid(), time.monotonic(), None
+    while time.monotonic() - start < _GIVE_UP_S:
+        found = [pid for pid in marked(token) if pid != me]
+        for pid in found:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        now = time.monotonic()
+        if found:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= _SETTLE_S:
+            return
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def reaped_cluster() -> Iterator[str]:
+    """Mark the processes started inside this block and start a reaper that kills them when this process ends.
+
+    Use it around the ``ray.init`` that starts a local cluster; yields the token. Linux only
+    (it reads ``/proc``); elsewhere it does nothing. The mark is taken off this process's
+    environment again on the way out, so later subprocesses of the caller are not marked.
+    """
+    if not sys.platform.startswith("linux"):
+        yield ""
+        return
+    token = secrets.token_hex(16)
+    read_end, write_end = os.pipe()  # not inheritable: Ray's and multiprocessing's children do not hold it
+    try:
+        subprocess.Popen([sys.executable, "-I", __file__, str(read_end)], pass_fds=(read_end,),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)  # out of reach of Ctrl-C and hang-ups aimed at the sweep
+    except OSError:
+        os.close(write_end)
+        os.close(read_end)
+        yield ""
+        return
+    os.close(read_end)
+    os.write(write_end, token.encode() + b"\n")  # not on the command line, where other users could read it
+    # kept open (and deliberately never closed) for the life of this process: its end is the signal
+    _writers.append(write_end)
+    before = os.environ.get(ENV)
+    os.environ[ENV] = token
+    try:
+        yield token
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
+
+
+_writers: list[int] = []
+
+
+def _main(argv: list[str]) -> None:
+    fd = int(argv[0])
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    got = b""
+    while True:  # the token, then EOF once the sweep process is gone (nobody writes to the pipe any more)
+        try:
+            chunk = os.read(fd, 64)
+        except OSError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    token = got.split(b"\n", 1)[0].decode("ascii", "replace")
+    if len(token) == 32:  # a sweep that died before it wrote the token marked nothing
+        reap(token)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
