@@ -23,17 +23,21 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 REPO = Path(__file__).resolve().parents[1]
 
 # A stand-in for the sweep: inside the block it starts a "raylet", which starts an "agent", which
-# starts a child in a session of its own; after the block, an unrelated child of its own.
+# starts a child in a session of its own, and a "cell" (titled as Ray titles one) that saves on
+# SIGTERM; after the block, an unrelated child of its own.
 _STANDIN = textwrap.dedent("""
     import subprocess, sys, time
     from tta.sweep.ray_reaper import reaped_cluster
     sleep = [sys.executable, "-c", "import time; time.sleep(120)"]
     agent = f"import subprocess, time; subprocess.Popen({sleep!r}, start_new_session=True); time.sleep(120)"
     raylet = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {agent!r}]); time.sleep(120)"
+    cell = ("import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.5), "
+            "open(sys.argv[1], 'w').write('saved'), sys.exit(0))); time.sleep(120)")
     with reaped_cluster():
         head = subprocess.Popen([sys.executable, "-c", raylet])
+        worker = subprocess.Popen(["ray::run_cell", "-c", cell, sys.argv[1]], executable=sys.executable)
     other = subprocess.Popen(sleep, start_new_session=True)
-    print(head.pid, other.pid, flush=True)
+    print(head.pid, worker.pid, other.pid, flush=True)
     time.sleep(120)
 """)
 
@@ -49,20 +53,23 @@ def _tree(pid: int) -> list[int]:
 
 def test_the_reaper_kills_every_marked_process_and_only_those_when_its_owner_dies(tmp_path):
     (tmp_path / "standin.py").write_text(_STANDIN)
-    owner = subprocess.Popen([sys.executable, str(tmp_path / "standin.py")], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    saved = tmp_path / "saved"
+    owner = subprocess.Popen([sys.executable, str(tmp_path / "standin.py"), str(saved)], cwd=REPO, stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
     other = None
     try:
-        head, other = map(int, owner.stdout.readline().split())
+        head, worker, other = map(int, owner.stdout.readline().split())
         deadline = time.time() + 30
         while len(_tree(head)) < 2 and time.time() < deadline:
             time.sleep(0.05)
-        marked = [head, *_tree(head)]
-        assert len(marked) == 3, marked
+        marked = [head, *_tree(head), worker]
+        assert len(marked) == 4, marked
+        time.sleep(0.5)  # the cell's handler is installed
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
         assert not _alive_after(marked, 5), "marked processes outlived their sweep"
         assert _alive(other), "an unmarked process of the dead sweep was killed"
+        assert saved.read_text() == "saved"  # the cell got SIGTERM, and time to save, before anything harsher
     finally:
         for pid in (owner.pid, other):
             if pid is not None and _alive(pid):
@@ -117,7 +124,7 @@ def _cmdline(pid: int) -> str:
 
 
 @pytest.mark.slow
-def test_sigkill_of_a_ray_sweep_leaves_no_process_of_its_cluster(tmp_path):
+def test_sigkill_of_a_ray_sweep_leaves_no_process_of_its_cluster_and_saves_the_running_cell(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed; pip install 'tta-toolkit[ray]' (CI's test extra has it)")
     proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *_ray_sweep_args(tmp_path)],
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
@@ -130,7 +137,7 @@ def test_sigkill_of_a_ray_sweep_leaves_no_process_of_its_cluster(tmp_path):
             time.sleep(0.2)
         else:
             pytest.fail(f"the Ray cell never started: {proc.stderr.read() if proc.poll() is not None else ''}")
-        time.sleep(1)
+        time.sleep(3)  # past loading, into the batches
         cluster = _tree(proc.pid)
         names = {p: _cmdline(p)[:60] for p in cluster}
         assert any(n.startswith("ray::DashboardAgent") or n.startswith("ray::RuntimeEnvAgent") for n in names.values()), names
@@ -138,6 +145,9 @@ def test_sigkill_of_a_ray_sweep_leaves_no_process_of_its_cluster(tmp_path):
         proc.wait()
         left = _alive_after(cluster, 5)
         assert not left, f"still running 5 s after the sweep was killed: {[names[p] for p in left]}"
+        # the running cell got SIGTERM before the rest went: it saved its progress after its batch
+        saved = list((tmp_path / "runs.db.partial").glob("*.partial.pt"))
+        assert len(saved) == 1 and saved[0].stat().st_size > 0, saved
     finally:
         if proc.poll() is None:
             proc.kill()

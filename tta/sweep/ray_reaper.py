@@ -38,6 +38,11 @@ ENV = "TTA_RAY_SESSION"
 #: how long the reaper keeps looking for marked processes after the first sweep that finds none
 #: (a process forked while it kills) and at most in all
 _SETTLE_S = 0.3
+#: a Ray worker running a cell (Ray titles a worker by its task's function: ``tta.sweep.worker.run_cell``)
+CELL_TITLE = b"ray::run_cell"
+#: how long a running cell may take to finish its batch and save its progress before it is killed;
+#: Ray's worker exits by itself about 3 s after its raylet died, which bounds what a longer wait could win
+CELL_GRACE_S = 3.0
 _GIVE_UP_S = 30.0
 
 
@@ -54,14 +59,25 @@ def marked(token: str, proc: Path = Path("/proc")) -> list[int]:
     return out
 
 
-def reap(token: str) -> None:
-    """SIGKILL every process marked with ``token`` (but this one) until none is left for a moment."""
-    me, start, quiet_since = os.getpid(), time.monotonic(), None
+def reap(token: str, cell_grace_s: float = CELL_GRACE_S) -> None:
+    """Kill every process marked with ``token`` (but this one) until none is left for a moment.
+
+    A worker running a cell (``ray::run_cell``) gets SIGTERM first, to stop after its batch
+    and save its progress, and SIGKILL only if it is still there ``cell_grace_s`` later; the
+    rest get SIGKILL at once.
+    """
+    me, start, quiet_since, warned = os.getpid(), time.monotonic(), None, set()
     while time.monotonic() - start < _GIVE_UP_S:
         found = [pid for pid in marked(token) if pid != me]
+        patient = time.monotonic() - start < cell_grace_s
         for pid in found:
+            cell = patient and _is_cell(pid)
+            if cell and pid in warned:
+                continue
             with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGTERM if cell else signal.SIGKILL)
+            if cell:
+                warned.add(pid)
         now = time.monotonic()
         if found:
             quiet_since = None
@@ -70,6 +86,13 @@ def reap(token: str) -> None:
         elif now - quiet_since >= _SETTLE_S:
             return
         time.sleep(0.05)
+
+
+def _is_cell(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(CELL_TITLE)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -98,15 +121,20 @@ def reaped_cluster() -> Iterator[str]:
     os.write(write_end, token.encode() + b"\n")  # not on the command line, where other users could read it
     # kept open (and deliberately never closed) for the life of this process: its end is the signal
     _writers.append(write_end)
-    before = os.environ.get(ENV)
+    # SPT_NOENV: Ray titles its Python processes ("ray::DashboardAgent") with setproctitle, which
+    # by default writes over the memory /proc/PID/environ shows, mark included, unless told not to
+    # (titles are then limited to the length of the command line, which Ray's long ones exceed)
+    before = {name: os.environ.get(name) for name in (ENV, "SPT_NOENV")}
     os.environ[ENV] = token
+    os.environ["SPT_NOENV"] = before["SPT_NOENV"] or "1"
     try:
         yield token
     finally:
-        if before is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = before
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 _writers: list[int] = []
