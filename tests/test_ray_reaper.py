@@ -54,8 +54,9 @@ def _tree(pid: int) -> list[int]:
 def test_the_reaper_kills_every_marked_process_and_only_those_when_its_owner_dies(tmp_path):
     (tmp_path / "standin.py").write_text(_STANDIN)
     saved = tmp_path / "saved"
-    owner = subprocess.Popen([sys.executable, str(tmp_path / "standin.py"), str(saved)], cwd=REPO, stdout=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    owner = subprocess.Popen([sys.executable, str(tmp_path / "standin.py"), str(saved)], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                             start_new_session=True)
     other = None
     try:
         head, worker, other = map(int, owner.stdout.readline().split())
@@ -140,7 +141,7 @@ def test_sigkill_of_a_ray_sweep_leaves_no_process_of_its_cluster_and_saves_the_r
         time.sleep(3)  # past loading, into the batches
         cluster = _tree(proc.pid)
         names = {p: _cmdline(p)[:60] for p in cluster}
-        assert any(n.startswith("ray::DashboardAgent") or n.startswith("ray::RuntimeEnvAgent") for n in names.values()), names
+        assert any(n.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")) for n in names.values()), names
         os.kill(proc.pid, signal.SIGKILL)  # no handler, no atexit, no ray.shutdown
         proc.wait()
         left = _alive_after(cluster, 5)

@@ -1,24 +1,26 @@
 """Take down the local Ray cluster a sweep started when the sweep process dies, however it dies.
 
-Ray ties its head processes (GCS, raylet) to the driver with ``PR_SET_PDEATHSIG``, but the
-raylet's own children are not: after a ``kill -9`` of ``tta sweep --backend ray`` the dashboard
-and runtime-env agents noticed the dead raylet at once yet lived on under PID 1 for about a
-minute (Ray 2.60), holding memory and ports with nobody to stop them.
+Ray ties its head processes (GCS, raylet) to the driver with ``PR_SET_PDEATHSIG``, but not the
+raylet's own children: after a ``kill -9`` of ``tta sweep --backend ray`` the dashboard and
+runtime-env agents noticed the dead raylet at once yet lived on under PID 1 for about a minute
+(Ray 2.60), and the running cell died with its raylet a few seconds later without saving.
 
 So before it starts a cluster, the sweep starts this reaper and marks the cluster's processes:
 a random token in an environment variable, set while ``ray.init`` spawns the head, which every
 process Ray starts from there (raylet, agents, workers, their children) inherits. The reaper
 waits on a pipe whose only writer is the sweep; the kernel closes it when the sweep process
 ends (all of it, unlike ``PR_SET_PDEATHSIG``, which fires when the spawning *thread* ends), and
-the reaper then SIGKILLs every process that carries the token until none is left, and exits.
+the reaper then kills every process that carries the token until none is left, and exits: a
+worker running a cell gets SIGTERM first, to save its progress after its batch (``tta.resume``)
+as a local worker does, the rest SIGKILL.
 
 A process carries the token only if this sweep's cluster started it, so a cluster joined at an
-address, other users' processes and other sweeps' clusters are never touched; nothing is signalled
-by name. A running cell is killed as the raylet's death would kill it a few seconds later anyway;
-its last saved progress stays, and the cell is run again by the next sweep.
+address, other users' processes and other sweeps' clusters are never touched; nothing is
+signalled by name alone. The pipe's write end is not inherited across ``exec``; a child forked
+without exec would hold it and delay the reaper until that child ends too (the sweep forks none).
 
-This file is also the reaper's program (``python -I ray_reaper.py FD``, the token first on the pipe): standard library
-only, so it starts in milliseconds and needs neither torch nor Ray.
+This file is also the reaper's program (``python -I ray_reaper.py FD``, the token first on the
+pipe): standard library only, so it starts in milliseconds and needs neither torch nor Ray.
 """
 from __future__ import annotations
 
@@ -35,19 +37,22 @@ from pathlib import Path
 #: the environment variable that marks the processes of a cluster started by a sweep
 ENV = "TTA_RAY_SESSION"
 
-#: how long the reaper keeps looking for marked processes after the first sweep that finds none
-#: (a process forked while it kills) and at most in all
+#: how long the reaper keeps looking for marked processes after the first scan that finds none
+#: (a process forked while it kills), and at most in all
 _SETTLE_S = 0.3
+_GIVE_UP_S = 30.0
 #: a Ray worker running a cell (Ray titles a worker by its task's function: ``tta.sweep.worker.run_cell``)
 CELL_TITLE = b"ray::run_cell"
 #: how long a running cell may take to finish its batch and save its progress before it is killed;
 #: Ray's worker exits by itself about 3 s after its raylet died, which bounds what a longer wait could win
 CELL_GRACE_S = 3.0
-_GIVE_UP_S = 30.0
+
+#: the reapers started by this process, with the write ends of their pipes
+_reapers: list[tuple[subprocess.Popen, int]] = []
 
 
 def marked(token: str, proc: Path = Path("/proc")) -> list[int]:
-    """PIDs of the live processes whose environment has ``ENV=token`` (only the caller's own are readable)."""
+    """PIDs of the live processes whose environment has ``ENV=token`` (other users' processes are not readable)."""
     entry = f"{ENV}={token}".encode()
     out = []
     for environ in proc.glob("[0-9]*/environ"):
@@ -109,7 +114,7 @@ def reaped_cluster() -> Iterator[str]:
     token = secrets.token_hex(16)
     read_end, write_end = os.pipe()  # not inheritable: Ray's and multiprocessing's children do not hold it
     try:
-        subprocess.Popen([sys.executable, "-I", __file__, str(read_end)], pass_fds=(read_end,),
+        reaper = subprocess.Popen([sys.executable, "-I", __file__, str(read_end)], pass_fds=(read_end,),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)  # out of reach of Ctrl-C and hang-ups aimed at the sweep
     except OSError:
@@ -120,7 +125,7 @@ def reaped_cluster() -> Iterator[str]:
     os.close(read_end)
     os.write(write_end, token.encode() + b"\n")  # not on the command line, where other users could read it
     # kept open (and deliberately never closed) for the life of this process: its end is the signal
-    _writers.append(write_end)
+    _reapers.append((reaper, write_end))
     # SPT_NOENV: Ray titles its Python processes ("ray::DashboardAgent") with setproctitle, which
     # by default writes over the memory /proc/PID/environ shows, mark included, unless told not to
     # (titles are then limited to the length of the command line, which Ray's long ones exceed)
@@ -135,9 +140,6 @@ def reaped_cluster() -> Iterator[str]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-_writers: list[int] = []
 
 
 def _main(argv: list[str]) -> None:
