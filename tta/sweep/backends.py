@@ -7,6 +7,7 @@ that finished (``outcome`` as from ``tta.sweep.worker.run_cell``), and ``close()
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..atomic import write_json
 from ..errors import InputError
+from .ray_reaper import reaped_cluster
 from .worker import run_cell
 
 log = logging.getLogger(__name__)
@@ -173,8 +175,11 @@ class RayBackend:
             raise InputError("the ray backend needs Ray; pip install 'tta-toolkit[ray]' (or use --backend local)") from None
         self.ray = ray
         if not ray.is_initialized():
-            # an existing cluster at --address; else a local one on this machine
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            # an existing cluster at --address; else a local one on this machine, whose processes a
+            # reaper kills when this process dies (Ray leaves some of them running for a minute)
+            own = address in (None, "local")
+            with reaped_cluster() if own else contextlib.nullcontext():
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         resources = ray.cluster_resources()
         gpus = 1 if resources.get("GPU", 0) >= 1 else 0
         self.remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=max_retries)(run_cell)
