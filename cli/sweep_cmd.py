@@ -74,7 +74,7 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     from tta.errors import InputError  # noqa: PLC0415
-    from tta.store import Store  # noqa: PLC0415
+    from tta.sweep.store import Store  # noqa: PLC0415
     from tta.sweep import Grid, make_backend, override, plan, read_grid, sweep  # noqa: PLC0415
     from tta.sweep.grid import split_list  # noqa: PLC0415
 
@@ -172,9 +172,10 @@ def store_import_cmd(store_path: str, paths: tuple[Path, ...]) -> None:
     \b
     tta store import runs.db tta-results/ extra/r.json
     """
-    from tta.leaderboard import load_results, setting_of  # noqa: PLC0415
+    from tta.pipeline.setting import setting_of
+    from tta.report.leaderboard import load_results  # noqa: PLC0415
     from tta.schema import IMPORTABLE, check  # noqa: PLC0415
-    from tta.store import Store  # noqa: PLC0415
+    from tta.sweep.store import Store  # noqa: PLC0415
     from tta.sweep.cells import cell_id, rerun_command  # noqa: PLC0415
 
     docs = load_results(paths)
@@ -207,7 +208,7 @@ def store_export_cmd(store_path: str, outdir: Path) -> None:
     from tta.atomic import write_text  # noqa: PLC0415
     from tta.errors import InputError  # noqa: PLC0415
     from tta.safepath import child  # noqa: PLC0415
-    from tta.store import Store, is_store  # noqa: PLC0415
+    from tta.sweep.store import Store, is_store  # noqa: PLC0415
 
     if not is_store(store_path):
         raise InputError(f"{store_path} is not a result store; pass the database of `tta sweep --store`")

@@ -9,9 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from tta.cli.main import cli
-from tta.evaluate import evaluate, expected_calibration_error
+from tta.pipeline.evaluate import evaluate, expected_calibration_error
 from tta.atomic import write_bytes as atomic_write_bytes
-from tta.results import SCHEMA, markdown_table, read_json
+from tta.pipeline.results import SCHEMA, markdown_table, read_json
 from tta.streams import make_stream
 
 from test_streams_order import ToySource

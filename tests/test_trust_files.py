@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from tta import atomic, build_model
 from tta.cli.main import cli
 from tta.schema import ListOf, Maybe, NUMBER, problem
-from tta.store import Store
+from tta.sweep.store import Store
 
 from test_trust_paths import result_doc
 

@@ -186,7 +186,7 @@ def result_problem(doc: Any) -> str | None:
         names = [d["name"] for d in domains]
         same = len({d.get("severity") for d in domains}) == 1 and len(set(names)) == len(names)
         keys = names if same else [d["name"] if d.get("severity") is None else f"{d['name']}@{d['severity']}"
-                                   for d in domains]  # as tta.evaluate names them
+                                   for d in domains]  # as tta.pipeline.evaluate names them
         if set(errors) != set(keys):
             def names_of(items: Any) -> str:
                 text = ", ".join(sorted(map(str, items)))

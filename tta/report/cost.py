@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..labels import variant_label
+from .labels import variant_label
 
 
 @dataclass(frozen=True)

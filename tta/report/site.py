@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
-from ..leaderboard import build
-from ..render import render
-from ..results import DEMO_BANNER
+from .leaderboard import build
+from .render import render
+from ..pipeline.results import DEMO_BANNER
 from . import view as V
 from .cost import Cost, from_bench, from_runs
 from .published import matching, source_text
@@ -39,7 +39,7 @@ def _boundaries(doc: dict[str, Any]) -> list[int]:
 
 
 def build_views(docs: list[dict[str, Any]], archives: list[dict[str, Any]] | None = None) -> list[V.SettingView]:
-    """One view per setting: result documents grouped by ``tta.leaderboard``, archived rows pooled in by label."""
+    """One view per setting: result documents grouped by ``tta.report.leaderboard``, archived rows pooled in by label."""
     views: dict[str, V.SettingView] = {}
     for board in build(docs):
         st = board.setting

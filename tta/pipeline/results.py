@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .atomic import json_safe
-from .errors import InputError
-from .schema import check_result
+from ..atomic import json_safe
+from ..errors import InputError
+from ..schema import check_result
+
+if TYPE_CHECKING:
+    from .evaluate import OnlineMetrics
+    from .prepare import Prepared
 
 SCHEMA = "tta.result"
 SCHEMA_VERSION = 1
@@ -66,6 +71,24 @@ def build_result(
         "runtime": runtime,
         "versions": versions,
     }
+
+
+def record(prepared: Prepared, metrics: OnlineMetrics, resumed_at_batch: int = 0) -> dict[str, Any]:
+    """The result document of a finished run (stage five of ``tta.run``)."""
+    from ..runtime import runtime_info, versions  # noqa: PLC0415  (torch; the readers of results do without it)
+
+    doc = build_result(
+        method=prepared.config.method,
+        hparams=prepared.hparams,
+        model=prepared.model_info,
+        data={**prepared.source.describe(), "notes": prepared.notes},
+        stream=prepared.stream.describe(),
+        metrics=metrics.as_dict(),
+        runtime={**runtime_info(prepared.device), "config": asdict(prepared.config)},
+        versions=versions(),
+    )
+    doc["stream"]["resumed_at_batch"] = resumed_at_batch
+    return doc
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -137,6 +160,12 @@ def configuration(method: str, hparams: dict[str, Any], model: dict[str, Any], d
     if precision != "fp32":
         config["precision"] = precision
     return json.loads(json.dumps(json_safe(config)))
+
+
+def configuration_of_run(prepared: Prepared) -> dict[str, Any]:
+    """``configuration`` of a prepared run: it names default outputs and guards existing ones."""
+    return configuration(prepared.config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
+                         prepared.stream.fingerprint(), prepared.config.precision)
 
 
 def configuration_of(doc: dict[str, Any]) -> dict[str, Any]:
