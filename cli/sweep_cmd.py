@@ -172,7 +172,7 @@ def store_import_cmd(store_path: str, paths: tuple[Path, ...]) -> None:
     \b
     tta store import runs.db tta-results/ extra/r.json
     """
-    from tta.pipeline.setting import setting_of
+    from tta.pipeline.setting import setting_of  # noqa: PLC0415
     from tta.report.leaderboard import load_results  # noqa: PLC0415
     from tta.schema import IMPORTABLE, check  # noqa: PLC0415
     from tta.sweep.store import Store  # noqa: PLC0415

@@ -87,8 +87,8 @@ def _board_fails(args, match):
 
 
 @pytest.mark.parametrize("edit, match", [
-    (lambda d: d["metrics"].pop("mean_domain_error"), "metrics.mean_domain_error is None"),
-    (lambda d: d["metrics"].update(mean_domain_error="12%"), "not a number"),
+    (lambda d: d["metrics"].pop("mean_domain_error"), "metrics.mean_domain_error is missing"),
+    (lambda d: d["metrics"].update(mean_domain_error="12%"), "not a finite number"),
     (lambda d: d["metrics"]["domain_errors"].update(gaussian_noise="x"), "domain_errors"),
     (lambda d: d.update(schema_version=99), "schema_version 99 is newer"),
 ])

@@ -26,14 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..atomic import json_safe
 from ..errors import InputError
-from ..schema import check_result
+from ..schema import RESULT_SCHEMA, RESULT_SCHEMA_VERSION, check_result
 
 if TYPE_CHECKING:
     from .evaluate import OnlineMetrics
     from .prepare import Prepared
 
-SCHEMA = "tta.result"
-SCHEMA_VERSION = 1
 DEMO_BANNER = "DEMO RUN: embedded scikit-learn digits, NOT CIFAR-10-C; the numbers are not benchmark results"
 
 
@@ -58,8 +56,8 @@ def build_result(
 ) -> dict[str, Any]:
     """Assemble a result document in the current schema."""
     return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
+        "schema": RESULT_SCHEMA,
+        "schema_version": RESULT_SCHEMA_VERSION,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "demo": bool(data.get("demo")),
         **({"notice": DEMO_BANNER} if data.get("demo") else {}),
@@ -97,7 +95,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
         doc = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"cannot read {path} as JSON ({exc}); pass a file written by tta run") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") != RESULT_SCHEMA:
         schema = doc.get("schema") if isinstance(doc, dict) else None
         raise InputError(f"{path} is not a tta result (schema {schema!r}); pass a file written by tta run")
     return check_result(doc, str(path))

@@ -13,16 +13,15 @@ import csv
 import io
 import json
 import logging
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import InputError
-from ..pipeline.results import DEMO_BANNER, SCHEMA, SCHEMA_VERSION
+from ..pipeline.results import DEMO_BANNER
 from ..pipeline.setting import Setting, setting_of
-from ..schema import result_problem
+from ..schema import RESULT_SCHEMA, result_problem
 from ..sweep.store import Store, is_store
 from .labels import value_text, variant_label
 
@@ -107,14 +106,13 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
                 raise InputError(f"cannot read {path} as JSON ({exc}); pass a file written by `tta run`") from None
             log.warning("skipping %s: not readable JSON (%s)", path, exc)
             continue
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        if not isinstance(doc, dict) or doc.get("schema") != RESULT_SCHEMA:
             if explicit:
-                raise InputError(f"{path} is not a tta result (no schema {SCHEMA!r}); pass a file written by `tta run`")
+                raise InputError(f"{path} is not a tta result (no schema {RESULT_SCHEMA!r}); pass a file written by `tta run`")
             log.info("skipping %s: not a tta result", path)
             continue
-        problem = _malformed(doc)
-        found = None if problem else result_problem(doc)  # then the shared schema: types, finite numbers, domains
-        problem = problem or (f"{found}; rerun it with `tta run` or remove it" if found else None)
+        found = result_problem(doc)  # the one schema (tta.schema): types, finite numbers, domains, their mean
+        problem = f"{found}; rerun it with `tta run` or remove it" if found else None
         if problem:
             if explicit:
                 raise InputError(f"{path}: {problem}")
@@ -123,49 +121,6 @@ def load_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         doc["_path"] = str(path)
         docs.append(doc)
     return docs
-
-
-_REQUIRED = (("method", "name"), ("stream", "fingerprint"), ("stream", "shift"), ("stream", "batch_size"),
-             ("stream", "seed"), ("model", "name"), ("data", "label"))
-
-
-def _is_number(value: Any) -> bool:
-    """A finite int or float (JSON as Python reads it may hold NaN and Infinity)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _malformed(doc: dict[str, Any]) -> str | None:
-    """Why ``doc`` cannot be ranked (a newer schema, missing or non-numeric metrics), or None."""
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        return (f"schema_version {version!r} is newer than this tta reads ({SCHEMA_VERSION}); "
-                "upgrade tta to rank it")
-    fix = "rerun it with `tta run` or remove it"
-    for outer, inner in _REQUIRED:
-        if not isinstance(doc.get(outer), dict) or inner not in doc[outer]:
-            return f"it has no {outer}.{inner}; {fix}"
-    m = doc.get("metrics")
-    if not isinstance(m, dict):
-        return f"it has no metrics; {fix}"
-    if not _is_number(m.get("mean_domain_error")):
-        return f"metrics.mean_domain_error is {m.get('mean_domain_error')!r}, not a number; {fix}"
-    for key in ("overall_error", "ece", "images_per_s"):  # None is allowed: JSON cannot hold NaN
-        if m.get(key) is not None and not _is_number(m[key]):
-            return f"metrics.{key} is {m[key]!r}, not a number; {fix}"
-    errors = m.get("domain_errors")
-    if not isinstance(errors, dict) or not errors or not all(_is_number(v) for v in errors.values()):
-        return f"metrics.domain_errors is missing or holds non-numbers; {fix}"
-    found = result_problem(doc)  # the shared schema (tta.schema): types, finite numbers, domains that agree
-    if found:
-        return f"{found}; {fix}"
-    keys = m.get("domain_keys") or list(errors)
-    if not isinstance(keys, list) or set(keys) != set(errors):
-        return f"metrics.domain_keys {keys!r} are not the domains of metrics.domain_errors; {fix}"
-    recomputed = statistics.fmean(errors[k] for k in keys)
-    if abs(recomputed - m["mean_domain_error"]) > 1e-6 * max(1.0, abs(recomputed)):
-        return (f"metrics.mean_domain_error is {m['mean_domain_error']!r} but its domain errors average "
-                f"{recomputed:.6g}; {fix}")
-    return None
 
 
 def _row_hparams(doc: dict[str, Any]) -> dict[str, Any]:
