@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
-from ..manifest import describe_generated
+from .manifest import describe_generated
 from .cifar_c import CifarCSource
 from .source import BENCHMARK_CORRUPTIONS
 

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..adaptation import adapt
-from ..data import default_data_dir, open_source
+from ..data.paths import default_data_dir
+from ..data.resolve import open_source
 from ..data.source import DomainSource
 from ..errors import CheckpointError, InputError
 from ..models import load_model, resolve_model_name
