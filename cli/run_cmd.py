@@ -9,7 +9,7 @@ import click
 from tta.pipeline.config import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY, RunConfig  # torch-free
 
 from .aliases import AliasCommand
-from .options import check_checkpoint_every, parse_delta, parse_key_values, split_domains
+from .flag_values import check_checkpoint_every, parse_delta, parse_key_values, split_domains
 
 _NUMBER = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .options import parse_delta, parse_key_values
+from .flag_values import parse_delta, parse_key_values
 from .run_cmd import run_cmd
 from .signals import sigterm_as_interrupt
 

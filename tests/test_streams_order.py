@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tta.data.domain import ArrayDomain
-from tta.data.source import DomainSource
+from tta.data.domain_source import DomainSource
 from tta.errors import InputError, UnknownNameError
 from tta.streams import dirichlet_order, make_stream, mean_run_length
 

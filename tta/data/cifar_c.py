@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DataError
 from .manifest import TTA_MANIFEST, describe_generated, read_manifest, severity_blocks
 from .domain import ArrayDomain, open_npy, read_npy_header
-from .source import BENCHMARK_CORRUPTIONS, DomainSource
+from .domain_source import BENCHMARK_CORRUPTIONS, DomainSource
 
 FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}

@@ -13,7 +13,7 @@ from .demo import DemoSource
 from .download import download_cifar_c, network_available
 from .generated import GeneratedSource, corruptions_module
 from .imagenet_c import ImageNetCSource
-from .source import DomainSource
+from .domain_source import DomainSource
 
 log = logging.getLogger(__name__)
 

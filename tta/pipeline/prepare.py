@@ -17,10 +17,10 @@ from torch import nn
 from ..adaptation import adapt
 from ..data.paths import default_data_dir
 from ..data.resolve import open_source
-from ..data.source import DomainSource
+from ..data.domain_source import DomainSource
 from ..errors import CheckpointError, InputError
 from ..models import load_model, resolve_model_name
-from ..models.registry import default_model_dir, find_pretrained
+from ..models._zoo import default_model_dir, find_pretrained
 from ..precheck import check_settings
 from ..runtime import configure_threads, pick_device
 from ..streams import Stream, make_stream
