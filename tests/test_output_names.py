@@ -1,4 +1,4 @@
-"""Default result names: readable, and never shared by two configurations (tta.result_name)."""
+"""Default result names: readable, and never shared by two configurations (tta.pipeline.result_name)."""
 from __future__ import annotations
 
 import json

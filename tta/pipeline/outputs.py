@@ -20,10 +20,11 @@ from .result_name import DEFAULT_RESULTS_DIR, default_result_name
 if TYPE_CHECKING:
     from .prepare import Prepared
 
+
 @dataclass(frozen=True)
 class AutoOutput:
     """Pass as ``output`` to write ``<folder>/<default name>``: readable, plus a digest of the result-determining
-    configuration, so different configurations never share a file (``tta.result_name``)."""
+    configuration, so different configurations never share a file (``tta.pipeline.result_name``)."""
 
     folder: str = DEFAULT_RESULTS_DIR
 
@@ -84,7 +85,7 @@ def fill_placeholders(output: str | Path, values: Mapping[str, Any]) -> str:
 
 def resolve_output(output: str | Path | AutoOutput, prepared: Prepared, configuration: dict[str, Any]) -> Path:
     """``output`` with ``{dataset}``, ``{method}``, ``{shift}`` and ``{seed}`` filled in from the prepared run;
-    for an ``AutoOutput``, its folder and the run's default name (``tta.result_name.default_result_name``)."""
+    for an ``AutoOutput``, its folder and the run's default name (``result_name.default_result_name``)."""
     if isinstance(output, AutoOutput):
         name = default_result_name(
             dataset=prepared.source.dataset, model=prepared.model_info.get("name"), method=prepared.config.method,
