@@ -29,6 +29,21 @@ def test_every_package_folder_is_declared():
     assert found <= _declared_packages(), f"add to pyproject packages: {sorted(found - _declared_packages())}"
 
 
+def test_every_data_file_is_declared_package_data():
+    """Templates and the wnid list ship only through pyproject's package-data: a moved file must move its entry."""
+    with open(REPO / "pyproject.toml", "rb") as f:
+        declared = tomllib.load(f)["tool"]["setuptools"]["package-data"]
+    shipped = set()
+    for pkg, patterns in declared.items():
+        root = REPO.joinpath(*pkg.split("."))
+        for pattern in patterns:
+            found = set(root.glob(pattern))
+            assert found, f"package-data {pkg}: {pattern} matches no file under {root}"
+            shipped |= found
+    data = {p for ext in ("*.j2", "*.txt") for p in (REPO / "tta").rglob(ext)}
+    assert data <= shipped, f"add to pyproject package-data: {sorted(str(p.relative_to(REPO)) for p in data - shipped)}"
+
+
 def test_no_generic_top_level_names_are_importable_from_tta():
     assert tta.cli.__name__ == "tta.cli"
     assert "cli" not in sys.modules and "corruptions" not in sys.modules
