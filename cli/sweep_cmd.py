@@ -74,9 +74,9 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     from tta.errors import InputError  # noqa: PLC0415
-    from tta.sweep.store import Store  # noqa: PLC0415
     from tta.sweep import Grid, make_backend, override, plan, read_grid, sweep  # noqa: PLC0415
     from tta.sweep.grid import split_list  # noqa: PLC0415
+    from tta.sweep.store import Store  # noqa: PLC0415
 
     grid = read_grid(grid_file) if grid_file else Grid()
     if not grid_file and not methods:
@@ -175,8 +175,8 @@ def store_import_cmd(store_path: str, paths: tuple[Path, ...]) -> None:
     from tta.pipeline.setting import setting_of  # noqa: PLC0415
     from tta.report.leaderboard import load_results  # noqa: PLC0415
     from tta.schema import IMPORTABLE, check  # noqa: PLC0415
-    from tta.sweep.store import Store  # noqa: PLC0415
     from tta.sweep.cells import cell_id, rerun_command  # noqa: PLC0415
+    from tta.sweep.store import Store  # noqa: PLC0415
 
     docs = load_results(paths)
     added = 0

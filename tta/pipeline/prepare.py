@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ..adaptation import adapt
+from ..data.domain_source import DomainSource
 from ..data.paths import default_data_dir
 from ..data.resolve import open_source
-from ..data.domain_source import DomainSource
 from ..errors import CheckpointError, InputError
 from ..models import load_model, resolve_model_name
 from ..models._zoo import default_model_dir, find_pretrained

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
-from .leaderboard import build
-from .render import render
 from ..pipeline.results import DEMO_BANNER
 from . import view as V
 from .cost import Cost, from_bench, from_runs
+from .leaderboard import build
 from .published import matching, source_text
+from .render import render
 from .svg import bar_chart, heat, small_multiples
 
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..pipeline.setting import Setting
-from .leaderboard import Board
 from .labels import variant_label
+from .leaderboard import Board
 
 #: flag thresholds, stated on the summary page
 UNSTABLE_STD = 2.0  # points of sample std over seeds, in any setting

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..pipeline.config import RunConfig
-from ..pipeline.setting import setting_of
 from ..pipeline.results import sha256_file
+from ..pipeline.setting import setting_of
 from ..schema import check_result
-from .store import Store
 from .backends import finished_path
 from .cells import Cell, cell_id
+from .store import Store
 
 log = logging.getLogger(__name__)
 
