@@ -125,6 +125,14 @@ def _cells(db: Path) -> list[tuple]:
     return sqlite3.connect(db).execute("SELECT id, status, method, seed, mean_error, attempts FROM cells").fetchall()
 
 
+def _any_done(db: Path) -> bool:
+    """For polling a running sweep: its store file exists a moment before its table does."""
+    try:
+        return db.exists() and any(r[1] == "done" for r in _cells(db))
+    except sqlite3.OperationalError:
+        return False
+
+
 @pytest.mark.realdata
 def test_sweep_runs_each_cell_once_records_failures_and_resumes(small_cifar_c_dir, resnet20_checkpoint, tmp_path):
     db = tmp_path / "runs.db"
@@ -203,7 +211,7 @@ def test_a_killed_sweep_resumes_and_every_cell_ends_done_once(small_cifar_c_dir,
     proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not (db.exists() and any(r[1] == "done" for r in _cells(db))):
+    while time.time() < deadline and not _any_done(db):
         time.sleep(0.5)
     workers = _children(proc.pid)
     assert workers or not sys.platform.startswith("linux")
