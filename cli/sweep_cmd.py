@@ -98,7 +98,7 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
             return
         todo = sum(status.get(c.id) != "done" for c in cells)
         click.echo(f"{len(cells)} cells, {len(cells) - todo} done before, {todo} to run on {backend}", err=True)
-        runner = make_backend(backend, jobs, address) if todo else None
+        pool = make_backend(backend, jobs, address) if todo else None
         bar = tqdm(total=len(cells), initial=len(cells) - todo, disable=quiet, desc="tta sweep", unit="cell")
 
         def on_event(event, counts) -> None:
@@ -115,13 +115,13 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
         stopped = False
         try:
             with sigterm_as_interrupt():  # SIGTERM stops a sweep as Ctrl-C does
-                summary = sweep(cells, store, runner, retry_failed=retry_failed, on_event=on_event) if runner else None
+                summary = sweep(cells, store, pool, retry_failed=retry_failed, on_event=on_event) if pool else None
         except KeyboardInterrupt:
             stopped = True
         finally:
             bar.close()
-            if runner is not None:
-                runner.close()
+            if pool is not None:
+                pool.close()
         if stopped:
             click.echo("sweep stopped: the running cells saved their progress and their claims were given back; "
                        "rerun the same command to resume", err=True)
