@@ -39,7 +39,7 @@ def child(data_dir: str, checkpoint: str | None, shift: str) -> None:
 
     torch.set_num_threads(1)
     from tta import build_model, load_model
-    from tta.data import CifarCSource
+    from tta.data.cifar_c import CifarCSource
     from tta.streams import make_stream
 
     model = load_model("resnet20", checkpoint=checkpoint) if checkpoint else build_model("resnet20").eval()

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from tta.atomic import write_json
-from tta.experiment import RunConfig
-from tta.store import Store
+from tta.pipeline.config import RunConfig
+from tta.sweep.store import Store
 from tta.sweep import LocalBackend, plan, sweep
 
 

@@ -24,7 +24,7 @@ import torch
 
 import tta
 from tta.atomic import save_npy, write_json
-from tta.data.source import BENCHMARK_CORRUPTIONS
+from tta.data.domain_source import BENCHMARK_CORRUPTIONS
 from tta.runtime import prefers_channels_last
 from tta.training import training_record
 from tta.training.data import ImageArrays, load_images

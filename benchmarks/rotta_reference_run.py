@@ -16,7 +16,7 @@ convolutions in tta, NCHW here), which grows over thousands of updates.
         --out ref.json --compare ours.json
 
 One thread, about 1 s per batch of 64 on a 2-core machine shared with other work. The pass is tta's own
-online loop (``tta.evaluate.evaluate``), so the errors are counted and named as ``tta run`` counts them.
+online loop (``tta.pipeline.evaluate.evaluate``), so the errors are counted and named as ``tta run`` counts them.
 A partial record (``"complete": false``, the batch errors so far) is rewritten atomically every minute;
 an interrupted run starts over (the transcription keeps no resumable state).
 """
@@ -33,9 +33,10 @@ import torch
 
 import tta
 from tta.atomic import write_json
-from tta.evaluate import Tally, evaluate
-from tta.experiment import RunConfig, prepare_stream
-from tta.results import read_json
+from tta.pipeline.evaluate import Tally, evaluate
+from tta.pipeline.config import RunConfig
+from tta.pipeline.prepare import prepare_stream
+from tta.pipeline.results import read_json
 from tta.runtime import versions
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"

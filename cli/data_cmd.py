@@ -9,7 +9,7 @@ from tta.errors import DataError
 
 
 def default_data_dir() -> Path:
-    from tta.data import default_data_dir as find  # noqa: PLC0415  (tta.data imports torch)
+    from tta.data.paths import default_data_dir as find  # noqa: PLC0415  (the readers import torch)
 
     return find()
 

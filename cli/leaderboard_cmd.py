@@ -24,9 +24,9 @@ def leaderboard_cmd(paths: tuple[Path, ...], fmt: str, output: Path | None) -> N
     tta leaderboard tta-results/ --format csv -o board.csv
     """
     from tta.errors import InputError  # noqa: PLC0415  (keeps `tta --help` fast)
-    from tta.leaderboard import build, load_results, render  # noqa: PLC0415
+    from tta.report.leaderboard import build, load_results, render  # noqa: PLC0415
     from tta.atomic import write_bytes  # noqa: PLC0415
-    from tta.runner import check_writable  # noqa: PLC0415
+    from tta.pipeline.outputs import check_writable  # noqa: PLC0415
 
     if output is not None:
         check_writable(output)  # before reading anything, so a bad --output costs nothing

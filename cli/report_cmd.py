@@ -28,7 +28,7 @@ def report_cmd(paths: tuple[Path, ...], outdir: Path, published: Path | None, co
     tta report runs.db -o site && open site/index.html
     """
     from tta.errors import InputError  # noqa: PLC0415
-    from tta.leaderboard import load_results  # noqa: PLC0415
+    from tta.report.leaderboard import load_results  # noqa: PLC0415
     from tta.report import load_published, write_site  # noqa: PLC0415
     from tta.report.view import read_archive  # noqa: PLC0415
 

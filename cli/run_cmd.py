@@ -6,13 +6,11 @@ import sys
 
 import click
 
+from tta.pipeline.config import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY, RunConfig  # torch-free
 
 from .aliases import AliasCommand
-from .options import check_checkpoint_every, parse_delta, parse_key_values, split_domains
+from .flag_values import check_checkpoint_every, parse_delta, parse_key_values, split_domains
 
-# The defaults are repeated here, not imported, so that `tta --help` does not import torch
-# (tests/test_trust_cli.py checks they agree with tta.experiment).
-DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_SEVERITY = 64, 2020, 5
 _NUMBER = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
 
 
@@ -111,9 +109,10 @@ def run_cmd(**kw) -> None:
     ))
     check_checkpoint_every(kw["checkpoint_every"])
 
-    from tta.experiment import RunConfig  # noqa: PLC0415  (torch; keeps `tta --help` fast)
-    from tta.results import markdown_table  # noqa: PLC0415
-    from tta.runner import DEFAULT_OUTPUT, RunStopped, run  # noqa: PLC0415
+    from tta.pipeline.orchestrator import run  # noqa: PLC0415  (torch; keeps `tta --help` fast)
+    from tta.pipeline.outputs import DEFAULT_OUTPUT  # noqa: PLC0415
+    from tta.pipeline.results import markdown_table  # noqa: PLC0415
+    from tta.pipeline.resume import RunStopped  # noqa: PLC0415
 
     config = RunConfig(**settings)
     interactive = sys.stdin.isatty() and sys.stderr.isatty()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .options import parse_delta, parse_key_values
+from .flag_values import parse_delta, parse_key_values
 from .run_cmd import run_cmd
 from .signals import sigterm_as_interrupt
 
@@ -74,9 +74,9 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     from tta.errors import InputError  # noqa: PLC0415
-    from tta.store import Store  # noqa: PLC0415
     from tta.sweep import Grid, make_backend, override, plan, read_grid, sweep  # noqa: PLC0415
     from tta.sweep.grid import split_list  # noqa: PLC0415
+    from tta.sweep.store import Store  # noqa: PLC0415
 
     grid = read_grid(grid_file) if grid_file else Grid()
     if not grid_file and not methods:
@@ -98,7 +98,7 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
             return
         todo = sum(status.get(c.id) != "done" for c in cells)
         click.echo(f"{len(cells)} cells, {len(cells) - todo} done before, {todo} to run on {backend}", err=True)
-        runner = make_backend(backend, jobs, address) if todo else None
+        pool = make_backend(backend, jobs, address) if todo else None
         bar = tqdm(total=len(cells), initial=len(cells) - todo, disable=quiet, desc="tta sweep", unit="cell")
 
         def on_event(event, counts) -> None:
@@ -115,13 +115,13 @@ def sweep_cmd(ctx: click.Context, grid_file: str | None, store_path: str, method
         stopped = False
         try:
             with sigterm_as_interrupt():  # SIGTERM stops a sweep as Ctrl-C does
-                summary = sweep(cells, store, runner, retry_failed=retry_failed, on_event=on_event) if runner else None
+                summary = sweep(cells, store, pool, retry_failed=retry_failed, on_event=on_event) if pool else None
         except KeyboardInterrupt:
             stopped = True
         finally:
             bar.close()
-            if runner is not None:
-                runner.close()
+            if pool is not None:
+                pool.close()
         if stopped:
             click.echo("sweep stopped: the running cells saved their progress and their claims were given back; "
                        "rerun the same command to resume", err=True)
@@ -172,10 +172,11 @@ def store_import_cmd(store_path: str, paths: tuple[Path, ...]) -> None:
     \b
     tta store import runs.db tta-results/ extra/r.json
     """
-    from tta.leaderboard import load_results, setting_of  # noqa: PLC0415
+    from tta.pipeline.setting import setting_of  # noqa: PLC0415
+    from tta.report.leaderboard import load_results  # noqa: PLC0415
     from tta.schema import IMPORTABLE, check  # noqa: PLC0415
-    from tta.store import Store  # noqa: PLC0415
     from tta.sweep.cells import cell_id, rerun_command  # noqa: PLC0415
+    from tta.sweep.store import Store  # noqa: PLC0415
 
     docs = load_results(paths)
     added = 0
@@ -207,7 +208,7 @@ def store_export_cmd(store_path: str, outdir: Path) -> None:
     from tta.atomic import write_text  # noqa: PLC0415
     from tta.errors import InputError  # noqa: PLC0415
     from tta.safepath import child  # noqa: PLC0415
-    from tta.store import Store, is_store  # noqa: PLC0415
+    from tta.sweep.store import Store, is_store  # noqa: PLC0415
 
     if not is_store(store_path):
         raise InputError(f"{store_path} is not a result store; pass the database of `tta sweep --store`")

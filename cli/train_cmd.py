@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .aliases import with_aliases
-from .options import parse_key_values
+from .flag_values import parse_key_values
 
 
 @click.command("train", cls=with_aliases({"--data": "--data-dir", "--out": "--output", "--limit-train": "--n-examples",

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from tta.errors import InputError, UnknownNameError
-from tta.registry import Registry
+from tta.name_registry import Registry
 
 from . import blur, digital, noise, spatter, weather
 from .context import Context

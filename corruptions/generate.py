@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from tta.atomic import atomic_path, save_npy, write_json
 from tta.errors import DataError, InputError
-from tta.manifest import TTA_MANIFEST, read_manifest, severity_blocks, write_manifest
+from tta.data.manifest import TTA_MANIFEST, read_manifest, severity_blocks, write_manifest
 
 from .api import ALL_CORRUPTIONS, CORRUPTIONS, corrupt
 from .frost import find_frost_dir

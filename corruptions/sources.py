@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from tta.errors import DataError
-from tta.imagesets import load_image_set
+from tta.data.imagesets import load_image_set
 
 _IMAGE_EXT = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
@@ -17,7 +17,7 @@ def load_array_set(src: str | Path) -> tuple[np.ndarray, np.ndarray]:
     Accepts an images ``.npy`` with labels beside it (``test_images.npy`` +
     ``test_labels.npy``, or ``labels.npy``), a folder holding ``test_images.npy``,
     or torchvision's CIFAR folder (``cifar-10-batches-py`` / ``cifar-100-python``
-    or its parent), read by ``tta.imagesets``.
+    or its parent), read by ``tta.data.imagesets``.
     """
     data = load_image_set(src, "test")
     return data.images, data.labels

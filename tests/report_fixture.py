@@ -9,7 +9,7 @@ import statistics
 
 import numpy as np
 
-from tta.results import build_result
+from tta.pipeline.results import build_result
 
 DOMAINS = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
            "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",

@@ -160,7 +160,7 @@ def test_jpeg_folders_like_imagenet_c(tmp_path):
 
 def test_readers_and_leaderboard_tell_generated_files_from_the_original(clean_npy, tmp_path):
     from tta.data.cifar_c import CifarCSource
-    from tta.leaderboard import _data_name
+    from tta.pipeline.setting import _data_name
 
     src, images, labels = clean_npy
     mm, lab = load_array_set(src)

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from tta.cli.main import cli
 from tta.data.check import check_cifar_c
-from tta.data.source import BENCHMARK_CORRUPTIONS
+from tta.data.domain_source import BENCHMARK_CORRUPTIONS
 
 
 def _folder(tmp_path, names):

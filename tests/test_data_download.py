@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from tta.data import CifarCSource
+from tta.data.cifar_c import CifarCSource
 from tta.data import download as dl
 from tta.errors import DataError
 

@@ -11,7 +11,7 @@ from tta.corruptions.generate import generate_arrays
 from tta.data.check import check_cifar_c
 from tta.data.cifar_c import CifarCSource
 from tta.errors import DataError
-from tta.manifest import read_manifest
+from tta.data.manifest import read_manifest
 
 
 def _clean(n: int = 20) -> tuple[np.ndarray, np.ndarray]:

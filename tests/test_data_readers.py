@@ -11,7 +11,9 @@ from click.testing import CliRunner
 
 from tta import load_model
 from tta.cli.main import cli
-from tta.data import CifarCSource, ImageNetCSource, imagenet_wnids, load_clean
+from tta.data.cifar_c import CifarCSource
+from tta.data.clean import load_clean
+from tta.data.imagenet_c import ImageNetCSource, imagenet_wnids
 from tta.data.generated import corruptions_module
 from tta.streams import make_stream
 

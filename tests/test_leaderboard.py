@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from tta.cli.main import cli
 from tta.errors import InputError
-from tta.leaderboard import build, load_results, render
+from tta.report.leaderboard import build, load_results, render
 from tta.atomic import write_json
-from tta.results import build_result
+from tta.pipeline.results import build_result
 
 DOMAINS = ["gaussian_noise", "contrast"]
 

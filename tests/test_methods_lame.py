@@ -104,7 +104,7 @@ def test_tta_run_scores_probabilities_without_a_softmax():
     import numpy as np
 
     from test_streams_order import ToySource
-    from tta.evaluate import evaluate, expected_calibration_error
+    from tta.pipeline.evaluate import evaluate, expected_calibration_error
     from tta.streams import make_stream
 
     src = ToySource(n=64)

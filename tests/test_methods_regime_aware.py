@@ -8,7 +8,7 @@ import torch
 import tta
 from tta.methods.regime_aware import ENTER, LEAVE, RHO, WARMUP, RegimeDetector, dominant_share
 from tta.methods.unmix_tns import UnMixTNS2d, stratified_noise
-from tta.models.registry import load_model
+from tta.models import load_model
 
 from conftest import to_tensor
 

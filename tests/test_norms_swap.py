@@ -114,9 +114,9 @@ def _tbn_applies(model: nn.Module) -> bool:
 
 
 @pytest.mark.parametrize("kind", sorted(NORMS))
-def test_listing_flag_batch_stats_matches_what_tbn_does(kind: str) -> None:
+def test_listing_flag_running_statistics_matches_what_tbn_does(kind: str) -> None:
     model = tta.build_model("resnet20", norm=kind).eval()
-    assert _tbn_applies(model) == get_norm(kind).batch_stats
+    assert _tbn_applies(model) == get_norm(kind).running_statistics
 
 
 def test_tent_adapts_gn_affine_when_there_is_no_bn() -> None:

@@ -1,4 +1,4 @@
-"""Default result names: readable, and never shared by two configurations (tta.result_name)."""
+"""Default result names: readable, and never shared by two configurations (tta.pipeline.result_name)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from tta.cli.main import cli
-from tta.result_name import config_digest, default_result_name
-from tta.results import configuration_of
+from tta.pipeline.result_name import config_digest, default_result_name
+from tta.pipeline.results import configuration_of
 
 
 def test_digest_ignores_key_order_and_sees_every_value():

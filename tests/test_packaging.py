@@ -29,6 +29,21 @@ def test_every_package_folder_is_declared():
     assert found <= _declared_packages(), f"add to pyproject packages: {sorted(found - _declared_packages())}"
 
 
+def test_every_data_file_is_declared_package_data():
+    """Templates and the wnid list ship only through pyproject's package-data: a moved file must move its entry."""
+    with open(REPO / "pyproject.toml", "rb") as f:
+        declared = tomllib.load(f)["tool"]["setuptools"]["package-data"]
+    shipped = set()
+    for pkg, patterns in declared.items():
+        root = REPO.joinpath(*pkg.split("."))
+        for pattern in patterns:
+            found = set(root.glob(pattern))
+            assert found, f"package-data {pkg}: {pattern} matches no file under {root}"
+            shipped |= found
+    data = {p for ext in ("*.j2", "*.txt") for p in (REPO / "tta").rglob(ext)}
+    assert data <= shipped, f"add to pyproject package-data: {sorted(str(p.relative_to(REPO)) for p in data - shipped)}"
+
+
 def test_no_generic_top_level_names_are_importable_from_tta():
     assert tta.cli.__name__ == "tta.cli"
     assert "cli" not in sys.modules and "corruptions" not in sys.modules
@@ -56,7 +71,23 @@ def test_corruptions_is_a_leaf_that_never_imports_the_dataset_readers() -> None:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
+                if name in FORMATS:  # the file formats it shares with the readers
+                    continue
                 assert not name.startswith(("tta.data", "tta.training", "tta.cli")), f"{path.name} imports {name}"
+
+
+#: the modules of tta.data that tta.corruptions may import: formats, not readers
+FORMATS = ("tta.data.manifest", "tta.data.imagesets")
+
+
+def test_the_shared_file_formats_load_without_the_dataset_readers() -> None:
+    """tta/data/__init__.py imports nothing, so the generator's use of the formats does not load the readers."""
+    import subprocess  # noqa: PLC0415
+
+    code = ("import sys, tta.data.manifest, tta.data.imagesets, tta.corruptions.generate, tta.corruptions.sources; "
+            "print(sorted(m for m in sys.modules if m.startswith('tta.data')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(sorted(("tta.data", *FORMATS))), out
 
 
 def test_distribution_name_is_ours_and_every_install_hint_uses_it():

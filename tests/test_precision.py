@@ -69,8 +69,8 @@ def test_fp16_on_cpu_and_unknown_precisions_are_clear_errors():
 
 
 def test_precision_is_recorded_and_the_default_keeps_sweep_cell_ids(tmp_path):
-    from tta.experiment import RunConfig
-    from tta.runner import run
+    from tta.pipeline.config import RunConfig
+    from tta.pipeline.orchestrator import run
     from tta.sweep.cells import identity, rerun_command
 
     doc = run(RunConfig(method="tbn", dataset="demo", n_examples=20, batch_size=10, precision="bf16"), tmp_path / "r.json").doc

@@ -277,7 +277,7 @@ def test_xss_payload_in_every_string_field_is_escaped_in_html_and_markdown(tmp_p
 
 def test_leaderboard_refuses_a_mean_that_is_not_the_mean_of_its_domains(tmp_path) -> None:
     from tta.errors import InputError  # noqa: PLC0415
-    from tta.leaderboard import load_results  # noqa: PLC0415
+    from tta.report.leaderboard import load_results  # noqa: PLC0415
 
     d = F.doc("tbn", {}, "continual", None, 1, [55.5, 41.0] + [50.0] * 13, [50.0] * 60)
     for bad in (1.0, float("nan")):

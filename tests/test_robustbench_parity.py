@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import tta
-from tta.models.robustbench import import_robustbench
+from tta.models._robustbench import import_robustbench
 
 CASES = [("cifar_10", "Standard", "wrn-28-10"), ("cifar_100", "Hendrycks2020AugMix_ResNeXt", "resnext-29")]
 

@@ -108,7 +108,7 @@ def test_interrupted_run_leaves_no_result(setup, tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     # the module, not the function `tta.run`
-    monkeypatch.setattr(importlib.import_module("tta.runner"), "evaluate", boom)
+    monkeypatch.setattr(importlib.import_module("tta.pipeline.orchestrator"), "evaluate", boom)
     out = tmp_path / "o" / "r.json"
     result = CliRunner().invoke(cli, ["run", "-q", *_base(setup), "--domains", "gaussian_noise", "--batch-size", "4",
                                       "--output", str(out)])

@@ -9,9 +9,10 @@ import torch
 from click.testing import CliRunner
 
 from tta.cli.main import cli
-from tta.evaluate import evaluate, expected_calibration_error
+from tta.pipeline.evaluate import evaluate, expected_calibration_error
 from tta.atomic import write_bytes as atomic_write_bytes
-from tta.results import SCHEMA, markdown_table, read_json
+from tta.pipeline.results import markdown_table, read_json
+from tta.schema import RESULT_SCHEMA
 from tta.streams import make_stream
 
 from test_streams_order import ToySource
@@ -78,6 +79,6 @@ def test_delta_flag_alone_uses_dataset_default_and_results_round_trip(tmp_path, 
                                       "--n-examples", "300", "--batch-size", "32", "--output", str(out)])
     assert result.exit_code == 0, result.output
     doc = read_json(out)
-    assert doc["schema"] == SCHEMA and doc["stream"]["delta"] == 0.1 and doc["stream"]["seed"] == 2020
+    assert doc["schema"] == RESULT_SCHEMA and doc["stream"]["delta"] == 0.1 and doc["stream"]["seed"] == 2020
     assert markdown_table(doc).splitlines()[-1] in result.output.splitlines()
     assert json.loads(out.read_text())["metrics"]["num_samples"] == 300

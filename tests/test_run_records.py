@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from tta import build_model
 from tta.cli.main import cli
 from tta.data.cifar_c import CifarCSource
-from tta.evaluate import evaluate
-from tta.leaderboard import build, render
-from tta.results import markdown_table
+from tta.pipeline.evaluate import evaluate
+from tta.report.leaderboard import build, render
+from tta.pipeline.results import markdown_table
 from tta.streams import make_stream
 from conftest import random_cifar_c
 
@@ -120,7 +120,7 @@ def test_a_collapse_is_recorded_instead_of_nan_metrics(setup):
 
 
 def test_a_collapse_survives_save_and_resume_of_the_tally():
-    from tta.evaluate import Tally
+    from tta.pipeline.evaluate import Tally
 
     t = Tally(1)
     t.add(torch.tensor([1, 2]), torch.tensor([0.5, 0.5]), torch.tensor([1, 1]), torch.tensor([0, 0]), False,

@@ -158,8 +158,8 @@ def test_a_stopped_run_travels_between_processes_with_its_fields() -> None:
     import pickle
     from pathlib import Path as _Path
 
-    from tta.evaluate import RunInterrupted
-    from tta.runner import RunStopped
+    from tta.pipeline.evaluate import RunInterrupted
+    from tta.pipeline.resume import RunStopped
 
     stop = RunStopped(RunInterrupted(7, 40), _Path("/x/run.partial.pt"))
     back = pickle.loads(pickle.dumps(stop))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tta.data.domain import ArrayDomain
-from tta.data.source import DomainSource
+from tta.data.domain_source import DomainSource
 from tta.errors import InputError, UnknownNameError
 from tta.streams import dirichlet_order, make_stream, mean_run_length
 
@@ -154,7 +154,7 @@ def test_same_seed_same_fingerprint_different_seed_different():
 @pytest.mark.parametrize("suffix", [".json", ".npy"])
 def test_exported_order_replays_to_identical_predictions(tmp_path, suffix):
     from tta import adapt
-    from tta.evaluate import evaluate
+    from tta.pipeline.evaluate import evaluate
 
     src = ToySource(n=120)
     torch.manual_seed(0)

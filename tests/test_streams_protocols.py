@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import tta
-from tta.experiment import RunConfig, prepare, run_experiment
+from tta.pipeline.config import RunConfig
+from tta.pipeline.prepare import prepare
 from tta.methods.unmix_tns import UnMixTNS2d
 from tta.streams import build_order
 
@@ -120,7 +121,9 @@ def test_source_per_domain_errors_are_identical_across_iid_continual_and_dirichl
         "delta 0.1": RunConfig(shift="continual", delta=0.1, **common),
         "mixed": RunConfig(shift="mixed", **common),
     }
-    docs = {k: run_experiment(cfg) for k, cfg in runs.items()}
+    outcomes = {k: tta.run(cfg) for k, cfg in runs.items()}  # in memory: no output, no progress file
+    assert all(o.output is None and o.resumed_at_batch == 0 for o in outcomes.values())
+    docs = {k: o.doc for k, o in outcomes.items()}
     fingerprints = {k: d["stream"]["fingerprint"] for k, d in docs.items()}
     assert len({fingerprints["iid"], fingerprints["delta 0.1"], fingerprints["mixed"]}) == 3  # different orders...
     errors = {k: d["metrics"]["domain_errors"] for k, d in docs.items()}

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from tta.errors import InputError
-from tta.experiment import RunConfig, prepare_stream
+from tta.pipeline.config import RunConfig
+from tta.pipeline.prepare import prepare_stream
 from tta.streams import build_order, get_shift
 from tta.streams.shifts import listing
 from tta.sweep import parse_shift

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from tta.cli.main import cli
 from tta.errors import InputError
-from tta.experiment import RunConfig
-from tta.store import Store
+from tta.pipeline.config import RunConfig
+from tta.sweep.store import Store
 from tta.sweep import parse_shift, read_grid
 from tta.sweep.cells import cell_id, rerun_command
 
@@ -80,7 +80,7 @@ def test_two_processes_claiming_the_same_cells_each_get_a_disjoint_share(tmp_pat
     # Each process stays alive until all have claimed: a claim of an exited process would
     # rightly be taken over as abandoned, which is not what this test is about.
     script = (
-        "import sys; from tta.store import Store\n"
+        "import sys; from tta.sweep.store import Store\n"
         "s = Store(sys.argv[1]); got = [i for i in range(200) if s.claim(f'c{i}', {}, '')]\n"
         "print(','.join(map(str, got)), flush=True)\n"
         "sys.stdin.read()\n"
@@ -123,6 +123,14 @@ def _sweep(args: list[str], **kw) -> subprocess.CompletedProcess:
 
 def _cells(db: Path) -> list[tuple]:
     return sqlite3.connect(db).execute("SELECT id, status, method, seed, mean_error, attempts FROM cells").fetchall()
+
+
+def _any_done(db: Path) -> bool:
+    """For polling a running sweep: its store file exists a moment before its table does."""
+    try:
+        return db.exists() and any(r[1] == "done" for r in _cells(db))
+    except sqlite3.OperationalError:
+        return False
 
 
 @pytest.mark.realdata
@@ -203,7 +211,7 @@ def test_a_killed_sweep_resumes_and_every_cell_ends_done_once(small_cifar_c_dir,
     proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not (db.exists() and any(r[1] == "done" for r in _cells(db))):
+    while time.time() < deadline and not _any_done(db):
         time.sleep(0.5)
     workers = _children(proc.pid)
     assert workers or not sys.platform.startswith("linux")
@@ -398,13 +406,13 @@ def test_two_concurrent_sweeps_on_one_store_finish_the_grid_without_duplicates(s
 def test_a_sweep_worker_shows_the_library_warnings_on_its_stderr() -> None:
     # a fresh process: before show_warnings the warning reaches only tta's NullHandler and vanishes
     code = ("import logging, tta; from tta.sweep.worker import show_warnings\n"
-            "logging.getLogger('tta.resume').warning('before')\n"
+            "logging.getLogger('tta.pipeline.resume').warning('before')\n"
             "show_warnings()\n"
-            "logging.getLogger('tta.resume').warning('ignoring progress file x')\n"
-            "logging.getLogger('tta.resume').info('chatter')\n")
+            "logging.getLogger('tta.pipeline.resume').warning('ignoring progress file x')\n"
+            "logging.getLogger('tta.pipeline.resume').info('chatter')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     lines = out.stderr.splitlines()
-    assert "WARNING tta.resume (sweep worker): ignoring progress file x" in lines
+    assert "WARNING tta.pipeline.resume (sweep worker): ignoring progress file x" in lines
     assert not any("before" in line or "chatter" in line for line in lines)

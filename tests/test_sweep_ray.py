@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tta.experiment import RunConfig
-from tta.store import Store
+from tta.pipeline.config import RunConfig
+from tta.sweep.store import Store
 from tta.sweep import LocalBackend, plan, sweep
 
 ray = pytest.importorskip("ray", reason="Ray is not installed; pip install 'tta-toolkit[ray]' (CI's test extra has it)")

@@ -115,7 +115,7 @@ def test_torchvision_cifar_folder_is_read_as_nhwc_with_its_test_split(tmp_path, 
 
 
 def test_cifar_python_folder_is_read_without_torchvision_and_refuses_foreign_pickles(tmp_path) -> None:
-    # tta.imagesets reads the batches with an arrays-only unpickler, so no checksum is needed before loading,
+    # tta.data.imagesets reads the batches with an arrays-only unpickler, so no checksum is needed before loading,
     # and a batch that references any other object is refused with a clear error.
     import pickle
 

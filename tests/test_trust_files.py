@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from tta import atomic, build_model
 from tta.cli.main import cli
-from tta.schema import ListOf, Maybe, NUMBER, problem
-from tta.store import Store
+from tta.schema import ListOf, Maybe, NUMBER, problem, result_problem
+from tta.sweep.store import Store
 
 from test_trust_paths import result_doc
 
@@ -192,6 +192,23 @@ def test_store_import_of_a_malformed_result_is_one_line(tmp_path, edit, match):
     edit(doc)
     (tmp_path / "r.json").write_text(json.dumps(doc))
     _fails(["store", "import", tmp_path / "s.db", tmp_path / "r.json"], "r.json", match)
+
+
+def test_a_mean_that_is_not_the_mean_of_its_domains_is_refused_by_every_reader(tmp_path):
+    """The check lives in the one schema (tta.schema.result_problem), so `tta store import` applies it to a file
+    and to the documents of a store, which the leaderboard's own check never saw."""
+    doc = result_doc()
+    doc["metrics"]["mean_domain_error"] = 45.0  # fog 40 and gaussian_noise 60 average 50
+    assert "average 50" in result_problem(doc)
+    assert result_problem(result_doc()) is None
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    _fails(["store", "import", tmp_path / "new.db", tmp_path / "r.json"], "r.json", "mean_domain_error is 45.0")
+    assert not (tmp_path / "new.db").exists()  # refused before the store is opened
+    db = _store(tmp_path)
+    with sqlite3.connect(db) as con:  # a store edited after it was written
+        con.execute("UPDATE cells SET doc = ? WHERE id = 'c03'", (json.dumps(doc),))
+    _fails(["store", "import", tmp_path / "other.db", db], "s.db#c03", "mean_domain_error")
+    _fails(["leaderboard", db], "s.db#c03", "mean_domain_error")
 
 
 def test_a_result_whose_domain_errors_differ_from_its_domains_is_not_ranked(tmp_path):

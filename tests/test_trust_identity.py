@@ -18,9 +18,10 @@ from torch import nn
 
 from tta import build_model
 from tta.cli.main import cli
-from tta.experiment import RunConfig, prepare_stream
+from tta.pipeline.config import RunConfig
+from tta.pipeline.prepare import prepare_stream
 from tta.methods import METHODS, register_method
-from tta.sweep.runner import plan
+from tta.sweep.dispatch import plan
 
 N = 40  # images per severity
 

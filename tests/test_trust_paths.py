@@ -11,7 +11,7 @@ from tta import atomic
 from tta.cli.main import cli
 from tta.errors import InputError
 from tta.safepath import child
-from tta.store import Store
+from tta.sweep.store import Store
 
 
 def result_doc(**over) -> dict:
@@ -87,7 +87,7 @@ def test_output_names_are_literal_except_the_documented_placeholders(tmp_path, n
 
 
 def test_the_documented_placeholders_are_filled_as_plain_text(tmp_path):
-    from tta.runner import fill_placeholders
+    from tta.pipeline.outputs import fill_placeholders
 
     values = {"dataset": "cifar10", "method": "tent", "shift": "iid", "seed": 3}
     assert fill_placeholders("r/{dataset}-{method}-{shift}-s{seed}.json", values) == "r/cifar10-tent-iid-s3.json"

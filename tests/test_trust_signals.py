@@ -85,7 +85,7 @@ def test_a_worker_killed_outright_fails_neither_its_cell_nor_its_sibling(tmp_pat
 
 
 def test_a_burst_of_sigterm_lets_the_batch_finish_but_ctrl_c_twice_stops_at_once():
-    from tta.resume import stop_on_signals
+    from tta.pipeline.resume import stop_on_signals
 
     with stop_on_signals() as should_stop:
         for _ in range(3):  # the parent-death signal, once per thread of the dying parent
@@ -138,10 +138,10 @@ def test_a_stopped_ray_sweep_leaves_the_progress_of_its_running_cell(tmp_path):
 
 
 def test_a_cell_finished_by_an_orphaned_worker_is_recorded_by_the_next_sweep(tmp_path, monkeypatch):
-    from tta.experiment import RunConfig
-    from tta.store import Store
+    from tta.pipeline.config import RunConfig
+    from tta.sweep.store import Store
     from tta.sweep import backends, plan, sweep
-    from tta.sweep.runner import partial_dir
+    from tta.sweep.dispatch import partial_dir
     from tta.sweep.worker import run_cell
 
     root, ckpt = random_cifar_c(tmp_path / "data", 20)
@@ -177,10 +177,10 @@ def test_a_cell_finished_by_an_orphaned_worker_is_recorded_by_the_next_sweep(tmp
 
 
 def test_a_left_result_of_another_cell_is_not_recorded(tmp_path):
-    from tta.experiment import RunConfig
-    from tta.store import Store
+    from tta.pipeline.config import RunConfig
+    from tta.sweep.store import Store
     from tta.sweep import backends, plan, sweep
-    from tta.sweep.runner import partial_dir
+    from tta.sweep.dispatch import partial_dir
 
     from test_trust_paths import result_doc
 

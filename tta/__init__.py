@@ -36,7 +36,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 _LAZY = {
     "adapt": ".adaptation", "Adapter": ".methods", "METHODS": ".methods", "register_method": ".methods",
     "MODELS": ".models", "build_model": ".models", "load_model": ".models",
-    "RunConfig": ".experiment", "run": ".runner", "RunOutcome": ".runner",
+    "RunConfig": ".pipeline.config", "run": ".pipeline.orchestrator", "RunOutcome": ".pipeline.orchestrator",
 }
 
 

@@ -3,9 +3,14 @@ from __future__ import annotations
 
 from typing import Callable
 
+from torch import nn
+
+from .adaptation import adapt
+from .errors import TTAError
 from .methods import METHODS
 from .methods.registry import WITHHELD
 from .models import MODELS
+from .norms import NORMS, NormSpec
 from .streams.shifts import listing as shifts
 
 
@@ -58,17 +63,53 @@ def _fmt_param(p) -> str:
     return f"{p}"
 
 
-def _pending(what: str, issue: str) -> Callable[[], list[str]]:
-    def listing() -> list[str]:
-        return [f"no {what} are registered yet ({issue} has not landed)"]
+def _statistics_methods() -> list[str]:
+    """Registered methods that refuse a model without BatchNorm (they rewrite BN statistics)."""
+    probe = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.LazyLinear(2))
+    names = []
+    for name in METHODS:
+        try:
+            adapt(probe, method=name)
+        except TTAError:
+            names.append(name)
+        except Exception:  # noqa: BLE001  (a method that fails otherwise is not a statistics method)
+            continue
+    return names
 
-    return listing
+
+def _applies(spec: NormSpec, statistics_methods: list[str]) -> str:
+    stats = ", ".join(statistics_methods) or "none registered"
+    if spec.running_statistics:
+        return f"BatchNorm statistics at test time: statistics adapters apply ({stats}); tent adapts the affine parameters"
+    if spec.affine:
+        return (f"no BatchNorm: statistics adapters ({stats}) raise an error; "
+                "tent adapts this layer's affine parameters; source evaluates as is")
+    return f"no norm layers: statistics adapters ({stats}) and tent raise an error; only source applies"
+
+
+def _backbones(spec: NormSpec) -> str:
+    if spec.tokens is None:
+        return "CNNs (conv feature maps)"
+    return f"CNNs, and vit-cifar* transformers as {spec.tokens.__name__} over tokens"
 
 
 def norms() -> list[str]:
-    from .norms.listing import listing  # noqa: PLC0415
-
-    return listing()
+    """Every norm kind with its options and which adapters apply to it."""
+    statistics_methods = _statistics_methods()
+    lines: list[str] = []
+    for name, spec in NORMS.items():
+        opts = ", ".join(f"{k}={v}" for k, v in spec.defaults().items()) or "-"
+        lines.append(f"{name:10s} {spec.summary}")
+        lines.append(f"{'':10s}   paper: {spec.paper}")
+        lines.append(f"{'':10s}   options: {opts}")
+        if spec.conv is not None:
+            lines.append(f"{'':10s}   convs: every nn.Conv2d becomes {spec.conv.__self__.__name__}")
+        lines.append(f"{'':10s}   adapters: {_applies(spec, statistics_methods)}")
+        lines.append(f"{'':10s}   backbones: {_backbones(spec)}")
+        if spec.aliases:
+            lines.append(f"{'':10s}   aliases: {', '.join(spec.aliases)}")
+        lines.append("")
+    return lines[:-1]
 
 
 CATALOGS: dict[str, Callable[[], list[str]]] = {

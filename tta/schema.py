@@ -19,6 +19,7 @@ A schema is a plain value:
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -145,6 +146,10 @@ def check(value: Any, schema: Any, *, what: str, fix: str, error: type[Exception
 
 # -- the schemas ------------------------------------------------------------------------------------------
 
+#: the name and the newest version of the result document (``tta.pipeline.results`` writes them)
+RESULT_SCHEMA = "tta.result"
+RESULT_SCHEMA_VERSION = 1
+
 #: a ``tta.result`` document, as far as tta's readers (leaderboard, report, store, markdown) use it
 RESULT = {
     "schema": TEXT,
@@ -157,7 +162,7 @@ RESULT = {
         "severity?": Maybe(INT), "domains?": ListOf({"name": TEXT, "severity?": Maybe(INT)}),
     },
     "metrics": {
-        "domain_errors": MapOf(NUMBER), "mean_domain_error": NUMBER, "overall_error?": Maybe(NUMBER),
+        "domain_errors": MapOf(NUMBER), "domain_keys?": ListOf(TEXT), "mean_domain_error": NUMBER, "overall_error?": Maybe(NUMBER),
         "ece?": Maybe(NUMBER), "images_per_s?": Maybe(NUMBER), "num_samples?": INT,
         "wall_time_s?": Maybe(NUMBER), "peak_memory_mb?": Maybe(NUMBER),
         "batch_errors?": ListOf(Maybe(NUMBER)), "batch_domains?": ListOf(INT),
@@ -174,26 +179,41 @@ IMPORTABLE = {"versions": {"tta": TEXT}, "runtime?": {"config?": Maybe(OBJECT)}}
 
 
 def result_problem(doc: Any) -> str | None:
-    """Why ``doc`` is not a usable result document (schema or inconsistent fields), or None."""
+    """Why ``doc`` is not a usable result document (a newer schema, wrong types, inconsistent fields), or None.
+
+    The one home of these checks: files, stores, ``tta store import``, the leaderboard and the report all use it.
+    """
+    version = doc.get("schema_version") if isinstance(doc, dict) else None
+    if _is_int(version) and version > RESULT_SCHEMA_VERSION:
+        return f"schema_version {version} is newer than this tta reads ({RESULT_SCHEMA_VERSION}): upgrade tta to read it"
     found = problem(doc, RESULT)
     if found:
         return found
-    domains = doc["stream"].get("domains")
-    errors = doc["metrics"]["domain_errors"]
+    metrics = doc["metrics"]
+    errors = metrics["domain_errors"]
     if not errors:
         return "metrics.domain_errors is empty"
+    domains = doc["stream"].get("domains")
     if domains is not None:
         names = [d["name"] for d in domains]
         same = len({d.get("severity") for d in domains}) == 1 and len(set(names)) == len(names)
         keys = names if same else [d["name"] if d.get("severity") is None else f"{d['name']}@{d['severity']}"
-                                   for d in domains]  # as tta.evaluate names them
+                                   for d in domains]  # as tta.pipeline.evaluate names them
         if set(errors) != set(keys):
-            def names_of(items: Any) -> str:
-                text = ", ".join(sorted(map(str, items)))
-                return _show(text) if any(c in text for c in "<>&\x1b\r\n") else text[:120]
-
-            return f"metrics.domain_errors has domains {names_of(errors)} but the stream has {names_of(keys)}"
+            return f"metrics.domain_errors has domains {_names(errors)} but the stream has {_names(keys)}"
+    keys = metrics.get("domain_keys") or list(errors)
+    if set(keys) != set(errors):
+        return f"metrics.domain_keys {_names(keys)} are not the domains of metrics.domain_errors {_names(errors)}"
+    mean = statistics.fmean(errors[k] for k in keys)
+    if abs(mean - metrics["mean_domain_error"]) > 1e-6 * max(1.0, abs(mean)):
+        return f"metrics.mean_domain_error is {metrics['mean_domain_error']!r} but its domain errors average {mean:.6g}"
     return None
+
+
+def _names(items: Any) -> str:
+    """Domain names for a message, inert (markup is not echoed) and short."""
+    text = ", ".join(sorted(map(str, items)))
+    return _show(text) if any(c in text for c in "<>&\x1b\r\n") else text[:120]
 
 
 def check_result(doc: Any, where: str) -> dict[str, Any]:

@@ -1,29 +1,8 @@
-"""Dataset readers: CIFAR-C and ImageNet-C on disk, generated domains, and the offline demo."""
-from .cifar_c import CifarCSource
-from .clean import find_clean, load_clean
-from .demo import DEMO_LABEL, DemoSource
-from .domain import ArrayDomain, Domain
-from .generated import GeneratedSource
-from .imagenet_c import ImageNetCSource, imagenet_wnids
-from .paths import cache_dir, default_data_dir
-from .resolve import DATASETS, open_source
-from .source import BENCHMARK_CORRUPTIONS, DomainSource
+"""Datasets: readers of CIFAR-C and ImageNet-C on disk, generated domains and the offline demo, and the file formats
+they share with ``tta.corruptions`` and ``tta.training`` (``imagesets``: clean image arrays; ``manifest``: the
+``tta corrupt`` manifest).
 
-__all__ = [
-    "BENCHMARK_CORRUPTIONS",
-    "DATASETS",
-    "DEMO_LABEL",
-    "ArrayDomain",
-    "CifarCSource",
-    "DemoSource",
-    "Domain",
-    "DomainSource",
-    "GeneratedSource",
-    "ImageNetCSource",
-    "cache_dir",
-    "default_data_dir",
-    "find_clean",
-    "imagenet_wnids",
-    "load_clean",
-    "open_source",
-]
+Kept empty of imports, so that ``tta.corruptions`` (the generator) can use the two formats without loading the
+readers, which use the generator for generated domains: import from the module that holds a name
+(``tta.data.resolve.open_source``, ``tta.data.paths.default_data_dir``, ``tta.data.cifar_c.CifarCSource``, ...).
+"""

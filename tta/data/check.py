@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
-from ..manifest import describe_generated
+from .manifest import describe_generated
 from .cifar_c import CifarCSource
-from .source import BENCHMARK_CORRUPTIONS
+from .domain_source import BENCHMARK_CORRUPTIONS
 
 
 def check_cifar_c(

@@ -3,7 +3,7 @@
 ``<data_dir>/CIFAR-10-C/<corruption>.npy`` holds (5·N, 32, 32, 3) uint8 images,
 severity s in rows ``[(s-1)·N, s·N)``, and ``labels.npy`` the 5·N labels
 (Hendrycks & Dietterich's files: N = 10,000). A folder written by ``tta corrupt``
-carries a ``tta-corrupt.json`` manifest (``tta.manifest``) whose ``severities``
+carries a ``tta-corrupt.json`` manifest (``tta.data.manifest``) whose ``severities``
 give the severity of each row block instead, e.g. ``--severities 5`` writes one
 block of N rows. Files are checked before any image is read; images are read per
 batch from the memory map.
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..manifest import TTA_MANIFEST, describe_generated, read_manifest, severity_blocks
+from .manifest import TTA_MANIFEST, describe_generated, read_manifest, severity_blocks
 from .domain import ArrayDomain, open_npy, read_npy_header
-from .source import BENCHMARK_CORRUPTIONS, DomainSource
+from .domain_source import BENCHMARK_CORRUPTIONS, DomainSource
 
 FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}

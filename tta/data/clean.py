@@ -1,11 +1,11 @@
-"""Where ``tta run`` finds a clean (uncorrupted) test set; reading it is ``tta.imagesets``'s job."""
+"""Where ``tta run`` finds a clean (uncorrupted) test set; reading it is ``tta.data.imagesets``'s job."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from ..imagesets import load_image_set, read_cifar_batch, read_cifar_batches
+from .imagesets import load_image_set, read_cifar_batch, read_cifar_batches
 
 __all__ = ["find_clean", "load_clean", "read_cifar_batch"]
 
@@ -33,7 +33,7 @@ def load_clean(path: str | Path, dataset: str = "cifar10") -> tuple[np.ndarray, 
     """Images (N, H, W, 3) uint8 (memory-mapped for ``.npy``) and int64 labels.
 
     ``path`` is a ``test_images.npy`` (its labels in ``test_labels.npy`` beside it)
-    or torchvision's pickled test batch (``tta.imagesets``).
+    or torchvision's pickled test batch (``tta.data.imagesets``).
     """
     path = Path(path)
     if path.suffix != ".npy" and path.is_file():

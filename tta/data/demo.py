@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 from .domain import ArrayDomain
-from .source import DomainSource
+from .domain_source import DomainSource
 
 DEMO_LABEL = "DEMO: scikit-learn digits 32x32 with synthetic corruptions (NOT CIFAR-10-C)"
 DEMO_CORRUPTIONS = ("gaussian_noise", "impulse_noise", "defocus_blur", "contrast", "brightness", "pixelate")

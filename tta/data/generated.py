@@ -14,7 +14,7 @@ import torch
 
 from ..errors import DataError
 from .domain import Domain, to_float_nchw
-from .source import BENCHMARK_CORRUPTIONS, DomainSource
+from .domain_source import BENCHMARK_CORRUPTIONS, DomainSource
 
 
 def corruptions_module() -> Any | None:

@@ -26,7 +26,7 @@ import torch
 from ..errors import DataError
 from .domain import Domain
 from .identity import FILES_PER_FOLDER, file_digest
-from .source import BENCHMARK_CORRUPTIONS, DomainSource
+from .domain_source import BENCHMARK_CORRUPTIONS, DomainSource
 
 FOLDER = "ImageNet-C"
 

@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import DataError
-from .cifar_c import FOLDERS, CifarCSource, cifar_c_dir
+from .cifar_c import FOLDERS, NUM_CLASSES, CifarCSource, cifar_c_dir
 from .clean import find_clean, load_clean
 from .demo import DemoSource
+from .domain_source import DomainSource
 from .download import download_cifar_c, network_available
 from .generated import GeneratedSource, corruptions_module
 from .imagenet_c import ImageNetCSource
-from .source import DomainSource
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def open_source(
         images, labels = load_clean(clean, name)
         notes.append(f"no {FOLDERS[name]} folder under {data_dir}; generating corruptions from {clean}")
         frost_dir = frost_dir if frost_dir is not None else frost_beside(data_dir, clean)
-        return GeneratedSource(images, labels, dataset=name, origin=str(clean), num_classes=10 if name == "cifar10" else 100,
+        return GeneratedSource(images, labels, dataset=name, origin=str(clean), num_classes=NUM_CLASSES[name],
                                seed=corruption_seed, frost_dir=frost_dir), notes
     # 3. download
     wants = download or (confirm_download is not None and network_available() and confirm_download(

@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, ContextManager
 from torch import nn
 
 from ..errors import InputError
-from ..registry import Registry
+from ..name_registry import Registry
 from .adapter import Adapter
 from .bn_swap import replace_batchnorm
 from .options import OptionSet

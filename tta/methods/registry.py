@@ -17,7 +17,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..errors import InputError, UnknownNameError
-from ..registry import Registry
+from ..name_registry import Registry
 from .adapter import Adapter
 from .bn_swap import batchnorm_layers
 from .options import Option, OptionSet, When

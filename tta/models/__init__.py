@@ -1,6 +1,6 @@
 """Backbones: CIFAR ResNets, WRN-28-10, ResNeXt-29, ResNet-50; checkpoint loading."""
-from .checkpoint import load_into, read_state_dict
-from .registry import MODELS, ModelSpec, build_model, default_model_dir, load_model, resolve_model_name
+from ._checkpoint import load_into, read_state_dict
+from ._zoo import MODELS, ModelSpec, build_model, default_model_dir, load_model, resolve_model_name
 
 __all__ = [
     "MODELS",

@@ -6,15 +6,14 @@ linear``. Inputs are [0,1] RGB; ImageNet mean/std normalization happens inside.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .normalize import IMAGENET_MEAN, IMAGENET_STD, InputNormalize
+from ..norms import MakeNorm
+from ._input_norm import IMAGENET_MEAN, IMAGENET_STD, InputNormalize
 
-NormFactory = Callable[[int], nn.Module]
 
 
 class _PadShortcut(nn.Module):
@@ -29,7 +28,7 @@ class _PadShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int, norm: NormFactory) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, norm: MakeNorm) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
         self.bn1 = norm(planes)
@@ -48,7 +47,7 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32x32 inputs with 16/32/64 channels."""
 
-    def __init__(self, depth: int, num_classes: int = 10, norm: NormFactory = nn.BatchNorm2d) -> None:
+    def __init__(self, depth: int, num_classes: int = 10, norm: MakeNorm = nn.BatchNorm2d) -> None:
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
@@ -63,7 +62,7 @@ class CifarResNet(nn.Module):
         self.linear = nn.Linear(64, num_classes)
 
     @staticmethod
-    def _stage(in_planes: int, planes: int, n: int, stride: int, norm: NormFactory) -> nn.Sequential:
+    def _stage(in_planes: int, planes: int, n: int, stride: int, norm: MakeNorm) -> nn.Sequential:
         blocks = [BasicBlock(in_planes, planes, stride, norm)]
         blocks += [BasicBlock(planes, planes, 1, norm) for _ in range(n - 1)]
         return nn.Sequential(*blocks)

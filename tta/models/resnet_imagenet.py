@@ -5,17 +5,17 @@ Subclassing keeps torchvision's parameter names, so the IMAGENET1K_V1 file
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from .normalize import IMAGENET_MEAN, IMAGENET_STD, InputNormalize
+from ..norms import MakeNorm
+from ._input_norm import IMAGENET_MEAN, IMAGENET_STD, InputNormalize
 
 
 class NormalizedResNet50(ResNet):
-    def __init__(self, num_classes: int = 1000, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
+    def __init__(self, num_classes: int = 1000, norm: MakeNorm = nn.BatchNorm2d) -> None:
         super().__init__(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, norm_layer=norm)
         self.normalize = InputNormalize(IMAGENET_MEAN, IMAGENET_STD)
 

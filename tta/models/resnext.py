@@ -7,20 +7,19 @@ classifier``, plus the ``mu``/``sigma`` input-normalization buffers, 0.5 each).
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..norms import MakeNorm
 
-NormFactory = Callable[[int], nn.Module]
 
 
 class ResNeXtBottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-        self, in_planes: int, planes: int, cardinality: int, base_width: int, stride: int, norm: NormFactory
+        self, in_planes: int, planes: int, cardinality: int, base_width: int, stride: int, norm: MakeNorm
     ) -> None:
         super().__init__()
         width = int(math.floor(planes * base_width / 64.0)) * cardinality
@@ -51,7 +50,7 @@ class CifarResNeXt(nn.Module):
         cardinality: int = 4,
         base_width: int = 32,
         num_classes: int = 100,
-        norm: NormFactory = nn.BatchNorm2d,
+        norm: MakeNorm = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         if (depth - 2) % 9:

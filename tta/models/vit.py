@@ -3,23 +3,23 @@
 Patch 4 (64 patches + a class token), width 192, 6 blocks, 3 heads, MLP 384:
 about 1.8 M parameters, sized to train on a CPU. The norm layers come from a
 token-level norm kind (``ln``, ``rmsnorm``, ``crmsnorm``, ``powernorm``; see
-``tta list norms``) and their placement from ``tta.norms.placement``
+``tta list norms``) and their placement from ``tta.norms._placement``
 (Pre-LN, Post-LN, LayerNorm Scaling, Mix-LN). Inputs are [0,1] RGB; the
 normalization to ImageNet mean/std happens inside, as for the CIFAR ResNets.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..norms.placement import BlockNorms, block_plan, needs_final_norm
-from .normalize import IMAGENET_MEAN, IMAGENET_STD, InputNormalize
+from ..norms import MakeNorm, token_kinds
+from ..norms._placement import BlockNorms, block_plan, needs_final_norm
+from ._input_norm import IMAGENET_MEAN, IMAGENET_STD, InputNormalize
 
-TokenNorm = Callable[[int], nn.Module]
 
 
 class Attention(nn.Module):
@@ -43,7 +43,7 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """One transformer block; ``arrangement`` says Pre- or Post-norm and the Pre-norm output scale."""
 
-    def __init__(self, dim: int, heads: int, hidden: int, norm: TokenNorm, arrangement: BlockNorms) -> None:
+    def __init__(self, dim: int, heads: int, hidden: int, norm: MakeNorm, arrangement: BlockNorms) -> None:
         super().__init__()
         self.post, self.scale = arrangement.post, arrangement.scale
         self.norm1 = norm(dim)
@@ -68,7 +68,7 @@ class CifarViT(nn.Module):
     def __init__(
         self,
         num_classes: int = 10,
-        norm: TokenNorm = nn.LayerNorm,
+        norm: MakeNorm = nn.LayerNorm,
         scheme: str = "pre",
         *,
         dim: int = 192,
@@ -115,8 +115,6 @@ def build_vit(norm: Any, scheme: str, num_classes: int = 10) -> CifarViT:
     """A ``CifarViT`` from a ``NormFactory`` of a kind with a token form (``tta.build_model`` path)."""
     tokens = getattr(norm, "tokens", None)
     if tokens is None:
-        from ..norms import token_kinds  # noqa: PLC0415
-
         raise InputError(
             f"a ViT backbone needs a token-level norm kind, not {getattr(norm, '__name__', norm)!r}; "
             f"pass norm= one of: {', '.join(token_kinds())}"

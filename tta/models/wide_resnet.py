@@ -7,19 +7,18 @@ normalization, as the checkpoint was trained.
 """
 from __future__ import annotations
 
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..norms import MakeNorm
 
-NormFactory = Callable[[int], nn.Module]
 
 
 class WideBasic(nn.Module):
     """Pre-activation block; when the width changes the shortcut sees the activated input."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int, norm: NormFactory) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, norm: MakeNorm) -> None:
         super().__init__()
         self.bn1 = norm(in_planes)
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
@@ -38,7 +37,7 @@ class WideBasic(nn.Module):
 
 
 class _Group(nn.Module):
-    def __init__(self, n: int, in_planes: int, planes: int, stride: int, norm: NormFactory) -> None:
+    def __init__(self, n: int, in_planes: int, planes: int, stride: int, norm: MakeNorm) -> None:
         super().__init__()
         self.layer = nn.Sequential(
             *[WideBasic(in_planes if i == 0 else planes, planes, stride if i == 0 else 1, norm) for i in range(n)]
@@ -50,7 +49,7 @@ class _Group(nn.Module):
 
 class WideResNet(nn.Module):
     def __init__(
-        self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10, norm: NormFactory = nn.BatchNorm2d
+        self, depth: int = 28, widen_factor: int = 10, num_classes: int = 10, norm: MakeNorm = nn.BatchNorm2d
     ) -> None:
         super().__init__()
         if (depth - 4) % 6:

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..labels import variant_label
+from .labels import variant_label
 
 
 @dataclass(frozen=True)
 class Cost:
     ratio: float | None  # × the source forward
-    memory: float | None  # peak MiB over source
+    peak_memory: float | None  # peak MiB over source
 
 
 def from_runs(settings) -> tuple[dict[str, Cost], str]:  # noqa: ANN001  (list[SettingView]; avoids a cycle)
@@ -56,7 +56,7 @@ def from_bench(path: str | Path) -> tuple[dict[str, Cost], str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the cost table {path} ({exc}); pass a bench_methods.py Markdown file") from None
     ratio: dict[str, float] = {}
-    memory: dict[str, float] = {}
+    peak_memory: dict[str, float] = {}
     for line in lines:
         if not line.startswith("| ") or "x |" not in line:
             continue
@@ -68,11 +68,11 @@ def from_bench(path: str | Path) -> tuple[dict[str, Cost], str]:
         try:
             ratio.setdefault(label, float(cells[2].rstrip("x")))
             if len(cells) > 5 and "(" in cells[5]:
-                memory.setdefault(label, float(cells[5].split("(")[-1].rstrip(")")))
+                peak_memory.setdefault(label, float(cells[5].split("(")[-1].rstrip(")")))
         except ValueError:
             continue
     if not ratio:
         raise InputError(f"{path} holds no bench_methods.py table (| method | ... | ratio x | ...); pass one")
-    costs = {lab: Cost(r, memory.get(lab)) for lab, r in ratio.items()}
+    costs = {lab: Cost(r, peak_memory.get(lab)) for lab, r in ratio.items()}
     return costs, (f"from {path.name}: thread CPU time per batch relative to the source forward, and peak "
                    "resident memory over the source model's, measured by benchmarks/bench_methods.py")

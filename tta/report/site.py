@@ -2,7 +2,7 @@
 
 ``index.html`` is the summary: variants × settings (mean ± std over seeds, rank, best marked), the worst
 Δ vs source over all settings, cost, and flags by rules the page states; sortable by any column.
-Each ``setting-N.html`` holds the ranked table (mean, std, Δ vs source, cost, memory), the per-domain
+Each ``setting-N.html`` holds the ranked table (mean, std, Δ vs source, cost, peak memory), the per-domain
 heatmap, a bar chart with every seed, the error over the stream as small multiples, published reference
 numbers where the setting matches (marked as published), and each row's provenance folded. Pages are
 Jinja2 templates with autoescape; charts are inline SVG; nothing is loaded from the network. The
@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from .. import atomic
-from ..leaderboard import build
-from ..render import render
-from ..results import DEMO_BANNER
+from ..pipeline.results import DEMO_BANNER
 from . import view as V
 from .cost import Cost, from_bench, from_runs
+from .leaderboard import build
 from .published import matching, source_text
+from .render import render
 from .svg import bar_chart, heat, small_multiples
 
 
@@ -39,7 +39,7 @@ def _boundaries(doc: dict[str, Any]) -> list[int]:
 
 
 def build_views(docs: list[dict[str, Any]], archives: list[dict[str, Any]] | None = None) -> list[V.SettingView]:
-    """One view per setting: result documents grouped by ``tta.leaderboard``, archived rows pooled in by label."""
+    """One view per setting: result documents grouped by ``tta.report.leaderboard``, archived rows pooled in by label."""
     views: dict[str, V.SettingView] = {}
     for board in build(docs):
         st = board.setting
@@ -101,7 +101,7 @@ def _summary_rows(views: list[V.SettingView], costs: dict[str, Cost]) -> list[di
                      "cells": [None if k not in by_k else {"mean": by_k[k].mean, "std": by_k[k].std,
                                                             "rank": ranks[k][label], "best": ranks[k][label] == 1,
                                                             "seeds": len(by_k[k].seeds)} for k in range(len(views))],
-                     "worst": max(deltas) if deltas else None, "ratio": cost.ratio, "memory": cost.memory})
+                     "worst": max(deltas) if deltas else None, "ratio": cost.ratio, "peak_memory": cost.peak_memory})
     rows.sort(key=lambda r: (not r["complete"], r["mean_all"]))
     return rows
 
@@ -120,7 +120,7 @@ def _setting_context(i: int, view: V.SettingView, costs: dict[str, Cost], entrie
         cost = costs.get(c.label, Cost(None, None))
         worst = max(c.domain_errors, key=lambda d: c.domain_errors[d]) if c.domain_errors else ""
         rows.append({"rank": rank, "label": c.label, "about": _about(c.method), "seeds": len(c.seeds), "mean": c.mean, "std": c.std,
-                     "delta": c.delta, "ece": c.ece, "ratio": cost.ratio, "memory": cost.memory, "flags": c.flags,
+                     "delta": c.delta, "ece": c.ece, "ratio": cost.ratio, "peak_memory": cost.peak_memory, "flags": c.flags,
                      "nonfinite": "; ".join(c.nonfinite), "worst_domain": worst,
                      "heat": [{"v": c.domain_errors.get(d), "style": heat(c.domain_errors[d], lo, hi)}
                               for d in view.domains]})

@@ -1,4 +1,4 @@
-"""Inline SVG charts for the report: geometry computed here, markup (and escaping) in ``tta/templates/*.svg.j2``.
+"""Inline SVG charts for the report: geometry computed here, markup (and escaping) in ``tta/report/templates/*.svg.j2``.
 
 No plotting library and nothing loaded from the network. Text widths are estimated generously
 (``CHAR_W`` of the font size per character) so labels stay inside their SVG. Colours are the
@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from markupsafe import Markup
 
-from ..render import render
+from .render import render
 
 #: Okabe & Ito (2008): distinguishable under deuteranopia, protanopia and tritanopia
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..leaderboard import Board, Setting
-from ..labels import variant_label
+from ..pipeline.setting import Setting
+from .labels import variant_label
+from .leaderboard import Board
 
 #: flag thresholds, stated on the summary page
 UNSTABLE_STD = 2.0  # points of sample std over seeds, in any setting
@@ -96,7 +97,7 @@ def _versions(v: dict[str, Any]) -> str:
 
 
 def cells_from_board(board: Board) -> list[Cell]:
-    """The rows of a ``tta.leaderboard`` board (result documents) as cells."""
+    """The rows of a ``tta.report.leaderboard`` board (result documents) as cells."""
     from ..sweep.cells import rerun_command  # noqa: PLC0415
 
     out = []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..registry import Registry
+from ..name_registry import Registry
 
 #: (corruption, severity): one domain of a stream
 DomainKey = tuple[str, int]

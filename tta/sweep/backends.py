@@ -36,7 +36,7 @@ def _die_with_parent() -> None:
     A worker in its own session (below) is out of reach of the signals that stop the sweep's
     process group, so without this a killed sweep left its workers running their cells to the
     end, each holding a dataset and a model, with nobody to record the result. SIGTERM, not
-    SIGKILL: a running cell saves its progress after the current batch (``tta.resume``).
+    SIGKILL: a running cell saves its progress after the current batch (``tta.pipeline.resume``).
     """
     if not sys.platform.startswith("linux"):
         return
@@ -63,7 +63,7 @@ def _run_local_cell(config: dict[str, Any], partial: str | None) -> dict[str, An
     if _orphaned():
         # the sweep died: nobody reads the result, and handing it to the pool's queue could block
         # this process forever. A finished cell's result is left beside its progress file for the
-        # next sweep to record (``tta.sweep.runner.finished_path``), so its work is not lost.
+        # next sweep to record (``tta.sweep.backends.finished_path``), so its work is not lost.
         if "doc" in outcome and partial is not None:
             try:
                 write_json(finished_path(partial), outcome["doc"])
@@ -207,7 +207,7 @@ class RayBackend:
         """Nothing to do after a finished sweep: the cluster (ours or --address's) outlives it.
 
         ``cancel`` (a stopped sweep): Ray's ``cancel`` raises the interrupt of SIGINT in each running
-        cell, which stops after its current batch and saves its progress (``tta.resume``); this waits
+        cell, which stops after its current batch and saves its progress (``tta.pipeline.resume``); this waits
         up to ``grace_s`` for that, so the driver does not take a local cluster down with it first.
         """
         if not cancel or not self.pending:

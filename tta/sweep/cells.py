@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..atomic import json_safe
-from ..experiment import RunConfig
+from ..pipeline.config import RunConfig
 
 #: settings that change where or how fast a run happens, not its result
 MACHINE_FIELDS = ("data_dir", "download", "threads", "device", "workers", "frost_dir")

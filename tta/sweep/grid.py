@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import InputError
-from ..experiment import RunConfig
+from ..pipeline.config import RunConfig
 from ..names import parse_shift
 from ..precheck import MAX_CELLS, check_settings
 

@@ -12,7 +12,7 @@ def run_cell(config: dict[str, Any], partial: str | None = None) -> dict[str, An
     ``partial`` is where the cell saves its progress, so a cell whose worker died
     continues from there when it is run again.
     """
-    from ..runner import run  # noqa: PLC0415  (workers import torch once, here)
+    from ..pipeline.orchestrator import run  # noqa: PLC0415  (workers import torch once, here)
 
     show_warnings()
     try:

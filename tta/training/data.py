@@ -1,15 +1,15 @@
-"""Clean training/test sets for ``tta train``, read by ``tta.imagesets``."""
+"""Clean training/test sets for ``tta train``, read by ``tta.data.imagesets``."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..imagesets import ImageArrays, load_image_set, read_npy_pair
+from ..data.imagesets import ImageArrays, load_image_set, read_npy_pair
 
 __all__ = ["ImageArrays", "find_test_split", "load_images"]
 
 
 def load_images(path: str | Path, split: str = "train") -> ImageArrays:
-    """Read a clean set (``tta.imagesets``).
+    """Read a clean set (``tta.data.imagesets``).
 
     ``path`` is one of: a ``<split>_images.npy`` file (labels beside it as
     ``<split>_labels.npy``); a folder holding ``{split}_images.npy``; or a

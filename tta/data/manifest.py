@@ -19,9 +19,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_json
-from .errors import DataError
-from .schema import INT, TEXT, Check, ListOf, Maybe, check
+from ..atomic import write_json
+from ..errors import DataError
+from ..schema import INT, TEXT, Check, ListOf, Maybe, check
 
 #: the fields readers use; a manifest is a file like any other (docs/threat-model.md)
 MANIFEST = {

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import TTAError
 from .bcn import BatchChannelNorm2d
-from .registry import NormFactory, norm_factory
+from ._kinds import NormFactory, norm_factory
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 #: torchvision folder -> (test batches, train batches, label key)
 CIFAR_PYTHON = {

@@ -1,4 +1,4 @@
-"""Parsing of repeatable ``KEY=VALUE`` command-line options."""
+"""Values of command-line flags: repeatable ``KEY=VALUE`` options, ``--delta``, ``--domains``, ``--checkpoint-every``."""
 from __future__ import annotations
 
 import json

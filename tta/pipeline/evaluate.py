@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 

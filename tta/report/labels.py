@@ -32,7 +32,7 @@ def _same(a: Any, b: Any) -> bool:
 def _defaults(method: str, given: dict[str, Any], context: dict[str, Any]) -> dict[str, Any] | None:
     """``method``'s options resolved from ``given`` alone in ``context``; None for a method tta does not know."""
     try:
-        from .methods import get_method  # noqa: PLC0415  (labels of unknown methods still work without it)
+        from ..methods import get_method  # noqa: PLC0415  (labels of unknown methods still work without it)
 
         return dict(get_method(method).resolve(given, context))
     except Exception:  # noqa: BLE001  an unknown or renamed method, or options it rejects: no defaults to drop

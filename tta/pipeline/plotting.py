@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import TTAError
-from .atomic import write_bytes
+from ..errors import TTAError
+from ..atomic import write_bytes
 
 
 def plot_error_curve(doc: dict[str, Any], path: str | Path, window: int = 10) -> None:

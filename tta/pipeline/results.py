@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .atomic import json_safe
-from .errors import InputError
-from .schema import check_result
+from ..atomic import json_safe
+from ..errors import InputError
+from ..schema import RESULT_SCHEMA, RESULT_SCHEMA_VERSION, check_result
 
-SCHEMA = "tta.result"
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from .evaluate import OnlineMetrics
+    from .prepare import Prepared
+
 DEMO_BANNER = "DEMO RUN: embedded scikit-learn digits, NOT CIFAR-10-C; the numbers are not benchmark results"
 
 
@@ -53,8 +56,8 @@ def build_result(
 ) -> dict[str, Any]:
     """Assemble a result document in the current schema."""
     return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
+        "schema": RESULT_SCHEMA,
+        "schema_version": RESULT_SCHEMA_VERSION,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "demo": bool(data.get("demo")),
         **({"notice": DEMO_BANNER} if data.get("demo") else {}),
@@ -68,13 +71,31 @@ def build_result(
     }
 
 
+def record(prepared: Prepared, metrics: OnlineMetrics, resumed_at_batch: int = 0) -> dict[str, Any]:
+    """The result document of a finished run (stage five of ``tta.run``)."""
+    from ..runtime import runtime_info, versions  # noqa: PLC0415  (torch; the readers of results do without it)
+
+    doc = build_result(
+        method=prepared.config.method,
+        hparams=prepared.hparams,
+        model=prepared.model_info,
+        data={**prepared.source.describe(), "notes": prepared.notes},
+        stream=prepared.stream.describe(),
+        metrics=metrics.as_dict(),
+        runtime={**runtime_info(prepared.device), "config": asdict(prepared.config)},
+        versions=versions(),
+    )
+    doc["stream"]["resumed_at_batch"] = resumed_at_batch
+    return doc
+
+
 def read_json(path: str | Path) -> dict[str, Any]:
     """A result file, checked against the result schema (``tta.schema.RESULT``) before anything uses it."""
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"cannot read {path} as JSON ({exc}); pass a file written by tta run") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") != RESULT_SCHEMA:
         schema = doc.get("schema") if isinstance(doc, dict) else None
         raise InputError(f"{path} is not a tta result (schema {schema!r}); pass a file written by tta run")
     return check_result(doc, str(path))
@@ -137,6 +158,12 @@ def configuration(method: str, hparams: dict[str, Any], model: dict[str, Any], d
     if precision != "fp32":
         config["precision"] = precision
     return json.loads(json.dumps(json_safe(config)))
+
+
+def configuration_of_run(prepared: Prepared) -> dict[str, Any]:
+    """``configuration`` of a prepared run: it names default outputs and guards existing ones."""
+    return configuration(prepared.config.method, prepared.hparams, prepared.model_info, prepared.source.describe(),
+                         prepared.stream.fingerprint(), prepared.config.precision)
 
 
 def configuration_of(doc: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 ``tta run`` without ``--output`` writes ``tta-results/<name>.json`` where ``<name>`` is
 ``<dataset>-<model>-<method>-<shift>[-d<δ>|-sorted][-n<images>]-s<seed>-<digest>``: the readable part says what
 ran, and ``<digest>`` (8 hex digits) is a hash of the result-determining configuration, the same mapping
-``tta.results.check_overwrite`` compares (``tta.results.configuration``). Two runs that could give different
+``results.check_overwrite`` compares (``results.configuration``). Two runs that could give different
 numbers therefore never share a default name, and the same command always finds its own file again (to resume
 or to replace it).
 """

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from torch import nn
 
 from ..errors import InputError
-from ..registry import Registry
+from ..name_registry import Registry
 from .bcn import BatchChannelNorm2d
 from .ghost_bn import GhostBatchNorm2d
 from .group_norm import group_norm
@@ -20,6 +20,9 @@ from .scaled_ws import ScaledStdConv2d
 from .ws_conv import WSConv2d
 
 ConvTransform = Callable[..., nn.Conv2d]
+#: what a backbone takes to build each norm layer: a width (channels, or token features) -> the layer.
+#: ``nn.BatchNorm2d``, ``nn.LayerNorm`` and every ``NormFactory`` are ones.
+MakeNorm = Callable[[int], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,7 @@ class NormSpec:
     """One normalization option: how to build the layer and, if needed, how to change the convs.
 
     ``conv`` (when set) maps an ``nn.Conv2d`` to its replacement; ``conv_options``
-    names the options routed to it instead of the layer. ``batch_stats`` says the
+    names the options routed to it instead of the layer. ``running_statistics`` says the
     layer keeps BatchNorm running statistics at test time (so BN-statistics
     adapters apply); ``affine`` says it has learnable per-channel or per-group
     scales a gradient adapter such as TENT can tune. ``tokens`` (when set) builds
@@ -39,7 +42,7 @@ class NormSpec:
     layer: Callable[..., nn.Module]
     summary: str
     paper: str
-    batch_stats: bool
+    running_statistics: bool
     affine: bool
     conv: ConvTransform | None = None
     conv_options: tuple[str, ...] = ()

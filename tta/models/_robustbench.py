@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import CheckpointError
 
 if TYPE_CHECKING:
-    from .registry import ModelSpec
+    from ._zoo import ModelSpec
 
 
 def import_robustbench() -> ModuleType:

@@ -21,13 +21,17 @@ import io
 import logging
 import signal
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from .evaluate import Tally
-from .atomic import write_bytes
+from ..atomic import write_bytes
+from ..errors import WriteError
+from .evaluate import RunInterrupted, Tally
+
+if TYPE_CHECKING:
+    from .prepare import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,13 @@ def run_key(fingerprint: str, method: str, hparams: dict[str, Any], model: dict[
     norm = (model.get("norm"), _canonical(model.get("norm_options") or {}))
     key = (fingerprint, method, _canonical(hparams), model.get("checkpoint_sha256"), norm, data)
     return repr(key if precision == "fp32" else (*key, precision))
+
+
+def key_of(prepared: Prepared) -> str:
+    """``run_key`` of a prepared run."""
+    cfg = prepared.config
+    return run_key(prepared.stream.fingerprint(), cfg.method, prepared.hparams, prepared.model_info,
+                   data_identity(prepared.source, prepared.stream.domains), cfg.precision)
 
 
 def save_partial(path: Path, key: str, next_batch: int, tally: Tally, adapted: nn.Module) -> None:
@@ -108,6 +119,41 @@ def load_partial(path: Path, key: str, adapted: nn.Module) -> tuple[int, Tally] 
                     str(exc).splitlines()[0][:200] if str(exc) else "")
         return None
     return next_batch, tally
+
+
+class ProgressSaver:
+    """``evaluate``'s checkpoint callback: the run's progress into ``path``.
+
+    A failed write (a full disk) costs the resume point, not the run: it is warned about once and the run goes on.
+    """
+
+    def __init__(self, path: Path, key: str, adapted: nn.Module) -> None:
+        self.path, self.key, self.adapted, self.failed = path, key, adapted, False
+
+    def __call__(self, next_batch: int, tally: Tally) -> None:
+        try:
+            save_partial(self.path, self.key, next_batch, tally, self.adapted)
+        except WriteError as exc:
+            if not self.failed:
+                self.failed = True
+                log.warning("%s; the run goes on without saving progress", exc)
+
+    @property
+    def kept(self) -> Path | None:
+        """Where the progress is, unless a write failed."""
+        return None if self.failed else self.path
+
+
+class RunStopped(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped a run between two batches; its progress is saved in ``partial``."""
+
+    def __init__(self, stop: RunInterrupted, partial: Path | None) -> None:
+        where = f"; progress saved to {partial}" if partial is not None else ""
+        super().__init__(f"stopped before batch {stop.next_batch} of {stop.total}{where}")
+        self.next_batch, self.total, self.partial = stop.next_batch, stop.total, partial
+
+    def __reduce__(self):  # rebuilt from its fields, so it crosses process boundaries (sweep workers)
+        return type(self), (RunInterrupted(self.next_batch, self.total), self.partial)
 
 
 @contextlib.contextmanager

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..registry import Registry
-from .checkpoint import load_into, read_state_dict
+from ..name_registry import Registry
+from ..norms import MakeNorm, norm_factory
+from ._checkpoint import load_into, read_state_dict
 from .resnet_cifar import CifarResNet
 from .resnet_imagenet import NormalizedResNet50
 from .resnext import CifarResNeXt
@@ -21,7 +22,6 @@ from .wide_resnet import WideResNet
 
 log = logging.getLogger(__name__)
 
-NormFactory = Callable[[int], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class ModelSpec:
     """How to build a backbone and where its pretrained weights usually live."""
 
     name: str
-    build: Callable[[NormFactory], nn.Module]
+    build: Callable[[MakeNorm], nn.Module]
     dataset: str
     num_classes: int
     input_size: int
@@ -145,16 +145,14 @@ def find_pretrained(spec: ModelSpec, model_dir: str | Path | None = None) -> Pat
     return next((c for c in candidates if c.is_file()), None)
 
 
-def build_model(name: str, norm: NormFactory | str | None = None, **norm_options) -> nn.Module:
+def build_model(name: str, norm: MakeNorm | str | None = None, **norm_options) -> nn.Module:
     """Build the architecture ``name`` with random weights (BatchNorm unless ``norm`` is given)."""
     spec = resolve_model_name(name)
     if norm is None and (norm_options or spec.default_norm != "bn"):
         norm = spec.default_norm
     if norm is None:
-        factory: NormFactory = nn.BatchNorm2d
+        factory: MakeNorm = nn.BatchNorm2d
     elif isinstance(norm, str):
-        from ..norms import norm_factory  # noqa: PLC0415  (tta.norms imports the models package)
-
         factory = norm_factory(norm, **norm_options)
     else:
         factory = norm
@@ -191,7 +189,7 @@ def load_model(
     if path is None and pretrained:
         path = find_pretrained(spec, model_dir)
         if path is None and download and spec.robustbench_name:
-            from .robustbench import download_checkpoint  # noqa: PLC0415
+            from ._robustbench import download_checkpoint  # noqa: PLC0415
 
             path = download_checkpoint(spec, model_dir or default_model_dir())
         if path is None:

@@ -1,93 +1,35 @@
-"""One run: data -> stream -> model -> adapter -> online metrics -> result document.
+"""Stage two of a run: its settings resolved into data, a stream, a model and the adapter around it.
 
-``run_experiment(RunConfig(...))`` returns the result document of one pass in
-memory; ``tta.run`` (tta/runner.py) adds output files and resuming on top of it.
+``prepare`` fails fast, before any image is adapted on; ``prepare_stream`` stops before
+the model, which is enough to fingerprint a run (``tta sweep`` plans cells with it).
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .adaptation import adapt
-from .data import default_data_dir, open_source
-from .data.source import DomainSource
-from .errors import CheckpointError, InputError
-from .evaluate import OnlineMetrics, evaluate
-from .models import load_model, resolve_model_name
-from .models.registry import default_model_dir, find_pretrained
-from .precheck import check_settings
-from .results import build_result, sha256_file
-from .runtime import configure_threads, pick_device, runtime_info, versions
-from .streams import Stream, make_stream
-from .training import record_path, training_record
-from .validate import check_dataset_size
+from ..adaptation import adapt
+from ..data.domain_source import DomainSource
+from ..data.paths import default_data_dir
+from ..data.resolve import open_source
+from ..errors import CheckpointError, InputError
+from ..models import load_model, resolve_model_name
+from ..models._zoo import default_model_dir, find_pretrained
+from ..precheck import check_settings
+from ..runtime import configure_threads, pick_device
+from ..streams import Stream, make_stream
+from ..training import record_path, training_record
+from ..validate import check_dataset_size
+from .config import DATASET_BATCH_SIZE, DEFAULT_BATCH_SIZE, DEFAULT_DELTA, DEFAULT_MODELS, RunConfig
+from .results import sha256_file
 
 log = logging.getLogger(__name__)
-
-#: default model per dataset (RobustBench's corruption-benchmark BN backbones)
-DEFAULT_MODELS = {"cifar10": "wrn-28-10", "cifar100": "resnext-29", "imagenet": "resnet50"}
-#: Dirichlet δ for ``--delta`` without a value: the UnMix-TNS scripts' TEST.DELTA_DIRICHLET
-#: (devavratTomar/unmixtns ``tta_experiments/run.sh``; docs/running.md, "Protocols")
-DEFAULT_DELTA = {"cifar10": 0.1, "cifar100": 0.01, "imagenet": 0.01, "demo": 0.1}
-DEFAULT_SEED = 2020
-DEFAULT_BATCH_SIZE = 64
-#: test batch per dataset when ``batch_size`` is None: the same scripts' TEST.BATCH_SIZE
-DATASET_BATCH_SIZE = {"imagenet": 16}
-DEFAULT_SEVERITY = 5
-
-
-@dataclass
-class RunConfig:
-    """Everything that determines a run.
-
-    Defaults follow the UnMix-TNS scripts (docs/running.md, "Protocols"): severity 5, seed
-    2020, batch 64 (16 on ImageNet-C), δ per dataset when ``delta="default"``. Label
-    correlation is off by default (``delta=None``), which is the plain ``continual``
-    setting; the UnMix-TNS paper's non-i.i.d. settings add ``delta="default"``.
-    ``protocol="reference"`` draws the reference framework's exact sample order.
-    """
-
-    method: str = "source"
-    shift: str = "continual"
-    dataset: str = "auto"
-    data_dir: str | None = None
-    model: str | None = None
-    checkpoint: str | None = None
-    norm: str | None = None
-    """Norm kind the checkpoint was trained with; None reads it from the ``tta train`` record beside it."""
-    norm_options: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-    domains: list[str] | None = None
-    severity: int = DEFAULT_SEVERITY
-    batch_size: int | None = None
-    """None: 64, or 16 on ImageNet-C (``DATASET_BATCH_SIZE``)."""
-    n_examples: int | None = None
-    seed: int = DEFAULT_SEED
-    delta: float | str | None = None  # a float, "default" (per dataset) or None (no correlation)
-    sort_labels: bool = False
-    order_file: str | None = None
-    download: bool = False
-    threads: int | None = 1
-    device: str = "auto"
-    workers: int | None = None
-    imagenet_subset: str | None = None
-    """None: RobustBench's 5,000-image list, or all 50,000 images for label-correlated streams
-    and ``n_examples`` runs, as the reference framework's ``create_imagenetc_dataset``."""
-    protocol: str = "tta"
-    """How the sample order is drawn: ``"tta"`` or ``"reference"`` (``tta.streams.build_order``)."""
-    frost_dir: str | None = None
-    """Frost textures for generated domains (else ``$TTA_FROST_DIR`` or an imagecorruptions wheel)."""
-    source_data: str | None = None
-    """Clean source images (.npy, uint8 NHWC) for methods that need them (eata); the method's ``source_data``."""
-    precision: str = "fp32"
-    """Autocast precision of every step: "fp32", "bf16" (CPU or GPU) or "fp16" (GPU; ``Adapter.set_precision``)."""
-
 
 @dataclass
 class Prepared:
@@ -171,7 +113,7 @@ def _load_model(config: RunConfig, source: DomainSource) -> tuple[nn.Module, dic
             )
         if config.model or config.checkpoint:
             raise InputError("the demo brings its own source model; drop --model/--checkpoint or pick another --dataset")
-        from .data.demo_model import load_demo_model  # noqa: PLC0415
+        from ..data.demo_model import load_demo_model  # noqa: PLC0415
 
         model, path = load_demo_model()
         return model, {"name": "demo-cnn", "checkpoint": str(path), "checkpoint_sha256": sha256_file(path)}
@@ -233,26 +175,3 @@ def _norm_for(config: RunConfig, model_name: str) -> tuple[str | None, dict[str,
     log.info("norm %s %s from the training record of %s", record["norm"], record.get("norm_options") or "",
              config.checkpoint)
     return record["norm"], {**(record.get("norm_options") or {}), **config.norm_options}
-
-
-def finish(prepared: Prepared, metrics: OnlineMetrics) -> dict[str, Any]:
-    """The result document of a finished run."""
-    cfg = prepared.config
-    stream_info = prepared.stream.describe()
-    return build_result(
-        method=cfg.method,
-        hparams=prepared.hparams,
-        model=prepared.model_info,
-        data={**prepared.source.describe(), "notes": prepared.notes},
-        stream=stream_info,
-        metrics=metrics.as_dict(),
-        runtime={**runtime_info(prepared.device), "config": {k: v for k, v in asdict(cfg).items()}},
-        versions=versions(),
-    )
-
-
-def run_experiment(config: RunConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Prepare, run the online loop once, and return the result document (no files; see ``tta.run``)."""
-    prepared = prepare(config)
-    metrics = evaluate(prepared.adapted, prepared.stream, device=prepared.device, progress=progress)
-    return finish(prepared, metrics)

@@ -3,7 +3,7 @@
 Result files, stores and option values are untrusted (a seed or a file name may hold ``<script>``), so
 escaping is not left to each call site: HTML templates autoescape, and the Markdown environment runs every
 ``{{ value }}`` through ``md_escape`` (HTML in Markdown renders as HTML). Templates live in
-``tta/templates``; text that must stay markup is written in the template itself.
+``tta/report/templates``; text that must stay markup is written in the template itself.
 """
 from __future__ import annotations
 

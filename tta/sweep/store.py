@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .atomic import json_safe
-from .errors import InputError, WriteError
-from .schema import check_result
+from ..atomic import json_safe
+from ..errors import InputError, WriteError
+from ..schema import check_result
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 60_000

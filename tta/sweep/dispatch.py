@@ -14,14 +14,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..experiment import RunConfig, prepare_stream
-from ..leaderboard import setting_of
-from ..results import sha256_file
-from ..runtime import versions
+from ..pipeline.config import RunConfig
+from ..pipeline.results import sha256_file
+from ..pipeline.setting import setting_of
 from ..schema import check_result
-from ..store import Store
 from .backends import finished_path
 from .cells import Cell, cell_id
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +30,9 @@ _STREAM_FIELDS = ("dataset", "data_dir", "shift", "domains", "severity", "batch_
 
 def plan(configs: Iterable[RunConfig]) -> list[Cell]:
     """Each configuration with its content id; streams shared by several cells are built once."""
+    from ..pipeline.prepare import prepare_stream  # noqa: PLC0415  (torch: the store's readers do without it)
+    from ..runtime import versions  # noqa: PLC0415
+
     version = versions()["tta"]
     streams: dict[str, tuple[str, str, dict[str, Any]]] = {}
     shas: dict[str, str] = {}
