@@ -22,12 +22,12 @@ import torch
 from torch import nn
 
 import tta
-from tta.methods.deyo_step import deyo_step
-from tta.methods.eata_step import ETAState, compute_fisher, eata_parameters, eata_step, eta_step
-from tta.methods.entropy_filters import softmax_entropy
-from tta.methods.rdumb_step import RDumbState, rdumb_step
-from tta.methods.sar_step import SARState, make_sar_optimizer, sar_parameters, sar_step
-from tta.methods.shot_im_step import shot_im_parameters, shot_im_step
+from tta.methods.deyo import deyo_step
+from tta.methods.eata import ETAState, compute_fisher, eata_parameters, eata_step, eta_step
+from tta.methods._entropy import softmax_entropy
+from tta.methods.rdumb import RDumbState, rdumb_step
+from tta.methods.sar import SARState, make_sar_optimizer, sar_parameters, sar_step
+from tta.methods.shot_im import shot_im_parameters, shot_im_step
 
 
 def batch_statistics(model: nn.Module) -> nn.Module:

@@ -22,10 +22,10 @@ import time
 import torch
 
 import tta
-from tta.memory import CSTU, PBRS
-from tta.methods.lame_solver import features_and_logits, lame
-from tta.methods.note_step import configure_note, note_optimizer, note_step
-from tta.methods.rotta_step import configure_rotta, rotta_optimizer, rotta_step
+from tta.methods._sample_memory import CSTU, PBRS
+from tta.methods.lame import features_and_logits, lame
+from tta.methods.note import configure_note, note_optimizer, note_step
+from tta.methods.rotta import configure_rotta, rotta_optimizer, rotta_step
 
 BATCH, BATCHES = 200, 4
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from tta.methods import METHODS, Adapter, Option, Resolved, gradient_adapter, register_method
-from tta.methods.gradient import optimizer_options, stats_options
+from tta.methods._gradient import optimizer_options, stats_options
 
 NAME = "test-memory-teacher"
 

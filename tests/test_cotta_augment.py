@@ -6,7 +6,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from tta.augment.cotta import (COTTA_AUGMENT, AugmentConfig, COTTA_AUGMENT_SOFT, ROID_AUGMENT, ViewParams, augment,
+from tta.methods._view_augment import (COTTA_AUGMENT, AugmentConfig, COTTA_AUGMENT_SOFT, ROID_AUGMENT, ViewParams, augment,
                                augment_views, hsv_to_rgb, rgb_to_hsv, sample_view_params)
 from tta.errors import InputError
 

@@ -16,9 +16,9 @@ from torch import nn
 
 import tta
 from conftest import to_tensor
-from tta.augment.cotta import augment
-from tta.methods.view_forward import forward_views
-from tta.methods.cotta_step import (CoTTAHyper, CoTTAModels, cotta_parameters, cotta_step,
+from tta.methods._view_augment import augment
+from tta.methods._view_forward import forward_views
+from tta.methods.cotta import (CoTTAHyper, CoTTAModels, cotta_parameters, cotta_step,
                                     draw_restore_masks, ema_update_, stochastic_restore_)
 
 pytestmark = pytest.mark.realdata
@@ -234,7 +234,7 @@ def test_grouped_forward_refuses_a_model_with_call_to_call_statistics():
 
 
 def test_cotta_loss_forms_and_defaults():
-    from tta.methods.cotta_step import COTTA_DEFAULTS, cotta_loss
+    from tta.methods.cotta import COTTA_DEFAULTS, cotta_loss
     s, t = torch.randn(5, 4), torch.randn(5, 4)
     ce = -(t.softmax(1) * s.log_softmax(1)).sum(1)
     rev = -(s.softmax(1) * t.log_softmax(1)).sum(1)

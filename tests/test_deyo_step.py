@@ -11,9 +11,9 @@ from torch import nn
 
 from entropy_batch import assert_params_equal, noisy_batches, twin_models
 from tta.errors import InputError
-from tta.methods.deyo_step import deyo_step, patch_shuffle
-from tta.methods.entropy_filters import softmax_entropy
-from tta.methods.sar_step import sar_parameters
+from tta.methods.deyo import deyo_step, patch_shuffle
+from tta.methods._entropy import softmax_entropy
+from tta.methods.sar import sar_parameters
 
 
 # ---- transcription of the reference (DeYO methods/deyo.py, aug_type 'patch'), kept plain ----------

@@ -12,7 +12,7 @@ from torch import nn
 from conftest import to_tensor
 from entropy_batch import assert_params_equal, noisy_batches, twin_models
 from tta.errors import TTAError
-from tta.methods.eata_step import ETAState, FisherRegularizer, compute_fisher, eata_parameters, eata_step, eta_step
+from tta.methods.eata import ETAState, FisherRegularizer, compute_fisher, eata_parameters, eata_step, eta_step
 
 
 # ---- transcription of the reference (EATA eata.py / main.py), kept plain on purpose -------------

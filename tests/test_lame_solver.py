@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import tta
 from tta.errors import InputError
-from tta.methods.lame_solver import affinity, features_and_logits, lame, laplacian_optimization
+from tta.methods.lame import affinity, features_and_logits, lame, laplacian_optimization
 
 from conftest import to_tensor
 

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import tta
-from tta.memory import PBRS
-from tta.methods.iabn_layer import InstanceAwareBatchNorm, make_layer
-from tta.methods.note_step import configure_note, hloss, note_optimizer, note_step
+from tta.methods._sample_memory import PBRS
+from tta.methods.iabn import InstanceAwareBatchNorm, make_layer
+from tta.methods.note import configure_note, hloss, note_optimizer, note_step
 
 from conftest import to_tensor
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from entropy_batch import assert_params_equal, noisy_batches, twin_models
-from tta.methods.eata_step import eata_parameters
-from tta.methods.rdumb_step import RDumbState, rdumb_step
+from tta.methods.eata import eata_parameters
+from tta.methods.rdumb import RDumbState, rdumb_step
 
 
 # ---- transcription of the reference (CCC models/rdumb.py), kept plain on purpose --------------------

@@ -16,9 +16,9 @@ from torch import nn
 
 import tta
 from test_cotta_step import noisy_batches
-from tta.augment.cotta import ROID_AUGMENT, augment_views, sample_view_params
+from tta.methods._view_augment import ROID_AUGMENT, augment_views, sample_view_params
 from tta.errors import InputError
-from tta.methods.roid_step import (RoidState, configure_roid, prior_correction, roid_parameters,
+from tta.methods.roid import (RoidState, configure_roid, prior_correction, roid_parameters,
                                    roid_step, soft_likelihood_ratio)
 
 pytestmark = pytest.mark.realdata

@@ -18,11 +18,11 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 import tta
-from tta.augment import rotta_augment
-from tta.memory import CSTU
-from tta.memory.cstu import timeliness_weight
-from tta.methods.rbn_layer import RobustBatchNorm, make_layer
-from tta.methods.rotta_step import configure_rotta, rotta_optimizer, rotta_step
+from tta.methods.rotta import rotta_augment
+from tta.methods._sample_memory import CSTU
+from tta.methods._sample_memory import timeliness_weight
+from tta.methods.rbn import RobustBatchNorm, make_layer
+from tta.methods.rotta import configure_rotta, rotta_optimizer, rotta_step
 
 from conftest import to_tensor
 
@@ -269,7 +269,7 @@ def test_rbn_matches_official_over_train_steps(resnet20, noisy):
     # float64: float32 rounding, amplified through 19 layers of batch-statistics gradients,
     # reaches 3e-4 relative in the gradients; in float64 the two agree to 1e-12
     ours = copy.deepcopy(resnet20).double().requires_grad_(False)
-    tta.methods.bn_swap.replace_batchnorm(ours, make_layer, "rbn")  # new gamma/beta require grad
+    tta.methods._bn_swap.replace_batchnorm(ours, make_layer, "rbn")  # new gamma/beta require grad
     ref = ref_configure(copy.deepcopy(resnet20).double())
     ours.train(), ref.train()
     noisy = noisy.double()
@@ -298,7 +298,7 @@ def test_rbn_outside_autograd_matches_official(resnet20, noisy, dtype, tol):
     """Without autograd (the ``rbn`` policy under inference_mode, RoTTA's teacher on its memory) RBN takes
     the fused BatchNorm pass, on channels_last as tta runs it; outputs and stored statistics stay official."""
     ours = copy.deepcopy(resnet20).to(dtype).requires_grad_(False)
-    tta.methods.bn_swap.replace_batchnorm(ours, make_layer, "rbn")
+    tta.methods._bn_swap.replace_batchnorm(ours, make_layer, "rbn")
     ours = ours.to(memory_format=torch.channels_last).train()
     ref = ref_configure(copy.deepcopy(resnet20).to(dtype)).train()
     for i in range(3):

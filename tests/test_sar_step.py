@@ -11,7 +11,7 @@ from torch import nn
 
 from entropy_batch import assert_params_equal, noisy_batches, twin_models
 from tta.errors import TTAError
-from tta.methods.sar_step import SARState, make_sar_optimizer, sar_lr, sar_parameters, sar_step
+from tta.methods.sar import SARState, make_sar_optimizer, sar_lr, sar_parameters, sar_step
 from tta.optim import SAM
 
 

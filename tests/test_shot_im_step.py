@@ -12,7 +12,7 @@ from torch import nn
 
 from entropy_batch import noisy_batches
 from tta.errors import InputError
-from tta.methods.shot_im_step import shot_im_loss, shot_im_parameters, shot_im_step
+from tta.methods.shot_im import shot_im_loss, shot_im_parameters, shot_im_step
 
 FROZEN = ["fc", "classifier", "head", "linear"]  # ttab's list plus this package's CIFAR ResNet classifier
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .methods import METHODS
-from .methods.registry import WITHHELD
+from .methods._recipe import WITHHELD
 from .models import MODELS
 from .streams.shifts import listing as shifts
 

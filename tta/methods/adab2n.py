@@ -35,9 +35,9 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .options import Option, OptionSet
-from .policy import StatsPolicy, register_stats
-from .stats import (
+from ._options import Option, OptionSet
+from ._stats_policy import StatsPolicy, register_stats
+from ._moments import (
     SourceStatsMixin,
     fast_instance_stats,
     instance_stats,

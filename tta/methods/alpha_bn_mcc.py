@@ -23,10 +23,10 @@ from functools import partial
 import torch
 from torch import nn
 
-from .adapter import Adapter
-from .gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
-from .options import Option
-from .registry import Resolved, register_method
+from ._adapter import Adapter
+from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from ._options import Option
+from ._recipe import Resolved, register_method
 from .tent import softmax_entropy
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adapter import Adapter
+from ._adapter import Adapter
 from .momentum_decay import DecayingMomentumBatchNorm
-from .gradient import gradient_adapter, optimizer_options, stats_options
-from .options import Option
-from .registry import Resolved, register_method
+from ._gradient import gradient_adapter, optimizer_options, stats_options
+from ._options import Option
+from ._recipe import Resolved, register_method
 from .tent import softmax_entropy
 
 

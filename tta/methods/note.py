@@ -2,8 +2,8 @@
 
 Recipe: statistics policy ``iabn`` (instance-aware BatchNorm swapped into the pretrained
 model without retraining, k = 4, running-statistics momentum 0.01) + PBRS memory
-(``tta.memory.pbrs``, draws from the adapter's generator) + entropy on the memory. The
-step is ``tta.methods.note_step`` (see docs/methods.md, "NOTE"): predict the test batch
+(``tta.methods._sample_memory``, draws from the adapter's generator) + entropy on the memory. The
+step is ``tta.methods.note`` (see docs/methods.md, "NOTE"): predict the test batch
 in eval mode; each sample enters the memory with its pseudo-label; every
 ``update_frequency`` samples, mid-batch if need be, one train-mode forward of the memory
 (IABN running statistics move) and one optimizer step on HLoss (the mean of
@@ -22,20 +22,114 @@ components; the UnMix-TNS scripts' learning rate applies (Adam 1e-5 on CIFAR, SG
 this composition follows its code, not published numbers.
 
 Batch of 1: works (NOTE itself is per-sample).
+
+NOTE's per-batch step as the devavratTomar/unmixtns port runs it on a pretrained BN model.
+
+Gong et al., "NOTE: Robust Continual Test-time Adaptation Against Temporal Correlation",
+NeurIPS 2022 (official code TaesikGong/NOTE, one sample at a time); batched port
+devavratTomar/unmixtns ``methods/note.py``. Setup (:func:`configure_note`): every
+BatchNorm2d becomes IABN (:mod:`tta.methods.iabn`, k 4, running-statistics momentum
+0.01); only the normalization layers' gamma, beta train. One call on a test batch x
+(:func:`note_step`):
+
+1. eval mode: z = model(x) (IABN against the running statistics); pseudo-labels argmax z;
+2. for each sample in batch order: add it to the PBRS memory, count it, and every
+   ``update_frequency`` (64) samples run :func:`note_update`, possibly mid-batch;
+3. return z (from before any update).
+
+:func:`note_update`: train mode, one forward of the whole memory (IABN moves its running
+statistics and normalizes against the memory's statistics), loss = :func:`hloss`, one
+optimizer step. The port's model then stays in train mode until the next call sets eval.
+
+Optimizer: the port's ``cfgs/cifar10_c/note.yaml`` gives Adam lr 1e-3, betas (0.9, 0.999),
+wd 0 (its ``run.sh`` overrides lr to 1e-5 when UnMix-TNS is inside); NOTE's own scripts
+use Adam lr 1e-4 with the conf default weight decay 5e-4 on CIFAR. The port cannot run as
+released (NOTE is not registered and ``conf.py`` has no ``NOTE`` node), so memory size and
+update frequency 64 and momentum 0.01 are NOTE's own values (ImageNet-C yaml: 16).
 """
 from __future__ import annotations
 
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..memory.module import MemoryModule
-from ..memory.pbrs import PBRS
-from .adapter import Adapter
-from .note_step import UPDATE_FREQUENCY, note_step
-from .gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
-from .options import Option, when
-from .registry import Resolved, register_method
+from ._adapter import Adapter
+from ._bn_swap import replace_batchnorm
+from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from ._options import Option, when
+from ._recipe import register_method, Resolved
+from ._sample_memory import PBRS, MemoryModule
+from .iabn import DEFAULT_K, DEFAULT_MOMENTUM, DEFAULT_SKIP, InstanceAwareBatchNorm, make_layer
 from .rotta import num_classes_of
+
+
+UPDATE_FREQUENCY = 64
+LR = 1e-3
+BETAS = (0.9, 0.999)
+
+
+def configure_note(model: nn.Module, k: float = DEFAULT_K, momentum: float = DEFAULT_MOMENTUM,
+                   skip_threshold: int = DEFAULT_SKIP) -> list[nn.Parameter]:
+    """Swap BatchNorm2d for IABN in ``model`` (in place), freeze all but norm affine; return the trainable params."""
+    model.requires_grad_(False)
+    replace_batchnorm(model, lambda bn: make_layer(bn, k, momentum, skip_threshold), "note")
+    params: list[nn.Parameter] = []
+    for module in model.modules():
+        if isinstance(module, (InstanceAwareBatchNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
+            for p in (module.weight, module.bias):
+                if p is not None:
+                    p.requires_grad_(True)
+                    params.append(p)
+    return params
+
+
+def note_optimizer(params: list[nn.Parameter], lr: float = LR, betas: tuple[float, float] = BETAS,
+                   weight_decay: float = 0.0) -> torch.optim.Adam:
+    """The port's CIFAR optimizer: Adam(lr 1e-3, betas (0.9, 0.999), wd 0)."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def hloss(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """NOTE's HLoss: mean over all B x C entries of -p log(p + 1e-6), p = softmax(z / T) (1/C of the usual entropy)."""
+    p = F.softmax(logits / temperature, dim=1)
+    return (-p * torch.log(p + 1e-6)).mean()
+
+
+def note_update(model: nn.Module, memory: PBRS, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+    """One port ``update_model``: train mode, entropy of the memory batch, one step. None if memory is empty."""
+    model.train()
+    x_mem = memory.get_memory()
+    if len(x_mem) == 0:
+        return None
+    loss = hloss(model(x_mem))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def note_step(
+    model: nn.Module,
+    memory: PBRS,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    seen: int,
+    generator: torch.Generator | None = None,
+    *,
+    update_frequency: int = UPDATE_FREQUENCY,
+) -> tuple[torch.Tensor, int]:
+    """One port ``forward_and_adapt`` on ``x``; returns (logits from before any update, new ``seen``)."""
+    with torch.no_grad():
+        model.eval()
+        logits = model(x)
+        labels = torch.argmax(logits, dim=1).tolist()
+    for i in range(x.shape[0]):
+        memory.add(x[i], labels[i], generator)
+        seen += 1
+        if seen % update_frequency == 0:
+            note_update(model, memory, optimizer)
+    return logits, seen
 
 
 def note_adapter_step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:

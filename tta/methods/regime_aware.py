@@ -12,7 +12,7 @@ whether ETA takes its step:
   LAME's Laplacian adjustment of them is the prediction in the correlated regime. Its
   components move on every batch, so they follow the domain in both regimes.
 - **i.i.d. branch**: the model with test-batch statistics (``tbn``, N = 0) and ETA's step
-  (``tta.methods.eata_step.eta_step``, ETA's options and defaults). In the i.i.d. regime it
+  (``tta.methods.eata.eta_step``, ETA's options and defaults). In the i.i.d. regime it
   adapts and its pre-update logits are the prediction; in the correlated regime it is not
   run (its weights wait for the next i.i.d. stretch).
 - **detector** (``RegimeDetector``): per batch, the share of the batch that the correlated
@@ -42,16 +42,16 @@ import torch
 from torch import nn
 
 from ..errors import TTAError
-from .adapter import Adapter
-from .bn_swap import batchnorm_layers
+from ._adapter import Adapter
+from ._bn_swap import batchnorm_layers
 from .eata import ETA_DEFAULTS, ETA_OPTIONS
-from .eata_step import ETAState, eta_step
-from .gradient import make_optimizer, norm_parameters
-from .lame_solver import AFFINITIES, DEFAULT_AFFINITY, DEFAULT_KNN, classifier_layer, features_and_logits, lame
-from .options import Option
-from .policy import get_stats
-from .registry import Resolved, register_method
-from .step_state import StepState
+from .eata import ETAState, eta_step
+from ._gradient import make_optimizer, norm_parameters
+from .lame import AFFINITIES, DEFAULT_AFFINITY, DEFAULT_KNN, classifier_layer, features_and_logits, lame
+from ._options import Option
+from ._stats_policy import get_stats
+from ._recipe import Resolved, register_method
+from ._step_output import StepState
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """``rotta``: Robust Test-Time Adaptation (Yuan, Xie, Li, CVPR 2023; official code BIT-DA/RoTTA).
 
 Recipe: statistics policy ``rbn`` (RoTTA's robust BatchNorm, alpha 0.05) + CSTU memory
-(``tta.memory.cstu``) + EMA teacher (a copy of the student made after the swap) + strong
-augmentation (``tta.augment.rotta``) + timeliness-weighted consistency loss, one Adam step
-every ``update_frequency`` samples. The step is ``tta.methods.rotta_step`` (see
+(``tta.methods._sample_memory``) + EMA teacher (a copy of the student made after the swap) + strong
+augmentation (``tta.methods.rotta``) + timeliness-weighted consistency loss, one Adam step
+every ``update_frequency`` samples. The step is ``tta.methods.rotta`` (see
 docs/methods.md, "RoTTA"):
 
 1. teacher and student in eval mode; the teacher predicts the test batch;
@@ -29,23 +29,280 @@ ImageNet); the optimizer stays Adam, as RoTTA's ImageNet config has it.
 
 Batch of 1: BIT-DA's loop skips such batches; here they are processed (the teacher
 predicts in eval mode and the memory fills one sample per call), as mariodoebler does.
+
+RoTTA's strong augmentation, applied to a whole batch at once.
+
+This is the transform of BIT-DA/RoTTA ``core/utils/custom_transforms.py::get_tta_transforms``
+(CoTTA's, with ``soft=False`` and ``gaussian_std=0.005``). The official pipeline is a
+``transforms.Compose`` called once on the stacked memory batch, so every random parameter
+is drawn once per call and shared by all images; only the additive noise is per pixel.
+In order, on images in [0, 1] of side n (32 for CIFAR, 224 for ImageNet)::
+
+    clip(0, 1)
+    colour jitter: 5 ops in torch.randperm(5) order, each factor ~ U(range):
+        brightness [0.6, 1.4], contrast [0.7, 1.3], saturation [0.5, 1.5],
+        hue [-0.06, 0.06], gamma [0.7, 1.3] (gamma after clamp(1e-8, 1))
+    pad n/2 with edge values
+    affine: angle ~ U(-15, 15), shifts round(U(-n/8, n/8)) px (1/16 of the padded side),
+        scale ~ U(0.9, 1.1), bilinear, fill 0
+    gaussian blur, kernel 5, sigma ~ U(0.001, 0.5)
+    center crop n
+    horizontal flip with probability 0.5
+    + N(0, 0.005^2) noise per pixel
+    clip(0, 1)
+
+The ops are torchvision's tensor functionals (which take any leading batch shape), and
+the random draws are made from ``generator`` in exactly the order the official transforms
+make them from torch's global generator, so a run is reproducible from its seed and equal
+to the official transform seeded the same way. ``soft=True`` gives CoTTA's milder ranges.
+BIT-DA passes the pre-0.13 torchvision arguments ``resample=BILINEAR, fillcolor=None``;
+those are ``interpolation=BILINEAR`` with the default fill 0 here.
+
+RoTTA's per-batch step as plain functions over (student, teacher, memory, optimizer).
+
+Yuan, Xie, Li, "Robust Test-Time Adaptation in Dynamic Scenarios", CVPR 2023; official
+code BIT-DA/RoTTA ``core/adapter/rotta.py``. Setup (:func:`configure_rotta`): every
+BatchNorm1d/2d becomes an RBN layer (:mod:`tta.methods.rbn`, alpha 0.05) whose
+gamma, beta are the only trainable parameters; the teacher is a copy of the student made
+*after* the swap. One call on a test batch x (:func:`rotta_step`):
+
+1. both models in eval mode; the teacher predicts z = teacher(x) (RBN frozen);
+   p = softmax(z), pseudo-label argmax p, uncertainty -sum p log(p + 1e-6);
+2. for each sample in batch order: add it to the CSTU memory, count it, and every
+   ``update_frequency`` (64) samples run :func:`rotta_update`, possibly mid-batch;
+3. return z: nothing learned from this batch changes its own predictions.
+
+:func:`rotta_update`: both models in train mode (their RBN statistics move); the memory
+batch X (by class, then insertion) is strongly augmented once (:mod:`tta.methods.rotta`);
+the teacher sees X, the student the augmented X; the loss is the mean over the memory of
+timeliness weight times the cross-entropy of the student's log-softmax against the
+teacher's softmax; one Adam step (lr 1e-3, betas (0.9, 0.999), no weight decay); then the
+teacher's parameters (all of them, not the buffers) move by EMA with nu = 0.001.
+Defaults are BIT-DA's ``configs/adapter/rotta.yaml``. BIT-DA's stream skips batches of one
+image; these functions process them (the teacher runs in eval mode, so nothing breaks).
+Only BatchNorm affine parameters train, as in BIT-DA (the mariodoebler and UnMix-TNS
+ports also train LayerNorm/GroupNorm affine parameters).
 """
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
+import torchvision.transforms.functional as TF
 from torch import nn
+from torchvision.transforms import InterpolationMode
 
 from ..errors import InputError
-from ..memory.cstu import CSTU
-from ..memory.module import MemoryModule
-from .adapter import Adapter
-from .lame_solver import classifier_layer
-from .gradient import NO_BATCHNORM, gradient_adapter, optimizer_options, stats_options
-from .options import Option, when
-from .registry import Resolved, register_method
-from .rotta_step import NU, UPDATE_FREQUENCY, rotta_step
+from ._adapter import Adapter
+from ._bn_swap import replace_batchnorm
+from ._gradient import NO_BATCHNORM, gradient_adapter, optimizer_options, stats_options
+from ._options import Option, when
+from ._recipe import register_method, Resolved
+from ._sample_memory import CSTU, MemoryModule, timeliness_weight
+from .lame import classifier_layer
+from .rbn import DEFAULT_ALPHA, RobustBatchNorm
+
+
+_HARD = {
+    "brightness": (0.6, 1.4),
+    "contrast": (0.7, 1.3),
+    "saturation": (0.5, 1.5),
+    "hue": (-0.06, 0.06),
+    "gamma": (0.7, 1.3),
+    "degrees": (-15.0, 15.0),
+    "scale": (0.9, 1.1),
+    "sigma": (0.001, 0.5),
+}
+_SOFT = {
+    "brightness": (0.8, 1.2),
+    "contrast": (0.85, 1.15),
+    "saturation": (0.75, 1.25),
+    "hue": (-0.03, 0.03),
+    "gamma": (0.85, 1.15),
+    "degrees": (-8.0, 8.0),
+    "scale": (0.95, 1.05),
+    "sigma": (0.001, 0.25),
+}
+TRANSLATE = (1 / 16, 1 / 16)
+P_HFLIP = 0.5
+
+
+def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
+    return torch.empty(1).uniform_(lo, hi, generator=generator).item()
+
+
+def _color_jitter(x: torch.Tensor, r: dict, generator: torch.Generator | None) -> torch.Tensor:
+    for op in torch.randperm(5, generator=generator).tolist():
+        if op == 0:
+            x = TF.adjust_brightness(x, _uniform(*r["brightness"], generator))
+        elif op == 1:
+            x = TF.adjust_contrast(x, _uniform(*r["contrast"], generator))
+        elif op == 2:
+            x = TF.adjust_saturation(x, _uniform(*r["saturation"], generator))
+        elif op == 3:
+            x = TF.adjust_hue(x, _uniform(*r["hue"], generator))
+        else:
+            gamma = _uniform(*r["gamma"], generator)
+            x = TF.adjust_gamma(x.clamp(1e-8, 1.0), gamma)
+    return x
+
+
+def rotta_augment(
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    soft: bool = False,
+    gaussian_std: float = 0.005,
+) -> torch.Tensor:
+    """Strongly augment a (B, 3, n, n) batch in [0, 1] with one set of random parameters.
+
+    ``generator`` must live on the CPU (the official draws are CPU draws); the noise is
+    drawn there and moved to ``x``'s device.
+    """
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
+        raise InputError(
+            f"RoTTA's augmentation takes square RGB batches (B, 3, n, n), got shape {tuple(x.shape)}"
+        )
+    if generator is not None and generator.device.type != "cpu":
+        raise InputError("rotta_augment draws on the CPU like the official transform; pass a CPU torch.Generator")
+    r = _SOFT if soft else _HARD
+    n = x.shape[-1]
+    x = x.clip(0.0, 1.0)
+    x = _color_jitter(x, r, generator)
+    x = TF.pad(x, padding=int(n / 2), padding_mode="edge")
+    size = x.shape[-1]  # square: width == height
+    angle = float(_uniform(*r["degrees"], generator))
+    max_d = float(TRANSLATE[0] * size)
+    tx = int(round(_uniform(-max_d, max_d, generator)))
+    ty = int(round(_uniform(-max_d, max_d, generator)))
+    scale = float(_uniform(*r["scale"], generator))
+    x = TF.affine(
+        x, angle, [tx, ty], scale, [0.0, 0.0], interpolation=InterpolationMode.BILINEAR, fill=[0.0] * x.shape[1]
+    )
+    sigma = _uniform(*r["sigma"], generator)
+    x = TF.gaussian_blur(x, [5, 5], [sigma, sigma])
+    x = TF.center_crop(x, [n, n])
+    if torch.rand(1, generator=generator) < P_HFLIP:
+        x = TF.hflip(x)
+    noise = torch.randn(x.shape, generator=generator) * gaussian_std + 0.0  # float32, as official
+    x = x + noise.to(device=x.device, dtype=x.dtype)
+    return x.clip(0.0, 1.0)
+
+
+UPDATE_FREQUENCY = 64
+NU = 0.001
+LR = 1e-3
+BETAS = (0.9, 0.999)
+
+Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+
+def configure_rotta(model: nn.Module, alpha: float = DEFAULT_ALPHA) -> tuple[nn.Module, nn.Module, list[nn.Parameter]]:
+    """Swap BatchNorm for RBN in ``model`` (in place), freeze all but RBN affine; return (student, teacher, params)."""
+    model.requires_grad_(False)
+    replace_batchnorm(model, lambda bn: RobustBatchNorm(bn, alpha), "rotta")
+    params: list[nn.Parameter] = []
+    for module in model.modules():
+        if isinstance(module, RobustBatchNorm):
+            for p in (module.weight, module.bias):
+                if p is not None:
+                    p.requires_grad_(True)
+                    params.append(p)
+    teacher = copy.deepcopy(model)
+    for p in teacher.parameters():
+        p.detach_()
+        p.requires_grad_(False)
+    return model, teacher, params
+
+
+def rotta_optimizer(params: list[nn.Parameter], lr: float = LR, betas: tuple[float, float] = BETAS,
+                    weight_decay: float = 0.0) -> torch.optim.Adam:
+    """BIT-DA's optimizer: Adam(lr 1e-3, betas (OPTIM.BETA = 0.9, 0.999), wd 0)."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+@torch.no_grad()
+def ema_update_(teacher: nn.Module, student: nn.Module, nu: float = NU) -> None:
+    """theta_T <- (1 - nu) theta_T + nu theta_S over all parameters, paired in order."""
+    t_params = list(teacher.parameters())
+    s_params = list(student.parameters())
+    if len(t_params) != len(s_params):
+        raise ValueError("teacher and student have different parameter lists; build the teacher with configure_rotta")
+    torch._foreach_mul_(t_params, 1 - nu)
+    torch._foreach_add_(t_params, s_params, alpha=nu)
+
+
+def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, ages: torch.Tensor) -> torch.Tensor:
+    """Mean over items of timeliness(age) * (-sum_c softmax(teacher)_c * log_softmax(student)_c)."""
+    ce = -(teacher_logits.softmax(1) * student_logits.log_softmax(1)).sum(1)
+    return (ce * timeliness_weight(ages)).mean()
+
+
+def rotta_update(
+    student: nn.Module,
+    teacher: nn.Module,
+    memory: CSTU,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator | None = None,
+    *,
+    nu: float = NU,
+    augment: Augment = rotta_augment,
+) -> torch.Tensor | None:
+    """One official ``update_model``: memory -> augment -> consistency loss -> Adam step -> teacher EMA.
+
+    Returns the (detached) loss, or None when the memory is empty (then only the EMA runs).
+    Leaves both models in train mode, as the official code does.
+    """
+    student.train()
+    teacher.train()
+    x_mem, ages = memory.get_memory()
+    loss = None
+    if len(x_mem) > 0:
+        strong = augment(x_mem, generator)
+        with torch.no_grad():
+            teacher_logits = teacher(x_mem)
+        student_logits = student(strong)
+        loss = consistency_loss(student_logits, teacher_logits, ages.to(student_logits.device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss = loss.detach()
+    ema_update_(teacher, student, nu)
+    return loss
+
+
+def rotta_step(
+    student: nn.Module,
+    teacher: nn.Module,
+    memory: CSTU,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    seen: int,
+    generator: torch.Generator | None = None,
+    *,
+    update_frequency: int = UPDATE_FREQUENCY,
+    nu: float = NU,
+    augment: Augment = rotta_augment,
+) -> tuple[torch.Tensor, int]:
+    """One official ``forward_and_adapt`` on test batch ``x``; ``seen`` counts samples so far.
+
+    Returns (teacher logits of ``x`` from before any update, new ``seen``).
+    """
+    with torch.no_grad():
+        student.eval()
+        teacher.eval()
+        logits = teacher(x)
+        p = torch.softmax(logits, dim=1)
+        labels = torch.argmax(p, dim=1).tolist()
+        uncertainty = torch.sum(-p * torch.log(p + 1e-6), dim=1).tolist()
+    for i in range(x.shape[0]):
+        memory.add(x[i], labels[i], uncertainty[i])
+        seen += 1
+        if seen % update_frequency == 0:
+            rotta_update(student, teacher, memory, optimizer, generator, nu=nu, augment=augment)
+    return logits, seen
+
 
 INF = float("inf")
 
@@ -113,3 +370,6 @@ def rotta(model: nn.Module, opts: Resolved) -> Adapter:
                 opts["lambda_t"], opts["lambda_u"])
     return gradient_adapter(model, opts, None, step=rotta_adapter_step, memory=MemoryModule(bank),
                             teacher=_teacher, seed=opts["seed"])
+
+
+__all__ = ["configure_rotta", "rotta_optimizer", "ema_update_", "consistency_loss", "rotta_update", "rotta_step", "UPDATE_FREQUENCY", "NU", "LR", "BETAS"]

@@ -6,8 +6,8 @@ same for models without BatchNorm (their own norm layers are kept as they are).
 """
 from __future__ import annotations
 
-from .options import OptionSet
-from .policy import StatsPolicy, register_stats
+from ._options import OptionSet
+from ._stats_policy import StatsPolicy, register_stats
 
 
 @register_stats

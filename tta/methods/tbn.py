@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .options import Option, OptionSet
-from .policy import StatsPolicy, register_stats
-from .stats import SourceStatsMixin, grouped_batch_stats, normalize_grouped, normalize_with_batch_stats
+from ._options import Option, OptionSet
+from ._stats_policy import StatsPolicy, register_stats
+from ._moments import SourceStatsMixin, grouped_batch_stats, normalize_grouped, normalize_with_batch_stats
 
 
 class PriorBatchNorm(SourceStatsMixin, nn.Module):
@@ -42,7 +42,7 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
 
     def forward_grouped(self, x: torch.Tensor, n_groups: int) -> torch.Tensor:
         """Each of ``n_groups`` consecutive equal groups of samples normalized with its own statistics,
-        as separate calls would (CoTTA's augmented views in one forward, ``tta.methods.view_forward``)."""
+        as separate calls would (CoTTA's augmented views in one forward, ``tta.methods._view_forward``)."""
         mean, var = grouped_batch_stats(x, n_groups)
         if self.prior:
             mean, var = self.mix_n(mean, var, x.shape[0] // n_groups)

@@ -22,10 +22,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adapter import Adapter
-from .gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
-from .options import when
-from .registry import Resolved, register_method
+from ._adapter import Adapter
+from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from ._options import when
+from ._recipe import Resolved, register_method
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:

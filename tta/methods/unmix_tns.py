@@ -55,9 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .options import Option, OptionSet, when
-from .policy import StatsPolicy, register_stats
-from .stats import (
+from ._options import Option, OptionSet, when
+from ._stats_policy import StatsPolicy, register_stats
+from ._moments import (
     Scratch,
     SourceBatchNorm,
     SourceStatsMixin,

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from ..errors import TTAError
-from .adapter import Adapter, StepFn
-from .options import Option, When, when
-from .policy import get_stats
-from .registry import Resolved
-from .stats import SourceStatsMixin
+from ._adapter import Adapter, StepFn
+from ._options import Option, When, when
+from ._stats_policy import get_stats
+from ._recipe import Resolved
+from ._moments import SourceStatsMixin
 
 _NORM_NAME = re.compile(r"Norm(\d+d)?$")
 INF = float("inf")

@@ -18,9 +18,9 @@ from torch import nn
 
 from ..errors import InputError, UnknownNameError
 from ..registry import Registry
-from .adapter import Adapter
-from .bn_swap import batchnorm_layers
-from .options import Option, OptionSet, When
+from ._adapter import Adapter
+from ._bn_swap import batchnorm_layers
+from ._options import Option, OptionSet, When
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Recipe:
             _deprecated_norm_alias(self.name, given)
         values = self.options.resolve(given, context)
         if self.composes_stats:
-            from .policy import get_stats  # noqa: PLC0415  (policies register into this module)
+            from ._stats_policy import get_stats  # noqa: PLC0415  (policies register into this module)
 
             policy = get_stats(values["stats"], self.name)
             values["stats_options"] = policy.options.resolve(dict(values["stats_options"] or {}), context)
