@@ -10,8 +10,8 @@ the swapped student at construction, e.g. ROID's source weights or CoTTA's ancho
 ``collapses`` counts batches whose logits or loss were not finite: the step skipped the
 update and returned the logits, so a collapsing model never stops a run.
 
-``StepResult`` is what every one-step function returns to its recipe: the logits to score
-and what the step did.
+``StepResult`` is what every one-step function returns to its recipe (the one shape of step
+output): the logits to score and what the step did.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ class StepResult:
     ``logits`` are the ones whose argmax is the online prediction (pre-update for every
     method here), detached. ``collapsed`` is set when the logits or the loss were not
     finite: the step then left the parameters and optimizer untouched, so the run loop
-    can record the collapse instead of crashing. ``stats`` holds per-step diagnostics
-    (selection counts, loss value, filter masks) for logging and tests.
+    can record the collapse instead of crashing. ``diagnostics`` holds what the step saw
+    (selection counts, filter masks, kept samples) for logging and tests.
     """
 
     logits: torch.Tensor
@@ -40,7 +40,7 @@ class StepResult:
     collapsed: bool = False
     reset: bool = False
     loss: float = float("nan")
-    stats: dict[str, torch.Tensor | float | int] = field(default_factory=dict)
+    diagnostics: dict[str, torch.Tensor | float | int | bool] = field(default_factory=dict)
 
 
 log = logging.getLogger(__name__)

@@ -65,48 +65,35 @@ import torch
 from torch import nn
 
 from ._adapter import Adapter
-from ._gradient import UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
 from ._options import Option, when
-from ._param_select import use_batch_statistics, weight_bias_parameters
+from ._param_select import weight_bias_parameters
 from ._recipe import register_method, Resolved
-from ._step_output import StepState
+from ._step_output import StepResult, StepState
 from ._view_augment import COTTA_AUGMENT, augment_views, AugmentConfig, sample_view_params
 from ._view_forward import forward_views
 
 
 log = logging.getLogger(__name__)
 
-#: Per-dataset defaults (qinenergy/cotta ``cifar/cfgs/cifar10{,0}/cotta.yaml``,
-#: ``imagenet/cotta.py``; mariodoebler/test-time-adaptation ``cfgs/*/cotta.yaml``).
-COTTA_DEFAULTS: dict[str, dict] = {
-    "cifar10": {"optimizer": "adam", "lr": 1e-3, "beta": 0.9, "weight_decay": 0.0, "batch_size": 200,
-                "mt": 0.999, "rst": 0.01, "ap": 0.92, "n_augmentations": 32, "symmetric": False},
-    "cifar100": {"optimizer": "adam", "lr": 1e-3, "beta": 0.9, "weight_decay": 0.0, "batch_size": 200,
-                 "mt": 0.999, "rst": 0.01, "ap": 0.72, "n_augmentations": 32, "symmetric": False},
-    "imagenet": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0,
-                 "batch_size": 64, "mt": 0.999, "rst": 0.001, "ap": 0.1, "n_augmentations": 32,
-                 "symmetric": True},
-}
-
 
 @dataclass(frozen=True)
 class CoTTAHyper:
-    """The step's hyperparameters (CIFAR-10 values by default)."""
+    """The step's hyperparameters, as resolved from the ``cotta`` options (``from_options``)."""
 
-    mt: float = 0.999  # teacher EMA momentum
-    rst: float = 0.01  # stochastic-restore probability
-    ap: float = 0.92  # anchor-confidence threshold below which the teacher averages views
-    n_augmentations: int = 32
-    symmetric: bool = False  # ImageNet: symmetric cross-entropy
-    augment: AugmentConfig = COTTA_AUGMENT
-    views_per_call: int | None = None  # views per teacher forward; None: 1 on CPU, all on an accelerator
+    mt: float  # teacher EMA momentum
+    rst: float  # stochastic-restore probability
+    ap: float  # anchor-confidence threshold below which the teacher averages views
+    n_augmentations: int
+    symmetric: bool  # ImageNet: symmetric cross-entropy
+    views_per_call: int | None  # views per teacher forward; None: 1 on CPU, all on an accelerator
+    augment: AugmentConfig = COTTA_AUGMENT  # the official transforms; not an option
 
-
-def configure_cotta(model: nn.Module) -> nn.Module:
-    """In place: BatchNorm2d on batch statistics, every parameter trainable, eval mode otherwise."""
-    use_batch_statistics(model)
-    model.requires_grad_(True)
-    return model
+    @classmethod
+    def from_options(cls, opts: Resolved) -> "CoTTAHyper":
+        views_per_call = opts["views_per_call"] if opts["stats"] in STATELESS_STATS else 1
+        return cls(mt=opts["mt"], rst=opts["rst"], ap=opts["ap"], n_augmentations=opts["n_augmentations"],
+                   symmetric=opts["symmetric"], views_per_call=views_per_call)
 
 
 def cotta_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -116,10 +103,10 @@ def cotta_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 @dataclass
 class CoTTAModels:
-    """Everything CoTTA carries across batches besides the optimizer.
+    """The models one CoTTA step works on, as the ``cotta`` adapter holds them (``of``).
 
     ``teacher`` changes every step; ``anchor`` and ``source`` (the student's initial
-    weights, the restore target) never change. ``reset`` = rebuild from the source model.
+    weights, the restore target: the anchor's parameters) never change.
     """
 
     student: nn.Module
@@ -128,38 +115,12 @@ class CoTTAModels:
     source: dict[str, torch.Tensor]
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> "CoTTAModels":
-        """Configure ``model`` in place as the student and copy teacher, anchor and source from it."""
-        student = configure_cotta(model)
-        teacher = copy.deepcopy(student).requires_grad_(False)
-        anchor = copy.deepcopy(student).requires_grad_(False)
-        source = {k: v.detach().clone() for k, v in student.state_dict().items()}
-        return cls(student, teacher, anchor, source)
-
-    def reset(self) -> None:
-        """Student and teacher back to the source weights (the optimizer is the caller's to reset)."""
-        self.student.load_state_dict(self.source)
-        self.teacher.load_state_dict(self.source)
-
-    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
-        """What changes across batches: student and teacher (anchor and source are constant)."""
-        return {"student": self.student.state_dict(), "teacher": self.teacher.state_dict()}
-
-    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
-        self.student.load_state_dict(state["student"])
-        self.teacher.load_state_dict(state["teacher"])
+    def of(cls, adapter: Adapter) -> "CoTTAModels":
+        anchor = adapter.memory.anchor
+        return cls(adapter.model, adapter.teacher, anchor, dict(anchor.named_parameters()))
 
 
-@dataclass
-class CoTTAStepOutput:
-    logits: torch.Tensor  # the prediction: the teacher's (view-averaged) logits, detached
-    loss: float
-    augmented: bool  # whether the view-averaged teacher prediction was used
-    anchor_confidence: float
-    collapsed: bool  # non-finite logits or loss: no update was made
-
-
-def cotta_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, symmetric: bool = False) -> torch.Tensor:
+def cotta_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, symmetric: bool) -> torch.Tensor:
     """Mean over the batch of CE(softmax(teacher), student), or its symmetric form (ImageNet)."""
     ce = -(teacher_logits.softmax(1) * student_logits.log_softmax(1)).sum(1)
     if symmetric:
@@ -190,10 +151,12 @@ def stochastic_restore_(student: nn.Module, source: dict[str, torch.Tensor], mas
 
 
 def cotta_step(models: CoTTAModels, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               generator: torch.Generator | None = None, hyper: CoTTAHyper = CoTTAHyper(),
-               views: torch.Tensor | None = None,
-               restore_masks: list[torch.Tensor] | None = None) -> CoTTAStepOutput:
+               generator: torch.Generator | None, hyper: CoTTAHyper, views: torch.Tensor | None = None,
+               restore_masks: list[torch.Tensor] | None = None) -> StepResult:
     """One CoTTA step on batch ``x`` (B, C, H, W) in [0, 1]; returns the teacher's prediction.
+
+    ``diagnostics``: ``augmented`` (whether the view-averaged teacher prediction was used) and
+    ``anchor_confidence``. ``collapsed``: non-finite student logits or loss, no update made.
 
     ``views`` (V, B, C, H, W) and ``restore_masks`` replace the drawn augmentations and
     masks (tests inject them); otherwise they come from ``generator`` (None: torch's
@@ -215,11 +178,12 @@ def cotta_step(models: CoTTAModels, optimizer: torch.optim.Optimizer, x: torch.T
         else:
             z_t = teacher(x)
     loss = cotta_loss(z_s, z_t, hyper.symmetric)
+    diagnostics = {"augmented": augmented, "anchor_confidence": conf}
     collapsed = not (bool(torch.isfinite(z_s).all()) and bool(torch.isfinite(loss)))
     if collapsed:
         log.warning("cotta: non-finite student logits or loss; skipping this batch's update")
         optimizer.zero_grad(set_to_none=True)
-        return CoTTAStepOutput(z_t.detach(), float(loss.detach()), augmented, conf, True)
+        return StepResult(z_t.detach(), collapsed=True, loss=float(loss.detach()), diagnostics=diagnostics)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -228,7 +192,7 @@ def cotta_step(models: CoTTAModels, optimizer: torch.optim.Optimizer, x: torch.T
         if restore_masks is None:
             restore_masks = draw_restore_masks(student, hyper.rst, generator)
         stochastic_restore_(student, models.source, restore_masks)
-    return CoTTAStepOutput(z_t.detach(), float(loss.detach()), augmented, conf, False)
+    return StepResult(z_t.detach(), updated=True, loss=float(loss.detach()), diagnostics=diagnostics)
 
 
 #: policies whose layers keep no state across forwards, so several views can share one forward
@@ -265,20 +229,16 @@ class CoTTAAnchor(StepState):
         when(dataset="cifar100")(ap=0.72),
         when(dataset="imagenet")(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=True, rst=0.001, ap=0.1,
                                  symmetric=True),
-        when(batchnorm=False)(stats="none"),
+        NO_BATCHNORM,
         *UNMIX_PROTOCOL,
     ),
     notes="stats=unmix-tns is UnMix-TNS + CoTTA (own components per model, K=128 on mixed domains, protocol lr)",
 )
 def cotta(model: nn.Module, opts: Resolved) -> Adapter:
-    views_per_call = opts["views_per_call"] if opts["stats"] in STATELESS_STATS else 1
-    hyper = CoTTAHyper(mt=opts["mt"], rst=opts["rst"], ap=opts["ap"], n_augmentations=opts["n_augmentations"],
-                       symmetric=opts["symmetric"], views_per_call=views_per_call)
+    hyper = CoTTAHyper.from_options(opts)
 
     def step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
-        anchor = adapter.memory.anchor
-        models = CoTTAModels(adapter.model, adapter.teacher, anchor, dict(anchor.named_parameters()))
-        out = cotta_step(models, adapter.optimizer, x, adapter.generator, hyper)
+        out = cotta_step(CoTTAModels.of(adapter), adapter.optimizer, x, adapter.generator, hyper)
         adapter.memory.record_collapse(out.collapsed)
         return out.logits
 

@@ -43,22 +43,8 @@ from ._gradient import NO_BATCHNORM, gradient_adapter, is_norm_layer, optimizer_
 from ._options import Option, when
 from ._recipe import register_method, Resolved
 from ._step_output import StepResult, StepState
-from .sar import IMAGENET_LR
-from .sar import sar_parameters
+from .sar import IMAGENET_LR, sar_parameters
 
-
-FILTER_FACTOR = 0.5  # τ_Ent = 0.5 ln C (DeYO config.py deyo_margin)
-WEIGHT_FACTOR = 0.4  # E0 = 0.4 ln C (DeYO config.py deyo_margin_e0)
-PATCH_LEN = 4  # DeYO config.py patch_len
-PLPD_THRESHOLD = 0.2  # DeYO config.py / mdb DEYO.PLPD; exp_deyo.sh uses 0.3 for ResNet-50-BN (mild)
-
-#: mdb cfgs/{cifar10_c,cifar100_c}/deyo.yaml; ImageNet: exp_deyo.sh (ResNet-50-BN), lr as SAR's sar_lr
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": {"optimizer": "adam", "lr": 1e-3, "beta": 0.9, "plpd_threshold": 0.2, "batch_size": 200},
-    "cifar100": {"optimizer": "adam", "lr": 1e-3, "beta": 0.9, "plpd_threshold": 0.2, "batch_size": 200},
-    "imagenet": {"optimizer": "sgd", "lr": 2.5e-4, "momentum": 0.9, "nesterov": False, "plpd_threshold": 0.3,
-                 "batch_size": 64},
-}
 
 Augmentation = Literal["patch", "pixel", "occ"]
 
@@ -68,7 +54,7 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def patch_shuffle(x: torch.Tensor, patch_len: int = PATCH_LEN, generator: torch.Generator | None = None,
+def patch_shuffle(x: torch.Tensor, patch_len: int, generator: torch.Generator | None = None,
                   perm: torch.Tensor | None = None) -> torch.Tensor:
     """Cut each image into a patch_len × patch_len grid and permute its patches, per sample.
 
@@ -105,7 +91,7 @@ def occlude(x: torch.Tensor, size: int = 112, row: int = 56, col: int = 56) -> t
     return out
 
 
-def destroy(x: torch.Tensor, aug: Augmentation = "patch", *, patch_len: int = PATCH_LEN,
+def destroy(x: torch.Tensor, aug: Augmentation, *, patch_len: int,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """DeYO's object-destroying transform of a batch."""
     if aug == "patch":
@@ -123,13 +109,13 @@ def deyo_step(
     optimizer: torch.optim.Optimizer,
     *,
     generator: torch.Generator | None,
-    plpd_threshold: float = PLPD_THRESHOLD,
-    filter_factor: float = FILTER_FACTOR,
-    weight_factor: float = WEIGHT_FACTOR,
-    aug: Augmentation = "patch",
-    patch_len: int = PATCH_LEN,
-    reweight_ent: bool = True,
-    reweight_plpd: bool = True,
+    plpd_threshold: float,
+    filter_factor: float,
+    weight_factor: float,
+    aug: Augmentation,
+    patch_len: int,
+    reweight_ent: bool,
+    reweight_plpd: bool,
 ) -> StepResult:
     """One DeYO step; returns the pre-update logits. DeYO carries no state beyond the
     parameters and the optimizer. Works at B = 1."""
@@ -143,7 +129,7 @@ def deyo_step(
         mask1 = ent < entropy_margin(num_classes, filter_factor)
         n1 = int(mask1.sum())
         if n1 == 0:
-            return StepResult(logits.detach(), stats={"selected_1": 0, "selected_2": 0, "mask_1": mask1})
+            return StepResult(logits.detach(), diagnostics={"selected_1": 0, "selected_2": 0, "mask_1": mask1})
         idx1 = mask1.nonzero().squeeze(1)
         x_destroyed = destroy(x[idx1].detach(), aug, patch_len=patch_len, generator=generator)
         with torch.no_grad():
@@ -156,9 +142,9 @@ def deyo_step(
         mask2 = mask1.clone()
         mask2[idx1] = plpd_sel > plpd_threshold
         n2 = int(mask2.sum())
-        stats: dict[str, Any] = {"selected_1": n1, "selected_2": n2, "mask_1": mask1, "mask_2": mask2, "plpd": plpd}
+        diagnostics: dict[str, Any] = {"selected_1": n1, "selected_2": n2, "mask_1": mask1, "mask_2": mask2, "plpd": plpd}
         if n2 == 0:
-            return StepResult(logits.detach(), stats=stats)
+            return StepResult(logits.detach(), diagnostics=diagnostics)
         coeff = torch.zeros_like(ent)
         if reweight_ent:
             coeff = coeff + 1 / torch.exp(ent.detach() - entropy_margin(num_classes, weight_factor))
@@ -167,11 +153,11 @@ def deyo_step(
         weighted = ent * coeff if (reweight_ent or reweight_plpd) else ent
         loss = masked_mean(weighted, mask2)
         if not all_finite(logits_destroyed, loss):
-            return StepResult(logits.detach(), collapsed=True, stats=stats)
+            return StepResult(logits.detach(), collapsed=True, diagnostics=diagnostics)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return StepResult(logits.detach(), updated=True, loss=float(loss.detach()), stats=stats)
+    return StepResult(logits.detach(), updated=True, loss=float(loss.detach()), diagnostics=diagnostics)
 
 
 @register_method(
@@ -180,13 +166,13 @@ def deyo_step(
     paper="Lee, Jung, Lee, Park, Shin, Kim, ICLR 2024; Jhyun17/DeYO",
     options=(
         *stats_options("tbn"),
-        Option("plpd_threshold", float, PLPD_THRESHOLD, "keep samples whose PLPD exceeds this"),
-        Option("filter_factor", float, FILTER_FACTOR, "entropy filter τ = filter_factor * ln C", low=0,
+        Option("plpd_threshold", float, 0.2, "keep samples whose PLPD exceeds this (DeYO config.py)"),
+        Option("filter_factor", float, 0.5, "entropy filter τ = filter_factor * ln C (DeYO deyo_margin)", low=0,
                open_low=True),
-        Option("weight_factor", float, WEIGHT_FACTOR, "entropy weight margin E0 = weight_factor * ln C", low=0,
-               open_low=True),
+        Option("weight_factor", float, 0.4, "entropy weight margin E0 = weight_factor * ln C (deyo_margin_e0)",
+               low=0, open_low=True),
         Option("aug", str, "patch", "object-destroying transform", choices=("patch", "pixel", "occ")),
-        Option("patch_len", int, PATCH_LEN, "patch grid side of the patch shuffle", low=1),
+        Option("patch_len", int, 4, "patch grid side of the patch shuffle", low=1),
         Option("reweight_ent", bool, True, "weight the loss by the entropy margin"),
         Option("reweight_plpd", bool, True, "weight the loss by exp(PLPD)"),
         Option("seed", int, 0, "seed of the patch permutations", low=0, from_context="run_seed"),

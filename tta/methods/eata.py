@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -61,40 +61,7 @@ from ._recipe import register_method, Resolved
 from ._step_output import register_tensors, registered_tensors, StepResult, StepState
 
 
-MARGIN_FACTOR = 0.4  # E0 = 0.4 ln C (EATA main.py e_margin)
-PROBS_DECAY = 0.9  # EATA eata.py update_model_probs
-FISHER_ALPHA = 2000.0  # EATA main.py fisher_alpha (ImageNet)
-FISHER_SAMPLES = 2000  # EATA main.py fisher_size
-FISHER_BATCH = 64  # EATA main.py batch size, also used for the Fisher pass
-
-#: ETA defaults: mdb cfgs/{cifar10_c,cifar100_c}/eta.yaml; ImageNet: EATA main.py (SGD, no nesterov)
-ETA_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": {"optimizer": "adam", "lr": 1e-3, "beta": 0.9, "d_margin": 0.4, "batch_size": 200},
-    "cifar100": {"optimizer": "adam", "lr": 1e-3, "beta": 0.9, "d_margin": 0.1, "batch_size": 200},
-    "imagenet": {"optimizer": "sgd", "lr": 2.5e-4, "momentum": 0.9, "nesterov": False, "d_margin": 0.05,
-                 "batch_size": 64},
-}
-#: EATA adds the Fisher weight: mdb cfgs/*/eata.yaml (CIFAR alpha 1, d_margin 0.4 for CIFAR-10);
-#: ImageNet: EATA main.py (alpha 2000); 2,000 source samples everywhere
-EATA_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": {**ETA_DEFAULTS["cifar10"], "fisher_alpha": 1.0, "fisher_samples": FISHER_SAMPLES},
-    "cifar100": {**ETA_DEFAULTS["cifar100"], "fisher_alpha": 1.0, "fisher_samples": FISHER_SAMPLES},
-    "imagenet": {**ETA_DEFAULTS["imagenet"], "fisher_alpha": FISHER_ALPHA, "fisher_samples": FISHER_SAMPLES},
-}
-
-
-def eata_parameters(
-    model: nn.Module, is_norm: Callable[[nn.Module], bool] | None = None
-) -> list[tuple[str, nn.Parameter]]:
-    """(name, parameter) of every BatchNorm2d weight/bias, the set the reference adapts.
-
-    Pass ``is_norm`` when the BatchNorm layers have been swapped for other classes."""
-    is_norm = is_norm or (lambda m: isinstance(m, nn.BatchNorm2d))
-    return [
-        (f"{name}.{pname}" if name else pname, p)
-        for name, m in model.named_modules() if is_norm(m)
-        for pname, p in m.named_parameters(recurse=False) if pname in ("weight", "bias")
-    ]
+PROBS_DECAY = 0.9  # EATA eata.py update_model_probs (not an option)
 
 
 @dataclass
@@ -104,7 +71,7 @@ class FisherRegularizer:
     params: list[nn.Parameter]
     fisher: list[torch.Tensor]
     anchor: list[torch.Tensor]
-    alpha: float = FISHER_ALPHA
+    alpha: float
 
     def __call__(self) -> torch.Tensor:
         terms = [self.alpha * (f * (p - a).square()).sum() for p, f, a in zip(self.params, self.fisher, self.anchor)]
@@ -139,9 +106,9 @@ def compute_fisher(
     params: Sequence[nn.Parameter],
     source: torch.Tensor | Iterable[torch.Tensor],
     *,
-    alpha: float = FISHER_ALPHA,
-    num_samples: int = FISHER_SAMPLES,
-    batch_size: int = FISHER_BATCH,
+    alpha: float,
+    num_samples: int,
+    batch_size: int,
     generator: torch.Generator | None = None,
 ) -> FisherRegularizer:
     """EATA's diagonal Fisher from source images, as EATA main.py computes it.
@@ -199,8 +166,8 @@ def eta_step(
     optimizer: torch.optim.Optimizer,
     state: ETAState,
     *,
-    d_margin: float = 0.05,
-    margin_factor: float = MARGIN_FACTOR,
+    d_margin: float,
+    margin_factor: float,
     fisher: FisherRegularizer | None = None,
     probs_decay: float = PROBS_DECAY,
 ) -> StepResult:
@@ -230,7 +197,7 @@ def eta_step(
         n1, n2 = int(mask1.sum()), int(mask2.sum())
         if not all_finite(loss):
             optimizer.zero_grad(set_to_none=True)
-            return StepResult(logits.detach(), collapsed=True, stats={"selected_1": n1, "selected_2": n2})
+            return StepResult(logits.detach(), collapsed=True, diagnostics={"selected_1": n1, "selected_2": n2})
         if n2 > 0:
             loss.backward()
             optimizer.step()
@@ -245,7 +212,7 @@ def eta_step(
     state.num_selected += n2
     return StepResult(
         logits.detach(), updated=n2 > 0, loss=float(loss.detach()) if n2 > 0 else float("nan"),
-        stats={"selected_1": n1, "selected_2": n2, "mask_1": mask1, "mask_2": mask2},
+        diagnostics={"selected_1": n1, "selected_2": n2, "mask_1": mask1, "mask_2": mask2},
     )
 
 
@@ -256,8 +223,8 @@ def eata_step(
     state: ETAState,
     fisher: FisherRegularizer | None,
     *,
-    d_margin: float = 0.05,
-    margin_factor: float = MARGIN_FACTOR,
+    d_margin: float,
+    margin_factor: float,
     probs_decay: float = PROBS_DECAY,
 ) -> StepResult:
     """One EATA step; refuses to run without the source Fisher (use ``eta_step`` then)."""
@@ -273,7 +240,7 @@ log = logging.getLogger(__name__)
 ETA_OPTIONS = (
     *stats_options("tbn"),
     Option("d_margin", float, 0.4, "redundancy filter: drop samples with |cos(m, p)| >= d_margin", low=0),
-    Option("margin_factor", float, MARGIN_FACTOR, "entropy filter E0 = margin_factor * ln C", low=0, open_low=True),
+    Option("margin_factor", float, 0.4, "entropy filter E0 = margin_factor * ln C", low=0, open_low=True),
     *optimizer_options("adam", 1e-3),
 )
 ETA_DEFAULTS = (
@@ -355,8 +322,8 @@ def load_source_images(path: str, n: int, generator: torch.Generator) -> torch.T
         *ETA_OPTIONS,
         Option("source_data", str, None, "a .npy of clean uint8 NHWC source images for the Fisher", nullable=True),
         Option("fisher_alpha", float, 1.0, "weight α of the Fisher regularizer", low=0),
-        Option("fisher_samples", int, FISHER_SAMPLES, "source images drawn for the Fisher", low=1),
-        Option("fisher_batch", int, FISHER_BATCH, "batch size of the Fisher pass", low=1),
+        Option("fisher_samples", int, 2000, "source images drawn for the Fisher", low=1),
+        Option("fisher_batch", int, 64, "batch size of the Fisher pass", low=1),
         Option("seed", int, 0, "seed of the source-image draw", low=0, from_context="run_seed"),
     ),
     defaults=(*ETA_DEFAULTS, when(dataset="imagenet")(fisher_alpha=2000.0)),

@@ -3,7 +3,7 @@
 Recipe: statistics policy ``iabn`` (instance-aware BatchNorm swapped into the pretrained
 model without retraining, k = 4, running-statistics momentum 0.01) + PBRS memory
 (``tta.methods._sample_memory``, draws from the adapter's generator) + entropy on the memory. The
-step is ``tta.methods.note`` (see docs/methods.md, "NOTE"): predict the test batch
+step (see docs/methods.md, "NOTE"): predict the test batch
 in eval mode; each sample enters the memory with its pseudo-label; every
 ``update_frequency`` samples, mid-batch if need be, one train-mode forward of the memory
 (IABN running statistics move) and one optimizer step on HLoss (the mean of
@@ -23,14 +23,13 @@ this composition follows its code, not published numbers.
 
 Batch of 1: works (NOTE itself is per-sample).
 
-NOTE's per-batch step as the devavratTomar/unmixtns port runs it on a pretrained BN model.
+The step, as the devavratTomar/unmixtns port runs it on a pretrained BN model.
 
 Gong et al., "NOTE: Robust Continual Test-time Adaptation Against Temporal Correlation",
 NeurIPS 2022 (official code TaesikGong/NOTE, one sample at a time); batched port
-devavratTomar/unmixtns ``methods/note.py``. Setup (:func:`configure_note`): every
-BatchNorm2d becomes IABN (:mod:`tta.methods.iabn`, k 4, running-statistics momentum
-0.01); only the normalization layers' gamma, beta train. One call on a test batch x
-(:func:`note_step`):
+devavratTomar/unmixtns ``methods/note.py``. Setup (the recipe): every BatchNorm2d becomes
+IABN (statistics policy ``iabn``, k 4, running-statistics momentum 0.01); only the
+normalization layers' gamma, beta train. One call on a test batch x (:func:`note_step`):
 
 1. eval mode: z = model(x) (IABN against the running statistics); pseudo-labels argmax z;
 2. for each sample in batch order: add it to the PBRS memory, count it, and every
@@ -55,39 +54,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._adapter import Adapter
-from ._bn_swap import replace_batchnorm
 from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
 from ._options import Option, when
 from ._recipe import register_method, Resolved
 from ._sample_memory import PBRS, MemoryModule
-from .iabn import DEFAULT_K, DEFAULT_MOMENTUM, DEFAULT_SKIP, InstanceAwareBatchNorm, make_layer
+from ._step_output import StepResult
 from .rotta import num_classes_of
-
-
-UPDATE_FREQUENCY = 64
-LR = 1e-3
-BETAS = (0.9, 0.999)
-
-
-def configure_note(model: nn.Module, k: float = DEFAULT_K, momentum: float = DEFAULT_MOMENTUM,
-                   skip_threshold: int = DEFAULT_SKIP) -> list[nn.Parameter]:
-    """Swap BatchNorm2d for IABN in ``model`` (in place), freeze all but norm affine; return the trainable params."""
-    model.requires_grad_(False)
-    replace_batchnorm(model, lambda bn: make_layer(bn, k, momentum, skip_threshold), "note")
-    params: list[nn.Parameter] = []
-    for module in model.modules():
-        if isinstance(module, (InstanceAwareBatchNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
-            for p in (module.weight, module.bias):
-                if p is not None:
-                    p.requires_grad_(True)
-                    params.append(p)
-    return params
-
-
-def note_optimizer(params: list[nn.Parameter], lr: float = LR, betas: tuple[float, float] = BETAS,
-                   weight_decay: float = 0.0) -> torch.optim.Adam:
-    """The port's CIFAR optimizer: Adam(lr 1e-3, betas (0.9, 0.999), wd 0)."""
-    return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
 def hloss(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -111,35 +83,36 @@ def note_update(model: nn.Module, memory: PBRS, optimizer: torch.optim.Optimizer
 
 def note_step(
     model: nn.Module,
-    memory: PBRS,
+    memory: MemoryModule,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
-    seen: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None,
     *,
-    update_frequency: int = UPDATE_FREQUENCY,
-) -> tuple[torch.Tensor, int]:
-    """One port ``forward_and_adapt`` on ``x``; returns (logits from before any update, new ``seen``)."""
+    update_frequency: int,
+) -> StepResult:
+    """One port ``forward_and_adapt`` on ``x``: the logits from before any update. ``memory`` holds the
+    PBRS bank and ``seen``, the samples offered so far (both advance); ``diagnostics["updates"]`` counts
+    the updates this batch triggered."""
     with torch.no_grad():
         model.eval()
         logits = model(x)
         labels = torch.argmax(logits, dim=1).tolist()
+    seen, updates = int(memory.seen), 0
     for i in range(x.shape[0]):
-        memory.add(x[i], labels[i], generator)
+        memory.bank.add(x[i], labels[i], generator)
         seen += 1
         if seen % update_frequency == 0:
-            note_update(model, memory, optimizer)
-    return logits, seen
+            note_update(model, memory.bank, optimizer)
+            updates += 1
+    memory.seen.fill_(seen)
+    return StepResult(logits, updated=updates > 0, diagnostics={"updates": updates})
 
 
 def note_adapter_step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
     """One port ``forward_and_adapt``: eval-mode logits of ``x``, then memory inserts and updates."""
-    memory = adapter.memory
     with torch.enable_grad():
-        logits, seen = note_step(adapter.model, memory.bank, adapter.optimizer, x, int(memory.seen),
-                                 adapter.generator, update_frequency=adapter.hparams()["update_frequency"])
-    memory.seen.fill_(seen)
-    return logits
+        return note_step(adapter.model, adapter.memory, adapter.optimizer, x, adapter.generator,
+                         update_frequency=adapter.hparams()["update_frequency"]).logits
 
 
 @register_method(
@@ -149,7 +122,7 @@ def note_adapter_step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
     options=(
         *stats_options("iabn"),
         Option("memory_size", int, 64, "PBRS capacity", low=2),
-        Option("update_frequency", int, UPDATE_FREQUENCY, "samples between two updates", low=1),
+        Option("update_frequency", int, 64, "samples between two updates", low=1),
         Option("num_classes", int, None, "classes of the memory (None: the classifier's outputs)", low=1,
                nullable=True),
         Option("seed", int, 0, "seed of the memory's random draws", low=0, from_context="run_seed"),

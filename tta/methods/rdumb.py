@@ -38,18 +38,7 @@ from ._gradient import NO_BATCHNORM, gradient_adapter
 from ._options import Option, when
 from ._recipe import register_method, Resolved
 from ._step_output import StepResult, StepState
-from .eata import ETA_OPTIONS
-from .eata import MARGIN_FACTOR, eta_step, ETAState
-
-
-RESET_EVERY = 1000  # CCC models/rdumb.py, mdb MODEL.RESET_AFTER_NUM_UPDATES
-
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": {"optimizer": "adam", "lr": 1e-3, "beta": 0.9, "d_margin": 0.4, "batch_size": 200},
-    "cifar100": {"optimizer": "adam", "lr": 1e-3, "beta": 0.9, "d_margin": 0.4, "batch_size": 200},
-    "imagenet": {"optimizer": "sgd", "lr": 2.5e-4, "momentum": 0.9, "nesterov": False, "d_margin": 0.05,
-                 "batch_size": 64},
-}
+from .eata import ETA_OPTIONS, ETAState, eta_step
 
 
 @dataclass
@@ -74,9 +63,9 @@ def rdumb_step(
     state: RDumbState,
     *,
     restore: Callable[[], None],
-    reset_every: int = RESET_EVERY,
-    d_margin: float = 0.05,
-    margin_factor: float = MARGIN_FACTOR,
+    reset_every: int,
+    d_margin: float,
+    margin_factor: float,
 ) -> StepResult:
     """One RDumb step. ``restore()`` must restore the model *and* the optimizer to their
     initial state (CCC reloads both); m is cleared here. Works at B = 1."""
@@ -94,7 +83,7 @@ def rdumb_step(
     "rdumb",
     summary="RDumb: ETA, reset to the source model every 1000 batches",
     paper="Press, Schneider, Kümmerer, Bethge, NeurIPS 2023; oripress/CCC",
-    options=(*ETA_OPTIONS, Option("reset_every", int, RESET_EVERY, "reset before every n-th batch", low=1)),
+    options=(*ETA_OPTIONS, Option("reset_every", int, 1000, "reset before every n-th batch (CCC's 1000)", low=1)),
     defaults=(
         when(dataset="imagenet")(optimizer="sgd", lr=2.5e-4, momentum=0.9, nesterov=False, d_margin=0.05),
         NO_BATCHNORM,

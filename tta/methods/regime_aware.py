@@ -44,8 +44,7 @@ from torch import nn
 from ..errors import TTAError
 from ._adapter import Adapter
 from ._bn_swap import batchnorm_layers
-from .eata import ETA_DEFAULTS, ETA_OPTIONS
-from .eata import ETAState, eta_step
+from .eata import ETA_DEFAULTS, ETA_OPTIONS, eta_step, ETAState
 from ._gradient import make_optimizer, norm_parameters
 from .lame import AFFINITIES, DEFAULT_AFFINITY, DEFAULT_KNN, classifier_layer, features_and_logits, lame
 from ._options import Option

@@ -56,53 +56,38 @@ from torch import nn
 
 from ..errors import InputError, TTAError
 from ._adapter import Adapter
+from ._entropy import softmax_entropy
 from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, is_norm_layer, optimizer_options, stats_options
 from ._options import Option, when
-from ._param_select import use_batch_statistics, weight_bias_parameters
+from ._param_select import weight_bias_parameters
 from ._recipe import register_method, Resolved
-from ._step_output import register_tensors, registered_tensors, StepState
+from ._step_output import register_tensors, registered_tensors, StepResult, StepState
 from ._view_augment import ROID_AUGMENT, augment_views, AugmentConfig, sample_view_params
 
 
 log = logging.getLogger(__name__)
 
-#: Per-dataset defaults (mariodoebler/test-time-adaptation ``conf.py`` ``_C.ROID`` and
-#: ``cfgs/{cifar10_c,cifar100_c,imagenet_c}/roid.yaml``; SGD there is nesterov, momentum 0.9).
-ROID_DEFAULTS: dict[str, dict] = {
-    "cifar10": {"optimizer": "adam", "lr": 1e-3, "beta": 0.9, "weight_decay": 0.0, "batch_size": 200},
-    "cifar100": {"optimizer": "adam", "lr": 1e-3, "beta": 0.9, "weight_decay": 0.0, "batch_size": 200},
-    "imagenet": {"optimizer": "sgd", "lr": 2.5e-4, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0,
-                 "batch_size": 64},
-}
-
-NORM_TYPES: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
-
 
 @dataclass(frozen=True)
 class RoidHyper:
-    """The step's hyperparameters (``_C.ROID`` defaults)."""
+    """The step's hyperparameters, as resolved from the ``roid`` options (``from_options``)."""
 
-    use_weighting: bool = True
-    use_prior_correction: bool = True
-    use_consistency: bool = True
-    momentum_src: float = 0.99
-    momentum_probs: float = 0.9
-    temperature: float = 1 / 3
-    augment: AugmentConfig = ROID_AUGMENT
+    use_weighting: bool
+    use_prior_correction: bool
+    use_consistency: bool
+    momentum_src: float
+    momentum_probs: float
+    temperature: float
+    augment: AugmentConfig = ROID_AUGMENT  # the official tta_transform; not an option
 
-
-def configure_roid(model: nn.Module, norm_types: tuple[type[nn.Module], ...] = NORM_TYPES) -> nn.Module:
-    """In place: eval mode, BatchNorm2d on batch statistics, only norm-layer affine trainable."""
-    use_batch_statistics(model)
-    model.requires_grad_(False)
-    for m in model.modules():
-        if isinstance(m, norm_types):
-            m.requires_grad_(True)
-    return model
+    @classmethod
+    def from_options(cls, opts: Resolved) -> "RoidHyper":
+        return cls(use_weighting=opts["use_weighting"], use_prior_correction=opts["use_prior_correction"],
+                   use_consistency=opts["use_consistency"], momentum_src=opts["momentum_src"],
+                   momentum_probs=opts["momentum_probs"], temperature=opts["temperature"])
 
 
-def roid_parameters(model: nn.Module, norm_types: tuple[type[nn.Module], ...] = NORM_TYPES
-                    ) -> list[tuple[str, nn.Parameter]]:
+def roid_parameters(model: nn.Module, norm_types: tuple[type[nn.Module], ...]) -> list[tuple[str, nn.Parameter]]:
     """The trainable weight/bias of the norm layers (``collect_params``)."""
     return weight_bias_parameters(model, tuple(norm_types))
 
@@ -119,8 +104,7 @@ class RoidState:
     source: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def from_model(cls, model: nn.Module, num_classes: int,
-                   norm_types: tuple[type[nn.Module], ...] = NORM_TYPES) -> "RoidState":
+    def from_model(cls, model: nn.Module, num_classes: int, norm_types: tuple[type[nn.Module], ...]) -> "RoidState":
         source = {n: p.detach().clone() for n, p in roid_parameters(model, norm_types)}
         device = next(iter(source.values())).device if source else torch.device("cpu")
         return cls(torch.full((num_classes,), 1.0 / num_classes, device=device), source)
@@ -133,18 +117,6 @@ class RoidState:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.class_probs.copy_(state["class_probs"])
-
-
-@dataclass
-class RoidStepOutput:
-    logits: torch.Tensor  # pre-update logits times the smoothed prior, detached
-    loss: float
-    kept: int  # samples with non-zero weight
-    collapsed: bool  # non-finite logits, weights or loss: no update was made
-
-
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    return -(logits.softmax(1) * logits.log_softmax(1)).sum(1)
 
 
 def soft_likelihood_ratio(logits: torch.Tensor, clip: float = 0.99, eps: float = 1e-5) -> torch.Tensor:
@@ -170,7 +142,7 @@ def roid_weights(logits: torch.Tensor, class_probs: torch.Tensor, temperature: f
     probs = logits.softmax(1)
     div = _minmax(1.0 - F.cosine_similarity(class_probs.unsqueeze(0), probs, dim=1))
     dropped = div < div.mean()
-    cert = _minmax(-entropy(logits))
+    cert = _minmax(-softmax_entropy(logits))
     weights = torch.exp(div * cert / temperature)
     weights[dropped] = 0.0
     return weights, dropped
@@ -196,13 +168,15 @@ def weight_ensemble_(params: list[tuple[str, nn.Parameter]], source: dict[str, t
 
 
 def roid_step(model: nn.Module, optimizer: torch.optim.Optimizer, state: RoidState, x: torch.Tensor,
-              generator: torch.Generator | None = None, hyper: RoidHyper = RoidHyper(),
-              batch_size: int | None = None, augmented: torch.Tensor | None = None,
-              norm_types: tuple[type[nn.Module], ...] = NORM_TYPES) -> RoidStepOutput:
+              generator: torch.Generator | None, hyper: RoidHyper, *, batch_size: int | None,
+              norm_types: tuple[type[nn.Module], ...], augmented: torch.Tensor | None = None) -> StepResult:
     """One ROID step on ``x`` (B, C, H, W) in [0, 1]; returns the prior-corrected pre-update logits.
 
+    ``diagnostics["kept"]``: the samples with non-zero weight. ``collapsed``: non-finite logits,
+    weights or loss, no update made (the logits are then not prior-corrected).
+
     ``batch_size`` is the configured batch size that divides the loss (official
-    ``cfg.TEST.BATCH_SIZE``; default: this batch's size). ``augmented`` replaces the
+    ``cfg.TEST.BATCH_SIZE``; None: this batch's size). ``augmented`` replaces the
     drawn augmentation of the kept samples (tests inject it); it must have one row per
     kept sample.
     """
@@ -241,13 +215,13 @@ def roid_step(model: nn.Module, optimizer: torch.optim.Optimizer, state: RoidSta
     out = z.detach()
     if hyper.use_prior_correction:
         out = prior_correction(out)
-    return RoidStepOutput(out, float(loss.detach()), int(kept.sum()), False)
+    return StepResult(out, updated=True, loss=float(loss.detach()), diagnostics={"kept": int(kept.sum())})
 
 
-def _skip(optimizer: torch.optim.Optimizer, z: torch.Tensor, why: str) -> RoidStepOutput:
+def _skip(optimizer: torch.optim.Optimizer, z: torch.Tensor, why: str) -> StepResult:
     log.warning("roid: %s; skipping this batch's update", why)
     optimizer.zero_grad(set_to_none=True)
-    return RoidStepOutput(z.detach(), float("nan"), 0, True)
+    return StepResult(z.detach(), collapsed=True, diagnostics={"kept": 0})
 
 
 ONE_SAMPLE = "its weights are min-max normalized over the batch, 0/0 for one image; use eta, sar or deyo"
@@ -307,9 +281,7 @@ class RoidMemory(StepState):
     min_batch_size=2,
 )
 def roid(model: nn.Module, opts: Resolved) -> Adapter:
-    hyper = RoidHyper(use_weighting=opts["use_weighting"], use_prior_correction=opts["use_prior_correction"],
-                      use_consistency=opts["use_consistency"], momentum_src=opts["momentum_src"],
-                      momentum_probs=opts["momentum_probs"], temperature=opts["temperature"])
+    hyper = RoidHyper.from_options(opts)
 
     def step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
         memory = adapter.memory

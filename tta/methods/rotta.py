@@ -2,9 +2,8 @@
 
 Recipe: statistics policy ``rbn`` (RoTTA's robust BatchNorm, alpha 0.05) + CSTU memory
 (``tta.methods._sample_memory``) + EMA teacher (a copy of the student made after the swap) + strong
-augmentation (``tta.methods.rotta``) + timeliness-weighted consistency loss, one Adam step
-every ``update_frequency`` samples. The step is ``tta.methods.rotta`` (see
-docs/methods.md, "RoTTA"):
+augmentation (``rotta_augment``) + timeliness-weighted consistency loss, one Adam step
+every ``update_frequency`` samples (see docs/methods.md, "RoTTA"):
 
 1. teacher and student in eval mode; the teacher predicts the test batch;
 2. each sample enters the memory with its pseudo-label and entropy, and every 64 samples,
@@ -30,7 +29,7 @@ ImageNet); the optimizer stays Adam, as RoTTA's ImageNet config has it.
 Batch of 1: BIT-DA's loop skips such batches; here they are processed (the teacher
 predicts in eval mode and the memory fills one sample per call), as mariodoebler does.
 
-RoTTA's strong augmentation, applied to a whole batch at once.
+The strong augmentation (``rotta_augment``), applied to a whole batch at once.
 
 This is the transform of BIT-DA/RoTTA ``core/utils/custom_transforms.py::get_tta_transforms``
 (CoTTA's, with ``soft=False`` and ``gaussian_std=0.005``). The official pipeline is a
@@ -58,30 +57,12 @@ to the official transform seeded the same way. ``soft=True`` gives CoTTA's milde
 BIT-DA passes the pre-0.13 torchvision arguments ``resample=BILINEAR, fillcolor=None``;
 those are ``interpolation=BILINEAR`` with the default fill 0 here.
 
-RoTTA's per-batch step as plain functions over (student, teacher, memory, optimizer).
-
-Yuan, Xie, Li, "Robust Test-Time Adaptation in Dynamic Scenarios", CVPR 2023; official
-code BIT-DA/RoTTA ``core/adapter/rotta.py``. Setup (:func:`configure_rotta`): every
-BatchNorm1d/2d becomes an RBN layer (:mod:`tta.methods.rbn`, alpha 0.05) whose
-gamma, beta are the only trainable parameters; the teacher is a copy of the student made
-*after* the swap. One call on a test batch x (:func:`rotta_step`):
-
-1. both models in eval mode; the teacher predicts z = teacher(x) (RBN frozen);
-   p = softmax(z), pseudo-label argmax p, uncertainty -sum p log(p + 1e-6);
-2. for each sample in batch order: add it to the CSTU memory, count it, and every
-   ``update_frequency`` (64) samples run :func:`rotta_update`, possibly mid-batch;
-3. return z: nothing learned from this batch changes its own predictions.
-
-:func:`rotta_update`: both models in train mode (their RBN statistics move); the memory
-batch X (by class, then insertion) is strongly augmented once (:mod:`tta.methods.rotta`);
-the teacher sees X, the student the augmented X; the loss is the mean over the memory of
-timeliness weight times the cross-entropy of the student's log-softmax against the
-teacher's softmax; one Adam step (lr 1e-3, betas (0.9, 0.999), no weight decay); then the
-teacher's parameters (all of them, not the buffers) move by EMA with nu = 0.001.
-Defaults are BIT-DA's ``configs/adapter/rotta.yaml``. BIT-DA's stream skips batches of one
-image; these functions process them (the teacher runs in eval mode, so nothing breaks).
-Only BatchNorm affine parameters train, as in BIT-DA (the mariodoebler and UnMix-TNS
-ports also train LayerNorm/GroupNorm affine parameters).
+The step, as plain functions over (student, teacher, memory, optimizer): :func:`rotta_step`
+is one official ``forward_and_adapt`` (teacher logits of x, then memory inserts and, every
+``update_frequency`` samples, :func:`rotta_update`: augment the memory batch once, teacher
+on X, student on A(X), timeliness-weighted cross-entropy, one optimizer step, teacher EMA
+over all parameters, not the buffers). Both models switch to train mode there (their RBN
+statistics move), as the official code does.
 """
 from __future__ import annotations
 
@@ -95,13 +76,12 @@ from torchvision.transforms import InterpolationMode
 
 from ..errors import InputError
 from ._adapter import Adapter
-from ._bn_swap import replace_batchnorm
 from ._gradient import NO_BATCHNORM, gradient_adapter, optimizer_options, stats_options
 from ._options import Option, when
 from ._recipe import register_method, Resolved
 from ._sample_memory import CSTU, MemoryModule, timeliness_weight
+from ._step_output import StepResult
 from .lame import classifier_layer
-from .rbn import DEFAULT_ALPHA, RobustBatchNorm
 
 
 _HARD = {
@@ -190,45 +170,16 @@ def rotta_augment(
     return x.clip(0.0, 1.0)
 
 
-UPDATE_FREQUENCY = 64
-NU = 0.001
-LR = 1e-3
-BETAS = (0.9, 0.999)
-
 Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 
 
-def configure_rotta(model: nn.Module, alpha: float = DEFAULT_ALPHA) -> tuple[nn.Module, nn.Module, list[nn.Parameter]]:
-    """Swap BatchNorm for RBN in ``model`` (in place), freeze all but RBN affine; return (student, teacher, params)."""
-    model.requires_grad_(False)
-    replace_batchnorm(model, lambda bn: RobustBatchNorm(bn, alpha), "rotta")
-    params: list[nn.Parameter] = []
-    for module in model.modules():
-        if isinstance(module, RobustBatchNorm):
-            for p in (module.weight, module.bias):
-                if p is not None:
-                    p.requires_grad_(True)
-                    params.append(p)
-    teacher = copy.deepcopy(model)
-    for p in teacher.parameters():
-        p.detach_()
-        p.requires_grad_(False)
-    return model, teacher, params
-
-
-def rotta_optimizer(params: list[nn.Parameter], lr: float = LR, betas: tuple[float, float] = BETAS,
-                    weight_decay: float = 0.0) -> torch.optim.Adam:
-    """BIT-DA's optimizer: Adam(lr 1e-3, betas (OPTIM.BETA = 0.9, 0.999), wd 0)."""
-    return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
-
-
 @torch.no_grad()
-def ema_update_(teacher: nn.Module, student: nn.Module, nu: float = NU) -> None:
+def ema_update_(teacher: nn.Module, student: nn.Module, nu: float) -> None:
     """theta_T <- (1 - nu) theta_T + nu theta_S over all parameters, paired in order."""
     t_params = list(teacher.parameters())
     s_params = list(student.parameters())
     if len(t_params) != len(s_params):
-        raise ValueError("teacher and student have different parameter lists; build the teacher with configure_rotta")
+        raise ValueError("teacher and student have different parameter lists; the teacher must be a copy of the student")
     torch._foreach_mul_(t_params, 1 - nu)
     torch._foreach_add_(t_params, s_params, alpha=nu)
 
@@ -244,9 +195,9 @@ def rotta_update(
     teacher: nn.Module,
     memory: CSTU,
     optimizer: torch.optim.Optimizer,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None,
     *,
-    nu: float = NU,
+    nu: float,
     augment: Augment = rotta_augment,
 ) -> torch.Tensor | None:
     """One official ``update_model``: memory -> augment -> consistency loss -> Adam step -> teacher EMA.
@@ -275,20 +226,18 @@ def rotta_update(
 def rotta_step(
     student: nn.Module,
     teacher: nn.Module,
-    memory: CSTU,
+    memory: MemoryModule,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
-    seen: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None,
     *,
-    update_frequency: int = UPDATE_FREQUENCY,
-    nu: float = NU,
+    update_frequency: int,
+    nu: float,
     augment: Augment = rotta_augment,
-) -> tuple[torch.Tensor, int]:
-    """One official ``forward_and_adapt`` on test batch ``x``; ``seen`` counts samples so far.
-
-    Returns (teacher logits of ``x`` from before any update, new ``seen``).
-    """
+) -> StepResult:
+    """One official ``forward_and_adapt`` on test batch ``x``: the teacher logits of ``x`` from before
+    any update. ``memory`` holds the CSTU bank and ``seen``, the samples offered so far (both advance);
+    ``diagnostics["updates"]`` counts the updates this batch triggered."""
     with torch.no_grad():
         student.eval()
         teacher.eval()
@@ -296,12 +245,15 @@ def rotta_step(
         p = torch.softmax(logits, dim=1)
         labels = torch.argmax(p, dim=1).tolist()
         uncertainty = torch.sum(-p * torch.log(p + 1e-6), dim=1).tolist()
+    seen, updates = int(memory.seen), 0
     for i in range(x.shape[0]):
-        memory.add(x[i], labels[i], uncertainty[i])
+        memory.bank.add(x[i], labels[i], uncertainty[i])
         seen += 1
         if seen % update_frequency == 0:
-            rotta_update(student, teacher, memory, optimizer, generator, nu=nu, augment=augment)
-    return logits, seen
+            rotta_update(student, teacher, memory.bank, optimizer, generator, nu=nu, augment=augment)
+            updates += 1
+    memory.seen.fill_(seen)
+    return StepResult(logits, updated=updates > 0, diagnostics={"updates": updates})
 
 
 INF = float("inf")
@@ -329,13 +281,9 @@ def rotta_adapter_step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
     """One official ``forward_and_adapt``: teacher logits of ``x``, then memory inserts and updates."""
     check_square_rgb(x, adapter.name)
     hp = adapter.hparams()
-    memory = adapter.memory
     with torch.enable_grad():
-        logits, seen = rotta_step(adapter.model, adapter.teacher, memory.bank, adapter.optimizer, x,
-                                  int(memory.seen), adapter.generator,
-                                  update_frequency=hp["update_frequency"], nu=hp["nu"])
-    memory.seen.fill_(seen)
-    return logits
+        return rotta_step(adapter.model, adapter.teacher, adapter.memory, adapter.optimizer, x, adapter.generator,
+                          update_frequency=hp["update_frequency"], nu=hp["nu"]).logits
 
 
 def _teacher(student: nn.Module) -> nn.Module:
@@ -349,8 +297,8 @@ def _teacher(student: nn.Module) -> nn.Module:
     options=(
         *stats_options("rbn"),
         Option("memory_size", int, 64, "CSTU capacity", low=1),
-        Option("update_frequency", int, UPDATE_FREQUENCY, "samples between two updates", low=1),
-        Option("nu", float, NU, "teacher EMA rate", low=0, high=1),
+        Option("update_frequency", int, 64, "samples between two updates", low=1),
+        Option("nu", float, 0.001, "teacher EMA rate", low=0, high=1),
         Option("lambda_t", float, 1.0, "weight of age in the eviction score", low=0),
         Option("lambda_u", float, 1.0, "weight of uncertainty in the eviction score", low=0),
         Option("num_classes", int, None, "classes of the memory (None: the classifier's outputs)", low=2,
@@ -372,4 +320,4 @@ def rotta(model: nn.Module, opts: Resolved) -> Adapter:
                             teacher=_teacher, seed=opts["seed"])
 
 
-__all__ = ["configure_rotta", "rotta_optimizer", "ema_update_", "consistency_loss", "rotta_update", "rotta_step", "UPDATE_FREQUENCY", "NU", "LR", "BETAS"]
+__all__ = ["consistency_loss", "ema_update_", "rotta", "rotta_augment", "rotta_step", "rotta_update"]

@@ -59,22 +59,11 @@ from ._recipe import register_method, Resolved
 from ._step_output import StepResult, StepState
 
 
-MARGIN_FACTOR = 0.4  # E0 = 0.4 ln C (SAR main.py sar_margin_e0, mdb EATA.MARGIN_E0)
-RESET_EM = 0.2  # e_m, the model-recovery threshold (hard-coded 0.2 in SAR sar.py)
-RHO = 0.05  # SAM radius (SAR main.py)
-EMA_DECAY = 0.9  # SAR sar.py update_ema
+EMA_DECAY = 0.9  # SAR sar.py update_ema (not an option)
 
 #: top-level modules SAR and DeYO leave frozen: ResNet layer4 and ViT-B blocks 9-11 and final norm
 SKIPPED_NAME_PARTS = ("layer4", "blocks.9", "blocks.10", "blocks.11", "norm.")
 SKIPPED_NAMES = ("norm",)
-
-#: optimizer defaults: mdb cfgs/{cifar10_c,cifar100_c}/sar.yaml (SGD under SAM, batch 200);
-#: ImageNet: SAR main.py (batch 64), see ``sar_lr`` for other batch sizes
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": {"optimizer": "sam-sgd", "lr": 1e-3, "momentum": 0.9, "rho": RHO, "batch_size": 200},
-    "cifar100": {"optimizer": "sam-sgd", "lr": 1e-3, "momentum": 0.9, "rho": RHO, "batch_size": 200},
-    "imagenet": {"optimizer": "sam-sgd", "lr": 2.5e-4, "momentum": 0.9, "rho": RHO, "batch_size": 64},
-}
 
 
 def _official_norm(module: nn.Module) -> bool:
@@ -102,29 +91,24 @@ def sar_parameters(
     return out
 
 
-def sar_lr(batch_size: int, dataset: str = "imagenet", *, vit: bool = False) -> float:
-    """SAR's learning rate: mdb's 1e-3 on CIFAR; on ImageNet SAR main.py's batch scaling.
+def sar_lr(batch_size: int, *, vit: bool = False) -> float:
+    """SAR's ImageNet learning rate for batch size B (SAR main.py); CIFAR's is the option's default.
 
-    ImageNet: 2.5e-4 for B >= 32, else 2.5e-4·B/32 (BN/GN ResNets); ViT: 1e-3·B/64; doubled
-    at B = 1 (the reference's single-sample experiment).
+    2.5e-4 for B >= 32, else 2.5e-4·B/32 (BN/GN ResNets); ViT: 1e-3·B/64; doubled at B = 1 (the
+    reference's single-sample experiment).
     """
     if batch_size < 1:
         raise TTAError(f"SAR: batch_size must be >= 1, got {batch_size}")
-    if dataset != "imagenet":
-        if dataset not in DATASET_DEFAULTS:
-            raise TTAError(f"SAR: no default lr for dataset {dataset!r}; "
-                           f"use one of {sorted(DATASET_DEFAULTS)} or pass lr")
-        return DATASET_DEFAULTS[dataset]["lr"]
     lr = 1e-3 / 64 * batch_size if vit else (2.5e-4 if batch_size >= 32 else 2.5e-4 / 64 * batch_size * 2)
     return 2 * lr if batch_size == 1 else lr
 
 
 def reference_imagenet_lr(context: dict) -> float:
     """SAR's (and DeYO's) ImageNet learning rate for the run's batch size (64 when unknown)."""
-    return sar_lr(context.get("run_batch_size") or 64, "imagenet")
+    return sar_lr(context.get("run_batch_size") or 64)
 
 
-def make_sar_optimizer(params: Iterable[nn.Parameter], lr: float, *, momentum: float = 0.9, rho: float = RHO) -> SAM:
+def make_sar_optimizer(params: Iterable[nn.Parameter], lr: float, *, momentum: float, rho: float) -> SAM:
     """SAM over SGD (momentum, no nesterov, no weight decay), as SAR main.py builds it."""
     return SAM(params, torch.optim.SGD, rho=rho, lr=lr, momentum=momentum)
 
@@ -149,10 +133,10 @@ def sar_step(
     state: SARState,
     *,
     restore: Callable[[], None],
-    margin_factor: float = MARGIN_FACTOR,
-    reset_threshold: float = RESET_EM,
+    margin_factor: float,
+    reset_threshold: float,
+    keep_ema_after_reset: bool,
     ema_decay: float = EMA_DECAY,
-    keep_ema_after_reset: bool = False,
 ) -> StepResult:
     """One SAR step on batch ``x``; returns the first-forward logits.
 
@@ -163,7 +147,7 @@ def sar_step(
     """
     if not isinstance(optimizer, SAM):
         raise TTAError("SAR needs a SAM optimizer for its two-pass update; "
-                       "build it with make_sar_optimizer(params, lr)")
+                       "build it with make_sar_optimizer")
     with torch.enable_grad():
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
@@ -181,7 +165,7 @@ def sar_step(
         loss2 = masked_mean(ent2, mask2)
         if not all_finite(ent2, loss2):
             optimizer.undo_first_step()
-            return StepResult(logits.detach(), collapsed=True, stats={"selected_1": int(mask1.sum())})
+            return StepResult(logits.detach(), collapsed=True, diagnostics={"selected_1": int(mask1.sum())})
         loss2.backward()
         optimizer.second_step(zero_grad=True)
 
@@ -196,7 +180,7 @@ def sar_step(
             state.ema = None
     return StepResult(
         logits.detach(), updated=True, reset=reset, loss=loss_value,
-        stats={"selected_1": n1, "selected_2": n2, "mask_1": mask1, "mask_2": mask2,
+        diagnostics={"selected_1": n1, "selected_2": n2, "mask_1": mask1, "mask_2": mask2,
                "ema": float("nan") if state.ema is None else state.ema},
     )
 
@@ -213,10 +197,11 @@ IMAGENET_LR = Derived(reference_imagenet_lr, "2.5e-4 at batch >= 32, else 2.5e-4
         *stats_options("tbn"),
         Option("lr", float, 1e-3, "learning rate of the SGD under SAM", low=0, open_low=True),
         Option("momentum", float, 0.9, "SGD momentum (not nesterov)", low=0, high=1, open_high=True),
-        Option("rho", float, RHO, "SAM radius", low=0),
-        Option("margin_factor", float, MARGIN_FACTOR, "entropy filter E0 = margin_factor * ln C", low=0,
+        Option("rho", float, 0.05, "SAM radius (SAR main.py)", low=0),
+        Option("margin_factor", float, 0.4, "entropy filter E0 = margin_factor * ln C", low=0,
                open_low=True),
-        Option("reset_threshold", float, RESET_EM, "model recovery when the loss average falls below", low=0),
+        Option("reset_threshold", float, 0.2, "model recovery when the loss average falls below (e_m, SAR sar.py)",
+               low=0),
         Option("keep_ema_after_reset", bool, False, "the reference's line order: keep the old average after a reset"),
     ),
     defaults=(when(dataset="imagenet")(lr=IMAGENET_LR), NO_BATCHNORM),

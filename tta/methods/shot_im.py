@@ -4,7 +4,7 @@ Recipe: a statistics policy (default ``tbn``: batch statistics, as the reference
 train-mode BatchNorm predicts with) + every parameter of the feature extractor (all
 top-level modules but the classifier, found by name — ``fc``, ``classifier``, ``head``,
 ``linear`` — or else the last top-level module with parameters) + the one-step function
-``tta.methods.shot_im.shot_im_step``: mean entropy minus the entropy of the mean
+``shot_im_step``: mean entropy minus the entropy of the mean
 prediction. The prediction is the pre-update logits.
 
 Defaults (our choice, no published online setting; docs/methods.md): SGD nesterov,
@@ -20,10 +20,10 @@ This is LINs-lab/ttab ``shot.py`` with ``cls_par = 0`` (SHOT-IM, tim-learn/SHOT
 ``image_target.py --cls_par 0``); the model is in train mode there, so BatchNorm uses and
 updates batch statistics (the caller's statistics policy decides).
 
-No per-dataset learning rate is published for CIFAR-C/ImageNet-C. Our defaults
-(``DATASET_DEFAULTS``): SGD with nesterov momentum 0.9 (ttab's optimizer), lr 1e-3 on CIFAR
+No per-dataset learning rate is published for CIFAR-C/ImageNet-C. Our defaults (the
+options'): SGD with nesterov momentum 0.9 (ttab's optimizer), lr 1e-3 on CIFAR
 (ttab's default and the top of its CIFAR-10-C grid {1e-3, 5e-4, 1e-4}) and 2.5e-4 on
-ImageNet (the lr the entropy methods use there), batch 64.
+ImageNet (the lr the entropy methods use there).
 
 B = 1 is refused: with one sample p̄ = p, so the diversity term cancels the entropy term
 up to the 1e-5 smoothing and the loss carries no signal.
@@ -31,7 +31,6 @@ up to the 1e-5 smoothing and the loss carries no signal.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -48,25 +47,6 @@ from ._step_output import StepResult, StepState
 DIVERSITY_EPS = 1e-5  # tim-learn/SHOT loss.py and ttab shot.py
 #: top-level children SHOT leaves frozen (ttab's list, plus this package's CIFAR ResNet ``linear``)
 CLASSIFIER_NAMES = ("fc", "classifier", "head", "linear")
-
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cifar10": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "nesterov": True, "batch_size": 64},
-    "cifar100": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "nesterov": True, "batch_size": 64},
-    "imagenet": {"optimizer": "sgd", "lr": 2.5e-4, "momentum": 0.9, "nesterov": True, "batch_size": 64},
-}
-
-
-def shot_im_parameters(
-    model: nn.Module, classifier_names: Sequence[str] = CLASSIFIER_NAMES
-) -> list[tuple[str, nn.Parameter]]:
-    """(name, parameter) of every top-level child except the classifier, as ttab selects them."""
-    frozen = [n for n, _ in model.named_children() if n in classifier_names]
-    if not frozen:
-        children = [n for n, _ in model.named_children()]
-        raise InputError(f"SHOT-IM: no classifier among the model's top-level modules {children}; "
-                         f"pass classifier_names naming it (default {list(classifier_names)})")
-    return [(f"{n}.{pn}", p) for n, child in model.named_children() if n not in frozen
-            for pn, p in child.named_parameters()]
 
 
 def shot_im_loss(logits: torch.Tensor) -> torch.Tensor:
