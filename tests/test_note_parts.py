@@ -17,12 +17,18 @@ import torch.nn.functional as F
 from torch import nn
 
 import tta
+from tta.methods import get_stats, method_defaults
 from tta.methods._sample_memory import PBRS
-from tta.methods.iabn import InstanceAwareBatchNorm, make_layer
-from tta.methods import method_defaults
+from tta.methods.iabn import InstanceAwareBatchNorm
 from tta.methods.note import hloss, note_step
 
 from conftest import to_tensor
+
+
+def make_layer(bn, **options):
+    """The layer the registered ``iabn`` policy puts in place of ``bn``, with its defaults unless overridden."""
+    policy = get_stats("iabn")
+    return policy.make_layer(bn, **{**policy.options.generic(), **options})
 
 
 # ---------------------------------------------------------------------------------------------

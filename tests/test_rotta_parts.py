@@ -18,12 +18,18 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 import tta
-from tta.methods import method_defaults
+from tta.methods import get_stats, method_defaults
 from tta.methods._sample_memory import CSTU, timeliness_weight
-from tta.methods.rbn import RobustBatchNorm, make_layer
+from tta.methods.rbn import RobustBatchNorm
 from tta.methods.rotta import rotta_augment, rotta_step
 
 from conftest import to_tensor
+
+
+def make_layer(bn, **options):
+    """The layer the registered ``rbn`` policy puts in place of ``bn``, with its defaults unless overridden."""
+    policy = get_stats("rbn")
+    return policy.make_layer(bn, **{**policy.options.generic(), **options})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,15 +1,19 @@
 """``Adapter``: the module every method returns, an explicit composition of parts.
 
 An adapter wraps a model whose BatchNorm layers a statistics policy has already swapped,
-and optionally carries an objective, an optimizer over selected parameters, a memory,
-a teacher and a step hook. ``forward(x)`` predicts and adapts in one call.
+and optionally carries an objective, an optimizer over selected parameters, the method's
+own state, a teacher and a step hook. ``forward(x)`` predicts and adapts in one call.
+
+The method's own state is the part named ``memory`` (a ``StepState``, a sample memory of
+``_sample_memory`` or any module); the name is kept because it prefixes that part's keys in
+every saved ``state_dict()``.
 
 State: every part that is an ``nn.Module`` (model, objective, memory, teacher) is a
 submodule, so its parameters and buffers are in ``state_dict()``. What is not a tensor
 of a module (optimizer moments, the adapter's random generator) travels as the
 adapter's extra state (``get_extra_state``/``set_extra_state``), so ``state_dict()`` holds
 everything a method carries across batches: ``reset()`` reloads the snapshot taken right
-after construction, and resume saves and loads the same ``state_dict()``. A memory with
+after construction, and resume saves and loads the same ``state_dict()``. A state part with
 contents that are not tensors implements ``get_extra_state``/``set_extra_state`` itself.
 
 ``check_batch`` is the check every adapter applies to a batch before adapting on it.
@@ -99,7 +103,8 @@ class Adapter(nn.Module, metaclass=_SnapshotAfterInit):
         hparams: the resolved options, recorded with every result.
         objective: loss on the logits (a module is registered, so its buffers are state).
         optimizer: built over the parameters the method adapts; its state is extra state.
-        memory, teacher: optional modules; their tensors are state like the model's.
+        memory, teacher: optional modules (``memory``: the method's own state across batches); their
+            tensors are state like the model's.
         step: the update; default ``objective_step`` with an objective, else ``plain_step``.
         needs_grad: whether ``step`` builds a graph; default: whether there is an optimizer.
         seed: seeds ``self.generator`` for the method's own random draws (saved with the state).

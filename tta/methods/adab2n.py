@@ -105,7 +105,7 @@ class BalancedBatchNorm(SourceStatsMixin, nn.Module):
 
 
 @register_stats
-class AdaB2N(StatsPolicy):
+class AdaB2NPolicy(StatsPolicy):
     name = "adab2n"
     summary = "AdaB²N modified momentum (kappa) for running statistics over a stream of domains"
     paper = "Lyu et al., NeurIPS 2023; lvyilin/AdaB2N (test-time mapping, docs/methods.md)"

@@ -46,7 +46,7 @@ class AlphaBatchNorm(SourceStatsMixin, nn.Module):
 
 
 @register_stats
-class AlphaBN(StatsPolicy):
+class AlphaBNPolicy(StatsPolicy):
     name = "alpha-bn"
     summary = "α-BN: statistics = source_weight * source + (1 - source_weight) * batch, stateless"
     paper = "You, Li, Zhao, arXiv 2110.04065 (2021)"

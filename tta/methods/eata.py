@@ -253,7 +253,7 @@ NO_SOURCE = ("method 'eata' needs clean source images for its Fisher regularizer
              "PATH), or use 'eta', the source-free variant")
 
 
-class ETAMemory(StepState):
+class ETAStepState(StepState):
     """ETA's moving average and counters; for EATA also the Fisher and anchor θ0 as buffers."""
 
     def __init__(self, method: str, fisher: FisherRegularizer | None = None) -> None:
@@ -293,7 +293,7 @@ def _eta_step(opts: Resolved):
     notes="stats=<statistics policy> composes; GN/LN-only models adapt their own norm affine",
 )
 def eta(model: nn.Module, opts: Resolved) -> Adapter:
-    return gradient_adapter(model, opts, None, step=_eta_step(opts), memory=ETAMemory("eta"))
+    return gradient_adapter(model, opts, None, step=_eta_step(opts), memory=ETAStepState("eta"))
 
 
 def load_source_images(path: str, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -335,7 +335,7 @@ def eata(model: nn.Module, opts: Resolved) -> Adapter:
     generator = torch.Generator().manual_seed(opts["seed"])
     source = load_source_images(opts["source_data"], opts["fisher_samples"], generator)
 
-    def memory(student: nn.Module) -> ETAMemory:
+    def memory(student: nn.Module) -> ETAStepState:
         params = norm_parameters(student)
         ref = next(iter(params))
         images = source.to(ref.device, ref.dtype).div_(255)  # in the model's precision
@@ -347,6 +347,6 @@ def eata(model: nn.Module, opts: Resolved) -> Adapter:
                                 generator=generator)
         restore_buffers(student, before)
         log.info("eata: Fisher from %d source images of %s", source.shape[0], opts["source_data"])
-        return ETAMemory("eata", fisher)
+        return ETAStepState("eata", fisher)
 
     return gradient_adapter(model, opts, None, step=_eta_step(opts), memory=memory)

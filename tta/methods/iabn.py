@@ -50,9 +50,6 @@ from ._options import Option, OptionSet
 from ._stats_policy import register_stats, StatsPolicy
 
 
-DEFAULT_K = 4.0
-DEFAULT_MOMENTUM = 0.01
-DEFAULT_SKIP = 1
 
 
 def soft_shrink(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -63,8 +60,7 @@ def soft_shrink(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
 class InstanceAwareBatchNorm(nn.Module):
     """IABN from a source BatchNorm2d (see module doc). Buffers: running_mean/var, num_batches_tracked."""
 
-    def __init__(self, bn: nn.Module, k: float = DEFAULT_K, momentum: float = DEFAULT_MOMENTUM,
-                 skip_threshold: int = DEFAULT_SKIP) -> None:
+    def __init__(self, bn: nn.Module, k: float, momentum: float, skip_threshold: int) -> None:
         super().__init__()
         if bn.running_mean is None:
             raise TTAError(
@@ -119,37 +115,32 @@ class InstanceAwareBatchNorm(nn.Module):
         return f"{self.num_features}, k={self.k}, momentum={self.momentum}, skip_threshold={self.skip_threshold}"
 
 
-def make_layer(bn: nn.Module, k: float = DEFAULT_K, momentum: float = DEFAULT_MOMENTUM,
-               skip_threshold: int = DEFAULT_SKIP) -> nn.Module:
-    """IABN for a BatchNorm2d; for a BatchNorm1d a tracked copy with ``momentum`` (the port's behaviour)."""
-    if isinstance(bn, nn.BatchNorm2d):
-        return InstanceAwareBatchNorm(bn, k, momentum, skip_threshold)
-    layer = copy.deepcopy(bn)
-    layer.track_running_stats = True
-    layer.momentum = float(momentum)
-    return layer
 
 
-INF = float("inf")
 
 
 @register_stats
-class InstanceAwareBN(StatsPolicy):
+class InstanceAwareBNPolicy(StatsPolicy):
     name = "iabn"
     summary = "NOTE's instance-aware BatchNorm on a pretrained BN model (inference only as a method)"
     paper = "Gong et al., NeurIPS 2022; TaesikGong/NOTE, devavratTomar/unmixtns port"
     options = OptionSet("iabn", (
-        Option("k", float, DEFAULT_K, "soft-shrinkage width in standard errors", low=0, high=INF),
-        Option("momentum", float, DEFAULT_MOMENTUM, "running-statistics momentum of train-mode forwards",
+        Option("k", float, 4.0, "soft-shrinkage width in standard errors", low=0, high=math.inf),
+        Option("momentum", float, 0.01, "running-statistics momentum of train-mode forwards",
                low=0, high=1),
-        Option("skip_threshold", int, DEFAULT_SKIP, "feature maps of at most this many pixels use the "
-               "reference statistics alone", low=0, high=INF),
+        Option("skip_threshold", int, 1, "feature maps of at most this many pixels use the "
+               "reference statistics alone", low=0, high=math.inf),
     ))
 
     @classmethod
-    def make_layer(cls, bn: nn.Module, k: float = DEFAULT_K, momentum: float = DEFAULT_MOMENTUM,
-                   skip_threshold: int = DEFAULT_SKIP) -> nn.Module:
-        return make_layer(bn, k, momentum, skip_threshold)
+    def make_layer(cls, bn: nn.Module, k: float, momentum: float, skip_threshold: int) -> nn.Module:
+        """IABN for a BatchNorm2d; for a BatchNorm1d a tracked copy with ``momentum`` (the port's behaviour)."""
+        if isinstance(bn, nn.BatchNorm2d):
+            return InstanceAwareBatchNorm(bn, k, momentum, skip_threshold)
+        layer = copy.deepcopy(bn)
+        layer.track_running_stats = True
+        layer.momentum = float(momentum)
+        return layer
 
     @classmethod
     def swap(cls, model: nn.Module, options: dict[str, Any]) -> None:

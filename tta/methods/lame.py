@@ -65,6 +65,7 @@ from torch import nn
 
 from ..errors import InputError
 from ._adapter import Adapter
+from ._model_parts import classifier_layer
 from ._gradient import NO_BATCHNORM, stats_options
 from ._options import Option
 from ._recipe import register_method, Resolved
@@ -83,7 +84,7 @@ def pairwise_distances(phi: torch.Tensor) -> torch.Tensor:
     return torch.cdist(phi, phi, compute_mode="donot_use_mm_for_euclid_dist")
 
 
-def affinity(phi: torch.Tensor, kind: str = DEFAULT_AFFINITY, knn: int = DEFAULT_KNN) -> torch.Tensor | None:
+def affinity(phi: torch.Tensor, kind: str, knn: int) -> torch.Tensor | None:
     """Affinity of normalized features ``phi`` (N, d); None for rbf when sigma = 0 (see module doc)."""
     n = phi.shape[0]
     if kind == "linear":
@@ -127,8 +128,8 @@ def laplacian_optimization(unary: torch.Tensor, kernel: torch.Tensor, bound_lamb
 
 
 @torch.no_grad()
-def lame(logits: torch.Tensor, features: torch.Tensor, affinity_kind: str = DEFAULT_AFFINITY, knn: int = DEFAULT_KNN,
-         force_symmetry: bool = False, bound_lambda: float = BOUND_LAMBDA, max_steps: int = MAX_STEPS) -> torch.Tensor:
+def lame(logits: torch.Tensor, features: torch.Tensor, affinity_kind: str, knn: int, force_symmetry: bool,
+         bound_lambda: float = BOUND_LAMBDA, max_steps: int = MAX_STEPS) -> torch.Tensor:
     """LAME's output for one batch: adjusted class probabilities (N, K) from logits (N, K) and features (N, d)."""
     if logits.dim() != 2 or features.dim() != 2 or logits.shape[0] != features.shape[0]:
         raise InputError(
@@ -142,17 +143,6 @@ def lame(logits: torch.Tensor, features: torch.Tensor, affinity_kind: str = DEFA
     if force_symmetry:
         kernel = 0.5 * (kernel + kernel.t())
     return laplacian_optimization(unary, kernel, bound_lambda, max_steps)
-
-
-def classifier_layer(model: nn.Module) -> nn.Linear:
-    """The model's last ``nn.Linear``: ``linear``/``fc``/``classifier`` of CIFAR ResNet, WRN, ResNeXt, ResNet-50."""
-    last = None
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            last = module
-    if last is None:
-        raise InputError("LAME needs a model ending in an nn.Linear classifier to read penultimate features")
-    return last
 
 
 @torch.no_grad()

@@ -55,7 +55,7 @@ class DecayingMomentumBatchNorm(SourceStatsMixin, nn.Module):
 
 
 @register_stats
-class MomentumDecay(StatsPolicy):
+class MomentumDecayPolicy(StatsPolicy):
     name = "momentum-decay"
     summary = "source-free BN: running statistics updated with momentum eta0 * exp(-decay * k)"
     paper = "Liu et al., MICCAI 2021 (arXiv 2106.12497)"

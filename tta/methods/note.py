@@ -54,12 +54,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._adapter import Adapter
+from ._model_parts import num_classes
 from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
 from ._options import Option, when
 from ._recipe import register_method, Resolved
 from ._sample_memory import PBRS, MemoryModule
 from ._step_output import StepResult
-from .rotta import num_classes_of
 
 
 def hloss(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -137,6 +137,6 @@ def note_adapter_step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
     notes="stats=unmix-tns composes as the UnMix-TNS code does (UnMix-TNS replaces IABN)",
 )
 def note(model: nn.Module, opts: Resolved) -> Adapter:
-    bank = PBRS(opts["memory_size"], num_classes_of(model, opts["num_classes"], "note"))
+    bank = PBRS(opts["memory_size"], num_classes(model, "note", opts["num_classes"]))
     return gradient_adapter(model, opts, None, step=note_adapter_step, memory=MemoryModule(bank),
                             seed=opts["seed"])

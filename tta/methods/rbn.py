@@ -35,7 +35,6 @@ from ._options import Option, OptionSet
 from ._stats_policy import register_stats, StatsPolicy
 
 
-DEFAULT_ALPHA = 0.05
 
 
 class RobustBatchNorm(SourceStatsMixin, nn.Module):
@@ -44,7 +43,7 @@ class RobustBatchNorm(SourceStatsMixin, nn.Module):
     Buffers: ``source_mean/var`` (kept for reference), ``global_mean/var`` (the state).
     """
 
-    def __init__(self, bn: nn.Module, alpha: float = DEFAULT_ALPHA) -> None:
+    def __init__(self, bn: nn.Module, alpha: float) -> None:
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"RBN alpha must lie in [0, 1], got {alpha}; the official value is 0.05")
@@ -79,23 +78,19 @@ class RobustBatchNorm(SourceStatsMixin, nn.Module):
         return f"{self.num_features}, alpha={self.alpha}"
 
 
-def make_layer(bn: nn.Module, alpha: float = DEFAULT_ALPHA) -> RobustBatchNorm:
-    """An RBN layer copying ``bn``'s gamma, beta, eps and running statistics."""
-    return RobustBatchNorm(bn, alpha)
-
-
 @register_stats
-class RobustBN(StatsPolicy):
+class RobustBNPolicy(StatsPolicy):
     name = "rbn"
     summary = "RoTTA's robust BatchNorm: global statistics follow an EMA of batch statistics (rate alpha)"
     paper = "Yuan, Xie, Li, CVPR 2023; BIT-DA/RoTTA"
     options = OptionSet("rbn", (
-        Option("alpha", float, DEFAULT_ALPHA, "EMA rate of the global statistics", low=0, high=1),
+        Option("alpha", float, 0.05, "EMA rate of the global statistics", low=0, high=1),
     ))
     notes = "layers adapt on every forward (train mode); rotta switches them per its step"
 
     @classmethod
-    def make_layer(cls, bn: nn.Module, alpha: float = DEFAULT_ALPHA) -> nn.Module:
+    def make_layer(cls, bn: nn.Module, alpha: float) -> nn.Module:
+        """An RBN layer copying ``bn``'s gamma, beta, eps and running statistics."""
         return RobustBatchNorm(bn, alpha)
 
     @classmethod

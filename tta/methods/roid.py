@@ -54,12 +54,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError, TTAError
+from ..errors import InputError
 from ._adapter import Adapter
 from ._entropy import softmax_entropy
 from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, is_norm_layer, optimizer_options, stats_options
 from ._options import Option, when
-from ._param_select import weight_bias_parameters
+from ._model_parts import num_classes, weight_bias_parameters
 from ._recipe import register_method, Resolved
 from ._step_output import register_tensors, registered_tensors, StepResult, StepState
 from ._view_augment import ROID_AUGMENT, augment_views, AugmentConfig, sample_view_params
@@ -227,27 +227,18 @@ def _skip(optimizer: torch.optim.Optimizer, z: torch.Tensor, why: str) -> StepRe
 ONE_SAMPLE = "its weights are min-max normalized over the batch, 0/0 for one image; use eta, sar or deyo"
 
 
-def num_classes(model: nn.Module) -> int:
-    """Output size of the model's last linear layer."""
-    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linear:
-        raise TTAError("method 'roid' needs the number of classes from the model's last nn.Linear and found "
-                       "none; use a classifier ending in a linear layer")
-    return linear[-1].out_features
-
-
 def norm_types(model: nn.Module) -> tuple[type[nn.Module], ...]:
     """The classes of the model's normalization layers (after the statistics policy's swap)."""
     return tuple(dict.fromkeys(type(m) for m in model.modules() if is_norm_layer(m)))
 
 
-class RoidMemory(StepState):
+class RoidStepState(StepState):
     """ROID's class-probability moving average (a buffer) and the source parameters (constant)."""
 
     def __init__(self, student: nn.Module) -> None:
         super().__init__(None, "roid")
         self.types = norm_types(student)
-        state = RoidState.from_model(student, num_classes(student), self.types)
+        state = RoidState.from_model(student, num_classes(student, "roid"), self.types)
         self.names = list(state.source)
         self.register_buffer("class_probs", state.class_probs)
         register_tensors(self, "source", list(state.source.values()))
@@ -290,7 +281,7 @@ def roid(model: nn.Module, opts: Resolved) -> Adapter:
         memory.record_collapse(out.collapsed)
         return out.logits
 
-    return gradient_adapter(model, opts, None, step=step, memory=RoidMemory, seed=opts["seed"],
+    return gradient_adapter(model, opts, None, step=step, memory=RoidStepState, seed=opts["seed"],
                             min_batch_size=2 if opts["use_weighting"] else 1, min_batch_reason=ONE_SAMPLE)
 
 

@@ -76,12 +76,12 @@ from torchvision.transforms import InterpolationMode
 
 from ..errors import InputError
 from ._adapter import Adapter
+from ._model_parts import num_classes
 from ._gradient import NO_BATCHNORM, gradient_adapter, optimizer_options, stats_options
 from ._options import Option, when
 from ._recipe import register_method, Resolved
 from ._sample_memory import CSTU, MemoryModule, timeliness_weight
 from ._step_output import StepResult
-from .lame import classifier_layer
 
 
 _HARD = {
@@ -256,18 +256,6 @@ def rotta_step(
     return StepResult(logits, updated=updates > 0, diagnostics={"updates": updates})
 
 
-INF = float("inf")
-
-
-def num_classes_of(model: nn.Module, given: int | None, method: str) -> int:
-    """``given``, or the output size of the model's last ``nn.Linear``."""
-    if given is not None:
-        return given
-    try:
-        return classifier_layer(model).out_features
-    except InputError:
-        raise InputError(f"method {method!r} cannot find the model's classifier (a final nn.Linear) to count "
-                         "the classes of its memory; pass num_classes=") from None
 
 
 def check_square_rgb(x: torch.Tensor, method: str) -> None:
@@ -314,7 +302,7 @@ def _teacher(student: nn.Module) -> nn.Module:
     notes="stats=unmix-tns composes as the UnMix-TNS code does (teacher with its own components)",
 )
 def rotta(model: nn.Module, opts: Resolved) -> Adapter:
-    bank = CSTU(opts["memory_size"], num_classes_of(model, opts["num_classes"], "rotta"),
+    bank = CSTU(opts["memory_size"], num_classes(model, "rotta", opts["num_classes"]),
                 opts["lambda_t"], opts["lambda_u"])
     return gradient_adapter(model, opts, None, step=rotta_adapter_step, memory=MemoryModule(bank),
                             teacher=_teacher, seed=opts["seed"])

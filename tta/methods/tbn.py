@@ -61,7 +61,7 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
 
 
 @register_stats
-class TestBatchNorm(StatsPolicy):
+class TestBatchNormPolicy(StatsPolicy):
     name = "tbn"
     summary = "test-time normalization: batch statistics mixed with a source prior N/(N+n)"
     paper = "Schneider et al., NeurIPS 2020; Nado et al. 2020 (N=0)"

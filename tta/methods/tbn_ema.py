@@ -79,7 +79,7 @@ def two_pass_step(adapter: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 @register_stats
-class TestBatchNormEma(StatsPolicy):
+class TestBatchNormEmaPolicy(StatsPolicy):
     name = "tbn-ema"
     summary = "test-time BN with an EMA of test-batch statistics started at the source (reference: two passes)"
     paper = "Schneider et al., NeurIPS 2020 (EMA variant); mariodoebler/test-time-adaptation EMABatchNorm"
