@@ -1,7 +1,7 @@
-"""Method registry: a method is a registered recipe, ``@register_method(...)`` on a build function.
+"""Recipes: a method is a registered recipe, ``@register_method(...)`` on a build function (``METHODS``).
 
 A recipe is one typed option declaration (``OptionSet``) plus a function that composes the
-parts (statistics policy, objective, optimizer, memory, teacher, step) into an ``Adapter``.
+parts (statistics policy, objective, optimizer, per-method state, teacher, step) into an ``Adapter``.
 Resolution happens here, once, for every caller (``tta.adapt``, ``tta run``, the listing):
 declared defaults for the context (dataset, shift, whether the model has BatchNorm),
 overridden by the user's options, validated; a composed statistics policy's options

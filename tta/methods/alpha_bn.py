@@ -63,5 +63,5 @@ class AlphaBNPolicy(StatsPolicy):
         return 1 if options["source_weight"] > 0 else 2
 
     @classmethod
-    def make_layer(cls, bn: nn.Module, source_weight: float = 0.9) -> nn.Module:
+    def make_layer(cls, bn: nn.Module, source_weight: float) -> nn.Module:
         return AlphaBatchNorm(bn, source_weight)

@@ -24,7 +24,7 @@ Defaults (qinenergy/cotta ``cifar/cfgs/*/cotta.yaml``, ``imagenet/cotta.py``): C
 ap 0.1, symmetric cross-entropy. State across batches: student, teacher (with their
 components), anchor (``adapter.memory.anchor``), optimizer, generator.
 
-CoTTA's parts and one functional step (Wang, Fink, Van Gool, Dai; CVPR 2022).
+The step (``cotta_step``) and its parts.
 
 Follows the official qinenergy/cotta ``cifar/cotta.py`` (and its port in
 mariodoebler/test-time-adaptation ``methods/cotta.py``); docs/methods.md lists the

@@ -12,7 +12,7 @@ ImageNet SGD momentum 0.9 without nesterov, τ_PLPD 0.3, and SAR's learning-rate
 the run's batch size B, 2.5e-4 at B >= 32, else 2.5e-4·B/32 (DeYO ``exp_deyo.sh``,
 ResNet-50-BN). DeYO keeps no state besides the parameters and optimizer.
 
-DeYO (Lee et al., ICLR 2024): destroy-your-object entropy minimization, one step.
+The step (``deyo_step``): destroy-your-object entropy minimization.
 
 Reference: Jhyun17/DeYO ``methods/deyo.py``/``main.py``/``exp_deyo.sh``; mariodoebler/
 test-time-adaptation (below "mdb") ``methods/deyo.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):

@@ -22,7 +22,7 @@ State across batches: parameters, optimizer, the moving average m and the select
 counters (``adapter.memory.state``); for EATA the Fisher and its anchor θ0 (buffers of
 ``adapter.memory``). ``reset()`` clears m, as mdb does (the EATA reference keeps it).
 
-ETA and EATA (Niu et al., ICML 2022): efficient anti-forgetting entropy minimization, one step.
+The steps (``eta_step``, ``eata_step``): efficient anti-forgetting entropy minimization.
 
 Reference: mr-eggplant/EATA ``eata.py``/``main.py``; mariodoebler/test-time-adaptation
 (below "mdb") ``methods/eata.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):

@@ -8,7 +8,7 @@ changes nothing, so the statistics-only method ``iabn`` is the port's ``note_van
 inference. ``note`` switches to train mode for its memory updates, where the running
 statistics move with ``momentum``.
 
-NOTE's Instance-Aware BatchNorm (IABN), built from a pretrained BatchNorm2d.
+The layer (``InstanceAwareBatchNorm``), built from a pretrained BatchNorm2d.
 
 Gong et al., NeurIPS 2022; official layer TaesikGong/NOTE ``utils/iabn.py``. This is the
 devavratTomar/unmixtns port (``methods/note.py::convert_iabn``), which swaps IABN into a

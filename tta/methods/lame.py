@@ -2,7 +2,7 @@
 
 Recipe: a statistics policy (``source`` by default: the pretrained model in eval mode, no
 adaptation) + LAME's bound optimization on each batch's penultimate features
-(``tta.methods.lame``; see docs/methods.md, "LAME"). Nothing is learned: no
+(``lame``, below; see docs/methods.md, "LAME"). Nothing is learned: no
 optimizer, no gradients, no state; the adapter runs under ``torch.no_grad()`` and works
 inside ``torch.inference_mode()``.
 
@@ -22,7 +22,7 @@ Over UnMix-TNS (``stats="unmix-tns"``), as devavratTomar/unmixtns composes it: t
 UnMix-TNS layers normalize and move their components in the one forward per batch, and
 the Laplacian adjustment is applied on top.
 
-LAME's Laplacian-regularized adjustment of a frozen model's output probabilities.
+The solver (``lame``): Laplacian-regularized adjustment of a frozen model's output probabilities.
 
 Boudiaf, Mueller, Ben Ayed, Bertinetto, "Parameter-free Online Test-time Adaptation",
 CVPR 2022; official code fiveai/LAME ``src/adaptation/lame.py`` (copied by the

@@ -8,7 +8,7 @@ swapped layers in train mode: as a statistics-only method (``tta.adapt(m, "rbn")
 under another gradient method (``stats="rbn"``) they move on every forward. ``rotta``
 sets the modes itself, per the official step (eval for predictions, train for updates).
 
-RoTTA's Robust BatchNorm (RBN): global statistics moved by an EMA of batch statistics.
+The layer (``RobustBatchNorm``): global statistics moved by an EMA of batch statistics.
 
 Yuan, Xie, Li, "Robust Test-Time Adaptation in Dynamic Scenarios", CVPR 2023; official
 code BIT-DA/RoTTA ``core/utils/bn_layers.py`` (``RobustBN1d/2d``). Starting from the

@@ -10,7 +10,7 @@ Defaults: CIFAR-10/100 Adam 1e-3, d_margin 0.4 for both (mariodoebler/test-time-
 (CCC ``models/rdumb.py``). State across batches: parameters, optimizer, m and the batch
 counter (``adapter.memory.state``).
 
-RDumb (Press et al., NeurIPS 2023): ETA with a full reset every 1000 batches, one step.
+The step (``rdumb_step``): ETA with a full reset every ``reset_every`` (1000) batches.
 
 Reference: oripress/CCC ``models/rdumb.py``; mariodoebler/test-time-adaptation
 (below "mdb") ``cfgs/*/rdumb.yaml``. Before the ETA step of batch t (counted from 0, whether or not a

@@ -20,7 +20,7 @@ current batch's size, which equals the reference except for a smaller last batch
 State across batches: parameters, optimizer, the class-probability average (buffer of
 ``adapter.memory``); the source parameters are a constant copy there.
 
-ROID's parts and one functional step (Marsden, Döbler, Yang; WACV 2024).
+The step (``roid_step``) and its parts.
 
 The official code is mariodoebler/test-time-adaptation ``methods/roid.py`` with
 ``utils/losses.py``; docs/methods.md lists the defaults and the choices below.

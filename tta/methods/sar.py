@@ -15,7 +15,7 @@ of 16; ``tta.methods.sar.sar_lr``). ``tta.adapt`` without ``run_batch_size=`` ta
 (``adapter.memory.state``). GroupNorm/LayerNorm models keep their norms (stats="none") and
 adapt their affine parameters, as SAR does for ResNet-50-GN and ViT.
 
-SAR (Niu et al., ICLR 2023): sharpness-aware, reliable entropy minimization, one step.
+The step (``sar_step``).
 
 Reference: mr-eggplant/SAR ``sar.py``/``sam.py``/``main.py``; mariodoebler/test-time-adaptation
 (below "mdb") ``methods/sar.py``. Per batch (docs/methods.md, "Entropy-filtering methods"):

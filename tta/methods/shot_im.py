@@ -11,7 +11,7 @@ Defaults (our choice, no published online setting; docs/methods.md): SGD nestero
 momentum 0.9, lr 1e-3 on CIFAR (ttab's default) and 2.5e-4 on ImageNet. Batches of one
 are refused: the diversity term cancels the entropy term there.
 
-SHOT-IM (Liang, Hu, Feng; ICML 2020) in its online form, one step.
+The step (``shot_im_step``), SHOT-IM in its online form.
 
 Information maximization on each test batch: L = mean_b H(p_b) + Σ_c p̄_c log(p̄_c + 1e-5),
 p̄ = mean_b p_b (confident and diverse predictions), one optimizer step on the whole

@@ -16,6 +16,7 @@ unbiased variance instead; the two differ by a factor n·H·W/(n·H·W − 1), u
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -66,7 +67,7 @@ class TestBatchNormPolicy(StatsPolicy):
     summary = "test-time normalization: batch statistics mixed with a source prior N/(N+n)"
     paper = "Schneider et al., NeurIPS 2020; Nado et al. 2020 (N=0)"
     options = OptionSet("tbn", (
-        Option("prior", float, 0.0, "source pseudo-count N (0: pure batch statistics)", low=0, high=float("inf")),
+        Option("prior", float, 0.0, "source pseudo-count N (0: pure batch statistics)", low=0, high=math.inf),
     ))
     min_batch_size = 2
     min_batch_reason = "with prior=0 one image has no batch statistics; pass prior>0"
@@ -77,5 +78,5 @@ class TestBatchNormPolicy(StatsPolicy):
         return 1 if options["prior"] > 0 else 2
 
     @classmethod
-    def make_layer(cls, bn: nn.Module, prior: float = 0.0) -> nn.Module:
+    def make_layer(cls, bn: nn.Module, prior: float) -> nn.Module:
         return PriorBatchNorm(bn, prior)

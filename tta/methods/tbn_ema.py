@@ -94,7 +94,7 @@ class TestBatchNormEmaPolicy(StatsPolicy):
     min_batch_reason = "one image gives no batch variance for fully connected BatchNorm1d layers"
 
     @classmethod
-    def make_layer(cls, bn: nn.Module, momentum: float | None = None, passes: int = 2) -> nn.Module:
+    def make_layer(cls, bn: nn.Module, momentum: float | None, passes: int) -> nn.Module:
         return EmaBatchNorm(bn, momentum)
 
     @classmethod
