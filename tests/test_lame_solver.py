@@ -143,9 +143,11 @@ def test_batch_of_one(feats_logits):
     torch.testing.assert_close(lame(logits[:1], feats[:1], "rbf", 5, False), p)
     # kNN with one sample has no neighbour: W = 0, so Y = p (as official)
     torch.testing.assert_close(lame(logits[:1], feats[:1], "kNN", 5, False), p, atol=1e-7, rtol=1e-5)
-    torch.testing.assert_close(lame(logits[:1], feats[:1], "kNN", 5, False), ref_lame(logits[:1], feats[:1], "kNN", 5)[0])
+    torch.testing.assert_close(lame(logits[:1], feats[:1], "kNN", 5, False),
+                               ref_lame(logits[:1], feats[:1], "kNN", 5)[0])
     # linear is defined at N = 1 and follows the official iterations
-    torch.testing.assert_close(lame(logits[:1], feats[:1], "linear", 5, False), ref_lame(logits[:1], feats[:1], "linear", 5)[0])
+    torch.testing.assert_close(lame(logits[:1], feats[:1], "linear", 5, False),
+                               ref_lame(logits[:1], feats[:1], "linear", 5)[0])
 
 
 @pytest.mark.realdata

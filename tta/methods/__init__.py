@@ -6,8 +6,8 @@ from . import (  # noqa: F401  (registration)
 from ._adapter import Adapter, check_batch
 from ._gradient import gradient_adapter
 from ._options import Derived, Option, OptionSet, When, when
-from ._stats_policy import STATS, StatsPolicy, get_stats, register_stats
 from ._recipe import METHODS, Recipe, Resolved, get_method, method_defaults, register_method
+from ._stats_policy import STATS, StatsPolicy, get_stats, register_stats
 
 __all__ = ["Adapter", "Derived", "METHODS", "Option", "OptionSet", "Recipe", "Resolved", "STATS", "StatsPolicy", "When",
            "check_batch", "get_method", "get_stats", "gradient_adapter", "method_defaults", "register_method",

@@ -19,10 +19,10 @@ from torch import nn
 
 from ..errors import TTAError
 from ._adapter import Adapter, StepFn
-from ._options import Option, When, when
-from ._stats_policy import get_stats
-from ._recipe import Resolved
 from ._moments import SourceStatsMixin
+from ._options import Option, When, when
+from ._recipe import Resolved
+from ._stats_policy import get_stats
 
 _NORM_NAME = re.compile(r"Norm(\d+d)?$")
 INF = float("inf")

@@ -48,7 +48,8 @@ class Recipe:
     options: OptionSet
     build_fn: Callable[[nn.Module, Resolved], Adapter]
     notes: str = ""
-    #: statistics-only methods never build a graph (listed, and tested under inference_mode)
+    #: the method is a statistics policy registered as a method (``stats`` in its one meaning): it never
+    #: builds a graph (listed, and tested under inference_mode)
     stats_only: bool = False
     #: smallest batch with the generic defaults, for the listing
     min_batch_size: int = 1

@@ -35,8 +35,6 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ._options import Option, OptionSet
-from ._stats_policy import StatsPolicy, register_stats
 from ._moments import (
     SourceStatsMixin,
     fast_instance_stats,
@@ -45,6 +43,8 @@ from ._moments import (
     normalize,
     normalize_with_batch_stats,
 )
+from ._options import Option, OptionSet
+from ._stats_policy import StatsPolicy, register_stats
 
 
 def initial_eta(momentum: float, kappa: float) -> float:

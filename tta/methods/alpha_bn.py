@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._moments import SourceStatsMixin, normalize_with_batch_stats
 from ._options import Option, OptionSet
 from ._stats_policy import StatsPolicy, register_stats
-from ._moments import SourceStatsMixin, normalize_with_batch_stats
 
 
 class AlphaBatchNorm(SourceStatsMixin, nn.Module):

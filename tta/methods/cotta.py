@@ -66,8 +66,8 @@ from torch import nn
 
 from ._adapter import Adapter
 from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
-from ._options import Option, when
 from ._model_parts import weight_bias_parameters
+from ._options import Option, when
 from ._recipe import register_method, Resolved
 from ._step_output import StepResult, StepState
 from ._view_augment import COTTA_AUGMENT, augment_views, AugmentConfig, sample_view_params

@@ -65,8 +65,8 @@ from torch import nn
 
 from ..errors import InputError
 from ._adapter import Adapter
-from ._model_parts import classifier_layer
 from ._gradient import NO_BATCHNORM, stats_options
+from ._model_parts import classifier_layer
 from ._options import Option
 from ._recipe import register_method, Resolved
 from ._stats_policy import get_stats

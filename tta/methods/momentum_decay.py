@@ -23,9 +23,9 @@ import math
 import torch
 from torch import nn
 
+from ._moments import SourceStatsMixin, normalize_with_batch_stats, unbiased_factor
 from ._options import Option, OptionSet
 from ._stats_policy import StatsPolicy, register_stats
-from ._moments import SourceStatsMixin, normalize_with_batch_stats, unbiased_factor
 
 
 class DecayingMomentumBatchNorm(SourceStatsMixin, nn.Module):

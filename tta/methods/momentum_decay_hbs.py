@@ -22,10 +22,10 @@ from torch import nn
 
 from ._adapter import Adapter
 from ._entropy import log_softmax_entropy
-from .momentum_decay import DecayingMomentumBatchNorm
 from ._gradient import gradient_adapter, optimizer_options, stats_options
 from ._options import Option
 from ._recipe import Resolved, register_method
+from .momentum_decay import DecayingMomentumBatchNorm
 
 
 def transferability(layer: DecayingMomentumBatchNorm) -> torch.Tensor:

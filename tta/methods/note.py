@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._adapter import Adapter
-from ._model_parts import num_classes
 from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from ._model_parts import num_classes
 from ._options import Option, when
 from ._recipe import register_method, Resolved
 from ._sample_memory import PBRS, MemoryModule

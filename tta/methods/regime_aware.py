@@ -44,14 +44,14 @@ from torch import nn
 from ..errors import TTAError
 from ._adapter import Adapter
 from ._bn_swap import batchnorm_layers
-from .eata import ETA_DEFAULTS, ETA_OPTIONS, eta_step, ETAState
 from ._gradient import make_optimizer, norm_parameters
 from ._model_parts import classifier_layer
-from .lame import AFFINITIES, DEFAULT_AFFINITY, DEFAULT_KNN, features_and_logits, lame
 from ._options import Option
-from ._stats_policy import get_stats
 from ._recipe import Resolved, register_method
+from ._stats_policy import get_stats
 from ._step_output import StepState
+from .eata import ETA_DEFAULTS, ETA_OPTIONS, eta_step, ETAState
+from .lame import AFFINITIES, DEFAULT_AFFINITY, DEFAULT_KNN, features_and_logits, lame
 
 log = logging.getLogger(__name__)
 

@@ -58,8 +58,8 @@ from ..errors import InputError
 from ._adapter import Adapter
 from ._entropy import softmax_entropy
 from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, is_norm_layer, optimizer_options, stats_options
-from ._options import Option, when
 from ._model_parts import num_classes, weight_bias_parameters
+from ._options import Option, when
 from ._recipe import register_method, Resolved
 from ._step_output import register_tensors, registered_tensors, StepResult, StepState
 from ._view_augment import ROID_AUGMENT, augment_views, AugmentConfig, sample_view_params

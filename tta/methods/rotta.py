@@ -76,8 +76,8 @@ from torchvision.transforms import InterpolationMode
 
 from ..errors import InputError
 from ._adapter import Adapter
-from ._model_parts import num_classes
 from ._gradient import NO_BATCHNORM, gradient_adapter, optimizer_options, stats_options
+from ._model_parts import num_classes
 from ._options import Option, when
 from ._recipe import register_method, Resolved
 from ._sample_memory import CSTU, MemoryModule, timeliness_weight

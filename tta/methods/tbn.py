@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._moments import SourceStatsMixin, grouped_batch_stats, normalize_grouped, normalize_with_batch_stats
 from ._options import Option, OptionSet
 from ._stats_policy import StatsPolicy, register_stats
-from ._moments import SourceStatsMixin, grouped_batch_stats, normalize_grouped, normalize_with_batch_stats
 
 
 class PriorBatchNorm(SourceStatsMixin, nn.Module):

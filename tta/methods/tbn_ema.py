@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._moments import SourceStatsMixin, normalize_with_batch_stats, unbiased_factor
 from ._options import Option, OptionSet
 from ._stats_policy import StatsPolicy, register_stats
-from ._moments import SourceStatsMixin, normalize_with_batch_stats, unbiased_factor
 
 
 class EmaBatchNorm(SourceStatsMixin, nn.Module):

@@ -56,8 +56,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._options import Option, OptionSet, when
-from ._stats_policy import StatsPolicy, register_stats
 from ._moments import (
     Scratch,
     SourceBatchNorm,
@@ -67,6 +65,8 @@ from ._moments import (
     needs_exact_grad,
     normalize_per_sample,
 )
+from ._options import Option, OptionSet, when
+from ._stats_policy import StatsPolicy, register_stats
 
 
 
