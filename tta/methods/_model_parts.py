@@ -29,6 +29,16 @@ def classifier_layer(model: nn.Module, method: str = "lame") -> nn.Linear:
     return last
 
 
-def num_classes(model: nn.Module, method: str, given: int | None = None) -> int:
-    """``given`` (a method's ``num_classes`` option), or the output size of the model's classifier."""
-    return given if given is not None else classifier_layer(model, method).out_features
+def num_classes(model: nn.Module, method: str, given: int | None = None, *, has_option: bool = False) -> int:
+    """``given`` (a method's ``num_classes`` option), or the output size of the model's classifier.
+
+    ``has_option``: the method declares ``num_classes``, so the error tells the user to pass it."""
+    if given is not None:
+        return given
+    try:
+        return classifier_layer(model, method).out_features
+    except InputError:
+        if not has_option:
+            raise
+        raise InputError(f"method {method!r} cannot find the model's classifier (a final nn.Linear) to count the "
+                         "classes of its memory; pass num_classes=") from None

@@ -137,6 +137,6 @@ def note_adapter_step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
     notes="stats=unmix-tns composes as the UnMix-TNS code does (UnMix-TNS replaces IABN)",
 )
 def note(model: nn.Module, opts: Resolved) -> Adapter:
-    bank = PBRS(opts["memory_size"], num_classes(model, "note", opts["num_classes"]))
+    bank = PBRS(opts["memory_size"], num_classes(model, "note", opts["num_classes"], has_option=True))
     return gradient_adapter(model, opts, None, step=note_adapter_step, memory=MemoryModule(bank),
                             seed=opts["seed"])

@@ -302,7 +302,7 @@ def _teacher(student: nn.Module) -> nn.Module:
     notes="stats=unmix-tns composes as the UnMix-TNS code does (teacher with its own components)",
 )
 def rotta(model: nn.Module, opts: Resolved) -> Adapter:
-    bank = CSTU(opts["memory_size"], num_classes(model, "rotta", opts["num_classes"]),
+    bank = CSTU(opts["memory_size"], num_classes(model, "rotta", opts["num_classes"], has_option=True),
                 opts["lambda_t"], opts["lambda_u"])
     return gradient_adapter(model, opts, None, step=rotta_adapter_step, memory=MemoryModule(bank),
                             teacher=_teacher, seed=opts["seed"])
