@@ -64,7 +64,7 @@ official expression, so ties and comparisons are bit-identical to the official c
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -197,6 +197,21 @@ class MemoryModule(nn.Module):
 
     def __len__(self) -> int:
         return len(self.bank)
+
+    def offer(self, x: torch.Tensor, labels: list[int], extra: Sequence[Any], update_frequency: int,
+              update: Callable[[], Any]) -> int:
+        """Add the samples of ``x`` one by one (``bank.add(x[i], labels[i], extra[i])``), counting each in
+        ``seen``, and call ``update()`` after every ``update_frequency``-th sample, mid-batch if need be
+        (RoTTA's and NOTE's official loop). Returns how many updates ran."""
+        seen, updates = int(self.seen), 0
+        for i in range(x.shape[0]):
+            self.bank.add(x[i], labels[i], extra[i])
+            seen += 1
+            if seen % update_frequency == 0:
+                update()
+                updates += 1
+        self.seen.fill_(seen)
+        return updates
 
     def get_extra_state(self) -> dict[str, Any]:
         return self.bank.get_state()

@@ -97,14 +97,8 @@ def note_step(
         model.eval()
         logits = model(x)
         labels = torch.argmax(logits, dim=1).tolist()
-    seen, updates = int(memory.seen), 0
-    for i in range(x.shape[0]):
-        memory.bank.add(x[i], labels[i], generator)
-        seen += 1
-        if seen % update_frequency == 0:
-            note_update(model, memory.bank, optimizer)
-            updates += 1
-    memory.seen.fill_(seen)
+    updates = memory.offer(x, labels, [generator] * x.shape[0], update_frequency,
+                           lambda: note_update(model, memory.bank, optimizer))
     return StepResult(logits, updated=updates > 0, diagnostics={"updates": updates})
 
 

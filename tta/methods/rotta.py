@@ -245,14 +245,9 @@ def rotta_step(
         p = torch.softmax(logits, dim=1)
         labels = torch.argmax(p, dim=1).tolist()
         uncertainty = torch.sum(-p * torch.log(p + 1e-6), dim=1).tolist()
-    seen, updates = int(memory.seen), 0
-    for i in range(x.shape[0]):
-        memory.bank.add(x[i], labels[i], uncertainty[i])
-        seen += 1
-        if seen % update_frequency == 0:
-            rotta_update(student, teacher, memory.bank, optimizer, generator, nu=nu, augment=augment)
-            updates += 1
-    memory.seen.fill_(seen)
+    updates = memory.offer(x, labels, uncertainty, update_frequency,
+                           lambda: rotta_update(student, teacher, memory.bank, optimizer, generator, nu=nu,
+                                                augment=augment))
     return StepResult(logits, updated=updates > 0, diagnostics={"updates": updates})
 
 
