@@ -1,10 +1,10 @@
 """CoTTA's 32-view teacher pass: one grouped forward vs one forward per view, and the augmentation.
 
 The official step calls ``teacher(transform(x))`` 32 times. tta draws the 32 views as one
-(32*B, C, H, W) tensor (``tta.augment.cotta.augment``) and runs the teacher once on it with
-per-view BatchNorm statistics (``tta.methods.view_forward.forward_views``). ``torch.func.vmap``
+(32*B, C, H, W) tensor (``tta.methods._view_augment.augment``) and runs the teacher once on it with
+per-view BatchNorm statistics (``tta.methods._view_forward.forward_views``). ``torch.func.vmap``
 over views, which also keeps per-view statistics, is timed for comparison. All teacher
-paths run on the same ResNet-20 (batch-statistics BatchNorm, as CoTTA's teacher) in NCHW
+paths run on the teacher ``tta.adapt(resnet20, "cotta")`` builds (batch statistics) in NCHW
 and in channels_last; the augmentation is timed
 against torchvision applied view by view, as the official pipeline does. A control row
 times a plain eval-mode forward (running statistics) of all views at once vs per view:
@@ -25,9 +25,8 @@ import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
 import tta
-from tta.augment.cotta import COTTA_AUGMENT, augment_views, sample_view_params
-from tta.methods.cotta_step import configure_cotta
-from tta.methods.view_forward import forward_views
+from tta.methods._view_augment import COTTA_AUGMENT, augment_views, sample_view_params
+from tta.methods._view_forward import forward_views
 
 _JITTER = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue,
            lambda im, f: TF.adjust_gamma(im.clamp(1e-8, 1.0), f)]
@@ -67,7 +66,8 @@ def main() -> None:
     views = augment_views(x, params, COTTA_AUGMENT, noise=noise)
     fns = {}
     for fmt, label in ((torch.contiguous_format, "NCHW"), (torch.channels_last, "channels_last")):
-        teacher = configure_cotta(tta.build_model("resnet20").eval()).to(memory_format=fmt)
+        teacher = tta.adapt(tta.build_model("resnet20"), "cotta", dataset="cifar10",
+                            channels_last=fmt is torch.channels_last).teacher.to(memory_format=fmt)
         flat = views.contiguous(memory_format=fmt)
         stacked = flat.view(args.views, args.batch, 3, 32, 32)
         fns[f"teacher loop, {label}"] = lambda m=teacher, s=stacked: forward_views(m, s, 1)

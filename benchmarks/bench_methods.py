@@ -213,7 +213,7 @@ def reference_steps(
     from test_rotta_parts import RefRoTTA, ref_transform  # noqa: PLC0415
     from test_sar_step import RefSAM, RefSAR, ref_collect_params  # noqa: PLC0415
     from test_shot_im_step import ref_initialize, ref_one_adapt_step  # noqa: PLC0415
-    from tta.augment.cotta import ROID_AUGMENT, sample_view_params  # noqa: PLC0415
+    from tta.methods._view_augment import ROID_AUGMENT, sample_view_params  # noqa: PLC0415
 
     torch.set_num_threads(threads)  # tests/conftest.py sets one thread on import
     torch.manual_seed(seed)

@@ -6,26 +6,23 @@ time (``time.thread_time``) per test batch, best of ``--rounds`` interleaved rou
 its ratio to the source forward measured in the same run:
 
 * memory inserts: 200 CSTU / PBRS ``add`` calls (the per-sample, inherently sequential part);
-* rotta / note step: the whole per-batch step, streams of 4 batches (800 samples, so the
-  12 updates of 64-sample memory batches are included, averaged per batch);
-* lame: ``features_and_logits`` plus the solver (rbf, knn 5).
+* rotta / note: the adapter ``tta.adapt(model, "rotta" | "note", dataset="cifar10")`` builds (its
+  default options), called on streams of 4 batches (800 samples, so the 12 updates of 64-sample
+  memory batches are included, averaged per batch), reset before each round (outside the timing);
+* lame: the ``lame`` adapter on one batch (``features_and_logits`` plus the solver, rbf, knn 5).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_rotta_note_lame.py --rounds 3
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import time
 
 import torch
 
 import tta
-from tta.memory import CSTU, PBRS
-from tta.methods.lame_solver import features_and_logits, lame
-from tta.methods.note_step import configure_note, note_optimizer, note_step
-from tta.methods.rotta_step import configure_rotta, rotta_optimizer, rotta_step
+from tta.methods._sample_memory import CSTU, PBRS
 
 BATCH, BATCHES = 200, 4
 
@@ -64,28 +61,26 @@ def main() -> None:
         for i in range(BATCH):
             m.add(xs[0][i], labels[i], g)
 
-    def rotta():
-        s, t, params = configure_rotta(copy.deepcopy(model))
-        opt, mem, seen = rotta_optimizer(params), CSTU(64, 10), 0
-        for x in xs:
-            _, seen = rotta_step(s, t, mem, opt, x, seen, g)
+    adapters = {name: tta.adapt(model, name, dataset="cifar10", channels_last=False)
+                for name in ("rotta", "note", "lame")}
 
-    def note():
-        m = copy.deepcopy(model)
-        params = configure_note(m)
-        opt, mem, seen = note_optimizer(params), PBRS(64, 10), 0
-        for x in xs:
-            _, seen = note_step(m, mem, opt, x, seen, g)
+    def stream(adapter):
+        def run():
+            for x in xs:
+                adapter(x)
+        return run
 
     def lame_batch():
-        f, z = features_and_logits(model, xs[0])
-        lame(z, f)
+        adapters["lame"](xs[0])
 
     cases = {"source forward": (source, 1), "CSTU inserts": (inserts_cstu, 1), "PBRS inserts": (inserts_pbrs, 1),
-             "rotta step": (rotta, BATCHES), "note step": (note, BATCHES), "lame": (lame_batch, 1)}
+             "rotta": (stream(adapters["rotta"]), BATCHES), "note": (stream(adapters["note"]), BATCHES),
+             "lame": (lame_batch, 1)}
     best = {k: float("inf") for k in cases}
     for _ in range(args.rounds):
         for name, (fn, per) in cases.items():
+            if name in adapters:
+                adapters[name].reset()
             best[name] = min(best[name], cpu(fn) / per)
     base = best["source forward"]
     print("\n| part | CPU ms per batch | ratio to source forward |\n|---|---|---|")

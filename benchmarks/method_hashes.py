@@ -9,6 +9,7 @@ format of ``tta.adapt`` (channels_last on CPU), so the arithmetic is the same fr
 
     python benchmarks/method_hashes.py -o before.json            # record
     python benchmarks/method_hashes.py --check before.json       # exit 1 and list every variant that differs
+    python benchmarks/method_hashes.py --check benchmarks/results/method_hashes.json   # the committed record
 
 A layout-only change (files moved, names changed) must leave every digest equal. A change of arithmetic
 (fused kernels, other summation orders) changes digests without being wrong: compare logits within float

@@ -47,3 +47,14 @@ def assert_params_equal(a: nn.Module, b: nn.Module, atol: float = 1e-10) -> None
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
 
+
+
+def registered_parameters(model: nn.Module, method: str, checkpoint) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of ``model`` that ``tta.adapt(<the same ResNet-20>, method)`` trains, in its order."""
+    import tta
+
+    adapter = tta.adapt(tta.load_model("resnet20", checkpoint=checkpoint), method, dataset="cifar10")
+    names = {id(p): n for n, p in adapter.model.named_parameters()}
+    trained = [names[id(p)] for group in adapter.optimizer.param_groups for p in group["params"]]
+    own = dict(model.named_parameters())
+    return [(n, own[n]) for n in trained]

@@ -14,8 +14,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from tta.methods import METHODS, Adapter, Option, Resolved, gradient_adapter, register_method
-from tta.methods.gradient import optimizer_options, stats_options
+from tta.methods import (METHODS, Adapter, Option, Resolved, gradient_adapter, optimizer_options, register_method,
+                         stats_options)
 
 NAME = "test-memory-teacher"
 

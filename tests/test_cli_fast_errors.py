@@ -28,7 +28,7 @@ print("exit", code, "torch", "torch" in sys.modules, "numpy", "numpy" in sys.mod
 def test_the_torch_free_tables_match_the_registries():
     """tta.names repeats the registries so that the CLI can check names without torch: they must not drift."""
     from tta.methods import METHODS, STATS
-    from tta.methods.registry import WITHHELD
+    from tta.methods._recipe import WITHHELD
     from tta.streams.shifts import SHIFTS as REGISTERED_SHIFTS
 
     registered = {name: tuple(recipe.options.names) for name, recipe in METHODS.items()}

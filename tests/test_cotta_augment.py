@@ -6,8 +6,8 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from tta.augment.cotta import (COTTA_AUGMENT, AugmentConfig, COTTA_AUGMENT_SOFT, ROID_AUGMENT, ViewParams, augment,
-                               augment_views, hsv_to_rgb, rgb_to_hsv, sample_view_params)
+from tta.methods._view_augment import (COTTA_AUGMENT, AugmentConfig, COTTA_AUGMENT_SOFT, ROID_AUGMENT, ViewParams,
+                                       augment, augment_views, hsv_to_rgb, rgb_to_hsv, sample_view_params)
 from tta.errors import InputError
 
 _JITTER = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue,

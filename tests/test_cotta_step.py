@@ -8,6 +8,7 @@ injected tensors so both sides see the same randomness.
 from __future__ import annotations
 
 from copy import deepcopy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,10 +17,14 @@ from torch import nn
 
 import tta
 from conftest import to_tensor
-from tta.augment.cotta import augment
-from tta.methods.view_forward import forward_views
-from tta.methods.cotta_step import (CoTTAHyper, CoTTAModels, cotta_parameters, cotta_step,
-                                    draw_restore_masks, ema_update_, stochastic_restore_)
+from tta.methods._view_augment import augment
+from tta.methods._view_forward import forward_views
+from tta.methods import method_defaults
+from tta.methods.cotta import (CoTTAHyper, CoTTAModels, cotta_loss, cotta_parameters, cotta_step, draw_restore_masks,
+                               ema_update_, stochastic_restore_)
+
+#: the step's hyperparameters as ``tta.adapt(model, "cotta", dataset="cifar10")`` resolves them
+HYPER = CoTTAHyper.from_options(method_defaults("cotta", "cifar10"))
 
 pytestmark = pytest.mark.realdata
 
@@ -91,10 +96,10 @@ class OfficialCoTTA:
         return outputs_ema
 
 
-def make_ours(model, lr=1e-3):
-    models = CoTTAModels.from_model(deepcopy(model))
-    params = [p for _, p in cotta_parameters(models.student)]
-    return models, torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
+def make_ours(model, **options):
+    """The models and optimizer ``tta.adapt`` builds for CoTTA, for calling ``cotta_step`` directly."""
+    adapter = tta.adapt(deepcopy(model), "cotta", dataset="cifar10", channels_last=False, **options)
+    return CoTTAModels.of(adapter), adapter.optimizer
 
 
 def assert_params_close(a: nn.Module, b: nn.Module, atol: float) -> None:
@@ -109,7 +114,7 @@ def assert_params_close(a: nn.Module, b: nn.Module, atol: float) -> None:
 def test_cotta_step_matches_official_over_several_steps(cifar10_test, resnet20, ap):
     images, _ = cifar10_test
     xs = noisy_batches(images, 3, 16)
-    hyper = CoTTAHyper(ap=ap, n_augmentations=6, rst=0.05, views_per_call=1)
+    hyper = replace(HYPER, ap=ap, n_augmentations=6, rst=0.05, views_per_call=1)
     official = OfficialCoTTA(resnet20, mt=hyper.mt, rst=hyper.rst, ap=ap)
     models, opt = make_ours(resnet20)
     g = torch.Generator().manual_seed(1)
@@ -118,8 +123,8 @@ def test_cotta_step_matches_official_over_several_steps(cifar10_test, resnet20, 
         masks = draw_restore_masks(models.student, hyper.rst, g)
         assert any(bool(m.any()) for m in masks)  # the restore actually changes entries
         expected = official.forward_and_adapt(x, list(views), masks)
-        got = cotta_step(models, opt, x, hyper=hyper, views=views, restore_masks=masks)
-        assert got.augmented == (ap > 0) and not got.collapsed
+        got = cotta_step(models, opt, x, None, hyper, views=views, restore_masks=masks)
+        assert got.diagnostics["augmented"] == (ap > 0) and not got.collapsed
         assert torch.allclose(got.logits, expected, atol=1e-6, rtol=0), (got.logits - expected).abs().max()
         assert_params_close(models.student, official.model, atol=1e-7)
         assert_params_close(models.teacher, official.model_ema, atol=1e-7)
@@ -147,24 +152,26 @@ def test_grouped_view_forward_equals_one_call_per_view(cifar10_test, resnet20):
 def test_restore_with_p_one_returns_source_and_ema_one_keeps_teacher(cifar10_test, resnet20):
     images, _ = cifar10_test
     x = noisy_batches(images, 1, 16)[0]
-    models, opt = make_ours(resnet20)
+    adapter = tta.adapt(deepcopy(resnet20), "cotta", dataset="cifar10", channels_last=False)
+    models, opt = CoTTAModels.of(adapter), adapter.optimizer
     teacher0 = deepcopy(models.teacher.state_dict())
     g = torch.Generator().manual_seed(0)
-    out = cotta_step(models, opt, x, g, CoTTAHyper(mt=1.0, rst=1.0, n_augmentations=4))
+    out = cotta_step(models, opt, x, g, replace(HYPER, mt=1.0, rst=1.0, n_augmentations=4))
     assert not out.collapsed
     for name, p in cotta_parameters(models.student):
         assert torch.equal(p.detach(), models.source[name])
     for k, v in models.teacher.state_dict().items():
         assert torch.equal(v, teacher0[k])
-    # save / load / reset of what CoTTA carries across batches
-    cotta_step(models, opt, x, g, CoTTAHyper(rst=0.0, n_augmentations=4))
-    saved = deepcopy(models.state_dict())
-    models.reset()
-    assert all(torch.equal(v, models.source[k]) for k, v in models.teacher.state_dict().items())
-    assert all(torch.equal(v, models.source[k]) for k, v in models.student.state_dict().items())
-    models.load_state_dict(saved)
-    assert all(torch.equal(v, saved["teacher"][k]) for k, v in models.teacher.state_dict().items())
-    assert not all(torch.equal(v, models.source[k]) for k, v in models.teacher.state_dict().items())
+    # save / load / reset of what CoTTA carries across batches, through the adapter
+    source = deepcopy(models.anchor.state_dict())
+    cotta_step(models, opt, x, g, replace(HYPER, rst=0.0, n_augmentations=4))
+    saved = deepcopy(adapter.state_dict())
+    adapter.reset()
+    assert all(torch.equal(v, source[k]) for k, v in models.teacher.state_dict().items())
+    assert all(torch.equal(v, source[k]) for k, v in models.student.state_dict().items())
+    adapter.load_state_dict(saved)
+    assert all(torch.equal(v, saved["teacher." + k]) for k, v in models.teacher.state_dict().items())
+    assert not all(torch.equal(v, source[k]) for k, v in models.teacher.state_dict().items())
 
 
 def test_ema_and_restore_closed_forms():
@@ -183,7 +190,7 @@ def test_ema_and_restore_closed_forms():
 def test_same_generator_seed_same_run_and_batch_of_one(cifar10_test, resnet20):
     images, _ = cifar10_test
     xs = noisy_batches(images, 2, 8)
-    hyper = CoTTAHyper(ap=1.01, n_augmentations=4)  # always augment
+    hyper = replace(HYPER, ap=1.01, n_augmentations=4)  # always augment
     runs = []
     for _ in range(2):
         models, opt = make_ours(resnet20)
@@ -202,7 +209,7 @@ def test_non_finite_input_skips_the_update(cifar10_test, resnet20):
     models, opt = make_ours(resnet20)
     before = deepcopy(models.student.state_dict())
     teacher_before = deepcopy(models.teacher.state_dict())
-    out = cotta_step(models, opt, x, torch.Generator().manual_seed(0), CoTTAHyper(ap=0.0))
+    out = cotta_step(models, opt, x, torch.Generator().manual_seed(0), replace(HYPER, ap=0.0))
     assert out.collapsed
     assert all(torch.equal(v, before[k]) for k, v in models.student.state_dict().items())
     assert all(torch.equal(v, teacher_before[k]) for k, v in models.teacher.state_dict().items())
@@ -234,11 +241,11 @@ def test_grouped_forward_refuses_a_model_with_call_to_call_statistics():
 
 
 def test_cotta_loss_forms_and_defaults():
-    from tta.methods.cotta_step import COTTA_DEFAULTS, cotta_loss
     s, t = torch.randn(5, 4), torch.randn(5, 4)
     ce = -(t.softmax(1) * s.log_softmax(1)).sum(1)
     rev = -(s.softmax(1) * t.log_softmax(1)).sum(1)
-    assert torch.allclose(cotta_loss(s, t), ce.mean())
+    assert torch.allclose(cotta_loss(s, t, symmetric=False), ce.mean())
     assert torch.allclose(cotta_loss(s, t, symmetric=True), (0.5 * ce + 0.5 * rev).mean())
-    assert [COTTA_DEFAULTS[d]["ap"] for d in ("cifar10", "cifar100", "imagenet")] == [0.92, 0.72, 0.1]
-    assert CoTTAHyper().ap == COTTA_DEFAULTS["cifar10"]["ap"] and CoTTAHyper().rst == COTTA_DEFAULTS["cifar10"]["rst"]
+    hypers = [CoTTAHyper.from_options(method_defaults("cotta", d)) for d in ("cifar10", "cifar100", "imagenet")]
+    assert [h.ap for h in hypers] == [0.92, 0.72, 0.1] and [h.rst for h in hypers] == [0.01, 0.01, 0.001]
+    assert [h.symmetric for h in hypers] == [False, False, True] and {h.mt for h in hypers} == {0.999}

@@ -11,9 +11,18 @@ from torch import nn
 
 from entropy_batch import assert_params_equal, noisy_batches, twin_models
 from tta.errors import InputError
-from tta.methods.deyo_step import deyo_step, patch_shuffle
-from tta.methods.entropy_filters import softmax_entropy
-from tta.methods.sar_step import sar_parameters
+from tta.methods import method_defaults
+from tta.methods._entropy import softmax_entropy
+from tta.methods.deyo import deyo_step, patch_shuffle
+from tta.methods.sar import sar_parameters
+
+#: the options ``tta.adapt(model, "deyo", dataset="cifar10")`` resolves, which the step takes
+STEP_OPTIONS = {k: method_defaults("deyo", "cifar10")[k] for k in (
+    "plpd_threshold", "filter_factor", "weight_factor", "aug", "patch_len", "reweight_ent", "reweight_plpd")}
+
+
+def step(model, x, opt, **kw):
+    return deyo_step(model, x, opt, **{**STEP_OPTIONS, **kw})
 
 
 # ---- transcription of the reference (DeYO methods/deyo.py, aug_type 'patch'), kept plain ----------
@@ -80,11 +89,11 @@ def _run_both(checkpoint, batches, *, plpd_threshold=0.2, lr=1e-3):
     for x in batches:
         ref_logits, ids1, ids2 = ref_forward_and_adapt(
             x, ref_model, ref_opt, 0.5 * math.log(10), 0.4 * math.log(10), plpd_threshold, 4, ref_rand)
-        out = deyo_step(model, x, opt, generator=gen, plpd_threshold=plpd_threshold)
+        out = step(model, x, opt, generator=gen, plpd_threshold=plpd_threshold)
         torch.testing.assert_close(out.logits, ref_logits.detach(), rtol=0, atol=1e-10)
-        assert torch.equal(out.stats["mask_1"].nonzero().squeeze(1), ids1)
+        assert torch.equal(out.diagnostics["mask_1"].nonzero().squeeze(1), ids1)
         if ids1.numel():
-            assert torch.equal(out.stats["mask_2"].nonzero().squeeze(1), ids2)
+            assert torch.equal(out.diagnostics["mask_2"].nonzero().squeeze(1), ids2)
         assert out.updated == (ids2.numel() > 0)
         assert_params_equal(ref_model, model)
         counts.append((ids1.numel(), ids2.numel()))
@@ -144,9 +153,9 @@ def test_deyo_identity_shuffle_has_zero_plpd():
     model = _toy_model()
     opt = torch.optim.SGD(model[1].parameters(), lr=0.1)
     before = [p.detach().clone() for p in model.parameters()]
-    out = deyo_step(model, torch.randn(8, 3, 8, 8), opt, generator=None, patch_len=1, filter_factor=10.0)
-    assert out.stats["selected_1"] == 8 and out.stats["selected_2"] == 0 and not out.updated
-    assert torch.equal(out.stats["plpd"], torch.zeros(8))
+    out = step(model, torch.randn(8, 3, 8, 8), opt, generator=None, patch_len=1, filter_factor=10.0)
+    assert out.diagnostics["selected_1"] == 8 and out.diagnostics["selected_2"] == 0 and not out.updated
+    assert torch.equal(out.diagnostics["plpd"], torch.zeros(8))
     for p, b in zip(model.parameters(), before):
         assert torch.equal(p, b)
 
@@ -159,7 +168,7 @@ def test_deyo_identity_shuffle_loss_closed_form():
         e = softmax_entropy(model(x))
     expected = (e * (1 / torch.exp(e - 0.4 * math.log(10)) + 1)).mean()
     opt = torch.optim.SGD(model[1].parameters(), lr=0.1)
-    out = deyo_step(model, x, opt, generator=None, patch_len=1, filter_factor=10.0, plpd_threshold=-1.0)
+    out = step(model, x, opt, generator=None, patch_len=1, filter_factor=10.0, plpd_threshold=-1.0)
     assert out.updated and out.loss == pytest.approx(float(expected), rel=1e-6)
 
 
@@ -167,7 +176,7 @@ def test_deyo_collapse_is_flagged_not_raised():
     model = _toy_model()
     opt = torch.optim.SGD(model[1].parameters(), lr=0.1)
     before = [p.detach().clone() for p in model.parameters()]
-    out = deyo_step(model, torch.full((4, 3, 8, 8), float("nan")), opt, generator=None)
+    out = step(model, torch.full((4, 3, 8, 8), float("nan")), opt, generator=None)
     assert out.collapsed and not out.updated
     for p, b in zip(model.parameters(), before):
         assert torch.equal(p, b)

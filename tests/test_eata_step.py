@@ -10,9 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import to_tensor
-from entropy_batch import assert_params_equal, noisy_batches, twin_models
+from entropy_batch import assert_params_equal, noisy_batches, registered_parameters, twin_models
 from tta.errors import TTAError
-from tta.methods.eata_step import ETAState, FisherRegularizer, compute_fisher, eata_parameters, eata_step, eta_step
+from tta.methods import method_defaults
+from tta.methods.eata import ETAState, FisherRegularizer, compute_fisher, eata_step, eta_step
+
+#: the entropy filter ``tta.adapt(model, "eta", dataset="cifar10")`` resolves
+MARGIN_FACTOR = method_defaults("eta", "cifar10")["margin_factor"]
 
 
 # ---- transcription of the reference (EATA eata.py / main.py), kept plain on purpose -------------
@@ -87,7 +91,7 @@ def _run_both(cifar10_test, checkpoint, batches, *, d_margin, fisher_alpha=None,
     ref_model, model = twin_models(checkpoint)
     e_margin = 0.4 * math.log(10)
     ref_params = [p for p in ref_model.parameters() if p.requires_grad]
-    named = eata_parameters(model)
+    named = registered_parameters(model, "eta", checkpoint)
     params = [p for _, p in named]
     assert [n for n, _ in named] == [n for n, p in ref_model.named_parameters() if p.requires_grad]
 
@@ -111,17 +115,17 @@ def _run_both(cifar10_test, checkpoint, batches, *, d_margin, fisher_alpha=None,
         ref_logits, ref_probs, ids1, ids2 = ref_forward_and_adapt(
             x, ref_model, ref_opt, fishers, e_margin, ref_probs, fisher_alpha, d_margin)
         if fisher is None:
-            out = eta_step(model, x, opt, state, d_margin=d_margin)
+            out = eta_step(model, x, opt, state, d_margin=d_margin, margin_factor=MARGIN_FACTOR)
         else:
-            out = eata_step(model, x, opt, state, fisher, d_margin=d_margin)
+            out = eata_step(model, x, opt, state, fisher, d_margin=d_margin, margin_factor=MARGIN_FACTOR)
         torch.testing.assert_close(out.logits, ref_logits.detach(), rtol=0, atol=1e-10)
-        assert torch.equal(out.stats["mask_1"].nonzero().squeeze(1), ids1)
-        assert torch.equal(out.stats["mask_2"].nonzero().squeeze(1), ids2)
+        assert torch.equal(out.diagnostics["mask_1"].nonzero().squeeze(1), ids1)
+        assert torch.equal(out.diagnostics["mask_2"].nonzero().squeeze(1), ids2)
         assert (state.probs is None) == (ref_probs is None)
         if ref_probs is not None:
             torch.testing.assert_close(state.probs, ref_probs, rtol=0, atol=1e-12)
         assert_params_equal(ref_model, model)
-        selected.append((out.stats["selected_1"], out.stats["selected_2"]))
+        selected.append((out.diagnostics["selected_1"], out.diagnostics["selected_2"]))
     assert state.num_reliable == sum(a for a, _ in selected) and state.num_selected == sum(b for _, b in selected)
     return selected, model
 
@@ -153,9 +157,10 @@ def test_eata_refuses_without_source():
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 10), nn.BatchNorm1d(10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(TTAError, match="EATA needs source data.*ETA"):
-        eata_step(model, torch.randn(4, 3, 2, 2), opt, ETAState(), None)
+        eata_step(model, torch.randn(4, 3, 2, 2), opt, ETAState(), None, d_margin=0.4, margin_factor=0.4)
     with pytest.raises(TTAError, match="empty.*ETA"):
-        compute_fisher(model, list(model.parameters()), torch.zeros(0, 3, 2, 2))
+        compute_fisher(model, list(model.parameters()), torch.zeros(0, 3, 2, 2), alpha=1.0, num_samples=2000,
+                       batch_size=64)
 
 
 def test_fisher_is_mean_of_squared_batch_gradients():
@@ -163,7 +168,7 @@ def test_fisher_is_mean_of_squared_batch_gradients():
     torch.manual_seed(0)
     lin = nn.Linear(4, 3).double()
     x = torch.randn(10, 4, dtype=torch.float64)
-    reg = compute_fisher(lin, [lin.weight], x, num_samples=10, batch_size=4,
+    reg = compute_fisher(lin, [lin.weight], x, alpha=2000.0, num_samples=10, batch_size=4,
                          generator=torch.Generator().manual_seed(1))  # batches 4, 4, 2 of a shuffle
     expected = torch.zeros_like(lin.weight)
     for xb in x[torch.randperm(10, generator=torch.Generator().manual_seed(1))].split(4):
@@ -182,7 +187,7 @@ def test_eta_collapse_is_flagged_not_raised():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     state = ETAState(probs=torch.full((10,), 0.1))
     before = [p.detach().clone() for p in model.parameters()]
-    out = eta_step(model, torch.full((4, 3, 2, 2), float("inf")), opt, state)
+    out = eta_step(model, torch.full((4, 3, 2, 2), float("inf")), opt, state, d_margin=0.4, margin_factor=0.4)
     assert out.collapsed and not out.updated
     assert torch.equal(state.probs, torch.full((10,), 0.1))
     for p, b in zip(model.parameters(), before):
@@ -199,10 +204,3 @@ def test_fisher_regularizer_state_dict_holds_constants():
     assert float(again().detach()) == float(reg().detach())
     with pytest.raises(TTAError, match="Fisher does not match"):
         FisherRegularizer.from_state_dict([nn.Parameter(torch.ones(4))], sd)
-
-
-def test_eata_parameters_accept_a_predicate():
-    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.GroupNorm(2, 4))
-    assert [n for n, _ in eata_parameters(model)] == ["1.weight", "1.bias"]
-    names = [n for n, _ in eata_parameters(model, lambda m: isinstance(m, nn.GroupNorm))]
-    assert names == ["2.weight", "2.bias"]

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 import tta
 from tta.errors import InputError
-from tta.methods.lame_solver import affinity, features_and_logits, lame, laplacian_optimization
+from tta.methods import method_defaults
+from tta.methods.lame import affinity, features_and_logits, lame, laplacian_optimization
 
 from conftest import to_tensor
 
@@ -90,7 +91,7 @@ def feats_logits(cifar10_test, resnet20_checkpoint):
 def test_lame_matches_official(feats_logits, kind, knn):
     feats, logits, *_ = feats_logits
     want, iterations = ref_lame(logits, feats, kind, knn)
-    got = lame(logits, feats, kind, knn)
+    got = lame(logits, feats, kind, knn, False)
     if kind == "rbf" and knn == 1:
         # the 1st nearest distance is the self-distance 0, so sigma = 0: the official output
         # is NaN; here the source probabilities come back
@@ -108,7 +109,8 @@ def test_lame_changes_predictions_and_force_symmetry(feats_logits):
     want, _ = ref_lame(logits, feats, "kNN", 5, force_symmetry=True)
     got = lame(logits, feats, "kNN", 5, force_symmetry=True)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
-    default = lame(logits, feats)  # rbf, knn 5
+    opts = method_defaults("lame", "cifar10")
+    default = lame(logits, feats, opts["affinity"], opts["knn"], opts["force_symmetry"])  # rbf, knn 5
     assert (default.argmax(1) != logits.argmax(1)).any()  # the Laplacian term moved some decisions
 
 
@@ -138,12 +140,14 @@ def test_batch_of_one(feats_logits):
     p = logits[:1].softmax(1)
     # the official rbf gives sigma = 0 and NaN; here the source probabilities come back
     assert torch.isnan(ref_lame(logits[:1], feats[:1], "rbf", 5)[0]).all()
-    torch.testing.assert_close(lame(logits[:1], feats[:1], "rbf", 5), p)
+    torch.testing.assert_close(lame(logits[:1], feats[:1], "rbf", 5, False), p)
     # kNN with one sample has no neighbour: W = 0, so Y = p (as official)
-    torch.testing.assert_close(lame(logits[:1], feats[:1], "kNN", 5), p, atol=1e-7, rtol=1e-5)
-    torch.testing.assert_close(lame(logits[:1], feats[:1], "kNN", 5), ref_lame(logits[:1], feats[:1], "kNN", 5)[0])
+    torch.testing.assert_close(lame(logits[:1], feats[:1], "kNN", 5, False), p, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(lame(logits[:1], feats[:1], "kNN", 5, False),
+                               ref_lame(logits[:1], feats[:1], "kNN", 5)[0])
     # linear is defined at N = 1 and follows the official iterations
-    torch.testing.assert_close(lame(logits[:1], feats[:1], "linear"), ref_lame(logits[:1], feats[:1], "linear", 5)[0])
+    torch.testing.assert_close(lame(logits[:1], feats[:1], "linear", 5, False),
+                               ref_lame(logits[:1], feats[:1], "linear", 5)[0])
 
 
 @pytest.mark.realdata
@@ -176,6 +180,6 @@ def test_features_of_wide_resnet_and_resnext():
 
 def test_bad_inputs():
     with pytest.raises(InputError, match="unknown LAME affinity"):
-        lame(torch.randn(4, 3), torch.randn(4, 8), "cosine")
+        lame(torch.randn(4, 3), torch.randn(4, 8), "cosine", 5, False)
     with pytest.raises(InputError, match="same N"):
-        lame(torch.randn(4, 3), torch.randn(5, 8))
+        lame(torch.randn(4, 3), torch.randn(5, 8), "rbf", 5, False)

@@ -1,4 +1,4 @@
-"""The package layout README.md's "Layout" describes: a lower layer never imports a higher one, the top of tta/
+"""The package layout docs/architecture.md describes: a lower layer never imports a higher one, the top of tta/
 holds only the public surface and shared modules, and no two modules share a name."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SHARED = {"errors", "atomic", "lock", "safepath", "name_registry", "names", "pre
 #: the public surface at the top of tta/, placed in LAYERS by what it imports
 PUBLIC = {"__init__", "__main__", "adaptation", "catalog"}
 #: lowest first: each may import only those before it (and SHARED)
-LAYERS = ["norms", "optim", "augment", "memory", "corruptions", "data", "streams", "models", "methods", "adaptation",
+LAYERS = ["norms", "optim", "corruptions", "data", "streams", "models", "methods", "adaptation",
           "training", "catalog", "pipeline", "sweep", "report", "cli", "__init__", "__main__"]
 #: the generator reads the two file formats of tta/data, none of its readers (tests/test_packaging.py)
 EXCEPTIONS = {("corruptions", "tta.data.manifest"), ("corruptions", "tta.data.imagesets")}
@@ -54,7 +54,7 @@ def test_the_top_of_tta_holds_only_the_public_surface_and_shared_modules():
 
 def test_a_lower_layer_never_imports_a_higher_one():
     folders = {p.name for p in ROOTS["tta"].iterdir() if (p / "__init__.py").is_file()} | {"cli", "corruptions"}
-    assert folders <= set(LAYERS), f"add {sorted(folders - set(LAYERS))} to LAYERS here and to README.md's Layout"
+    assert folders <= set(LAYERS), f"add {sorted(folders - set(LAYERS))} to LAYERS here and to docs/architecture.md's tree"
     modules = _modules()
     known = {m.removesuffix(".__init__") for m in modules}
     wrong = []
@@ -75,13 +75,31 @@ def test_a_lower_layer_never_imports_a_higher_one():
     assert not wrong, wrong
 
 
-#: tta/augment/{cotta,rotta}.py beside tta/methods/{cotta,rotta}.py: the methods half of issue #29 renames them;
-#: empty this once it has landed
-NOT_YET = {"cotta", "rotta"}
-
-
 def test_no_two_modules_share_a_name():
     """Not even with a leading underscore (``_options`` and ``options``); package inits do not count."""
     names = Counter(path.stem.lstrip("_") for path in _modules().values() if path.stem not in ("__init__", "__main__"))
-    shared = {n for n, k in names.items() if k > 1}
-    assert shared <= NOT_YET, sorted(shared - NOT_YET)
+    assert not {n for n, k in names.items() if k > 1}, sorted(n for n, k in names.items() if k > 1)
+
+
+#: names registered by another family's file (ETA is EATA without its Fisher regularizer)
+FAMILIES = {"eta": "eata"}
+
+
+def test_every_plain_module_of_methods_is_one_method_family_and_the_machinery_is_underscored():
+    """docs/methods.md: a method is one file plus its registration; machinery and helpers start with ``_``."""
+    from tta.methods import METHODS, STATS  # noqa: PLC0415  (loads torch; the checks above need none)
+
+    plain = {p.stem for p in (ROOTS["tta"] / "methods").glob("*.py") if not p.stem.startswith("_")}
+    families = {FAMILIES.get(name, name).replace("-", "_") for name in METHODS}
+    assert plain == families, (f"not a registered method, underscore it: {sorted(plain - families)}; "
+                               f"registered without a file of its own: {sorted(families - plain)}")
+    for name in METHODS:  # and each is built in its family's file (a statistics policy by its policy class)
+        built = STATS.get(name) if name in STATS else METHODS.get(name).build_fn
+        assert built.__module__ == f"tta.methods.{FAMILIES.get(name, name).replace('-', '_')}", (name, built)
+
+
+def test_the_architecture_tree_names_every_folder_of_tta():
+    tree = (REPO / "docs" / "architecture.md").read_text()
+    folders = sorted(p.name for p in ROOTS["tta"].iterdir() if (p / "__init__.py").is_file())
+    missing = [f for f in folders if f"  {f}/ " not in tree]
+    assert not missing, f"docs/architecture.md's Layout tree lacks {missing}"

@@ -290,3 +290,16 @@ def test_an_option_can_default_to_the_run_seed():
     assert opts.resolve({}, {}) == {"seed": 0}
     assert opts.resolve({"seed": 3}, {"run_seed": 7}) == {"seed": 3}  # the user's value wins
     assert "(the run_seed when given)" in opts.describe()[0]
+
+
+@pytest.mark.parametrize("name", ["roid", "rotta", "note", "lame", "regime-aware"])
+def test_methods_that_read_the_classifier_refuse_a_model_without_one_naming_the_fix(name):
+    """One lookup (``_model_parts.num_classes``/``classifier_layer``) for every method that counts the
+    classes or reads penultimate features; the methods with a ``num_classes`` option say to pass it."""
+    headless = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(InputError, match=f"method '{name}'.*nn.Linear") as err:
+        tta.adapt(headless, name)
+    assert len(str(err.value).splitlines()) == 1
+    assert ("pass num_classes=" in str(err.value)) == ("num_classes" in get_method(name).options.names)
+    if "num_classes" in get_method(name).options.names:  # given, the classifier is not needed
+        assert tta.adapt(headless, name, num_classes=4).memory.bank.num_classes == 4

@@ -11,10 +11,10 @@ import torch
 import tta
 from method_twins import assert_same_parameters, reference_and_adapter
 from test_cotta_step import OfficialCoTTA, noisy_batches
-from tta.augment.cotta import augment
-from tta.methods.cotta_step import draw_restore_masks
+from tta.methods._view_augment import augment
+from tta.methods.cotta import draw_restore_masks
 from tta.methods.unmix_tns import UnMixTNS2d
-from tta.methods.view_forward import forward_views
+from tta.methods._view_forward import forward_views
 
 pytestmark = pytest.mark.realdata
 

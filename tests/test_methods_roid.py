@@ -14,7 +14,7 @@ import tta
 from method_twins import assert_same_parameters, reference_and_adapter
 from test_cotta_step import noisy_batches
 from test_roid_step import CFG_BATCH, OfficialROID
-from tta.augment.cotta import ROID_AUGMENT, augment_views, sample_view_params
+from tta.methods._view_augment import ROID_AUGMENT, augment_views, sample_view_params
 from tta.methods.unmix_tns import UnMixTNS2d
 
 pytestmark = pytest.mark.realdata

@@ -296,7 +296,7 @@ def test_adab2n_domain_weighting_matches_a_per_sample_loop():
 def test_moments_values_and_gradients_equal_var_mean(shape, dims, channels_last):
     """The sum-based statistics behind every differentiable BatchNorm-statistics path give var_mean's
     values and, through the closed-form backward, autograd's gradients of var_mean (float64)."""
-    from tta.methods.stats import moments
+    from tta.methods._moments import moments
     g = torch.Generator().manual_seed(1)
     x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 2)
     if channels_last:
@@ -313,7 +313,7 @@ def test_moments_values_and_gradients_equal_var_mean(shape, dims, channels_last)
 
 
 def test_batch_stats_unbiased_uses_pytorchs_correction():
-    from tta.methods.stats import batch_stats
+    from tta.methods._moments import batch_stats
     x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
     mean, var = batch_stats(x, unbiased=True)
     want_var, want_mean = torch.var_mean(x, dim=[0, 2, 3], correction=1)
@@ -324,7 +324,7 @@ def test_batch_stats_unbiased_uses_pytorchs_correction():
 @pytest.mark.parametrize("shape,channels_last", [((12, 5, 7, 4), True), ((12, 5, 7, 4), False), ((12, 5), False)])
 def test_grouped_statistics_equal_one_train_mode_batchnorm_call_per_group(shape, channels_last):
     """CoTTA's views in one forward: each group of samples normalized as its own train-mode BatchNorm call."""
-    from tta.methods.stats import grouped_batch_stats, normalize_grouped
+    from tta.methods._moments import grouped_batch_stats, normalize_grouped
     g = torch.Generator().manual_seed(2)
     x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1
     if channels_last:

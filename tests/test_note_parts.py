@@ -17,11 +17,18 @@ import torch.nn.functional as F
 from torch import nn
 
 import tta
-from tta.memory import PBRS
-from tta.methods.iabn_layer import InstanceAwareBatchNorm, make_layer
-from tta.methods.note_step import configure_note, hloss, note_optimizer, note_step
+from tta.methods import get_stats, method_defaults
+from tta.methods._sample_memory import PBRS
+from tta.methods.iabn import InstanceAwareBatchNorm
+from tta.methods.note import hloss, note_step
 
 from conftest import to_tensor
+
+
+def make_layer(bn, **options):
+    """The layer the registered ``iabn`` policy puts in place of ``bn``, with its defaults unless overridden."""
+    policy = get_stats("iabn")
+    return policy.make_layer(bn, **{**policy.options.generic(), **options})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,12 +218,18 @@ def assert_same_iabn(ours, ref, atol):
 
 
 # ---------------------------------------------------------------------------------------------
+def note_parts(model):
+    """The parts ``tta.adapt`` builds for NOTE: the IABN student, memory, optimizer, trained parameters."""
+    adapter = tta.adapt(model, "note", dataset="cifar10", channels_last=False)
+    params = [p for group in adapter.optimizer.param_groups for p in group["params"]]
+    return adapter.model, adapter.memory, adapter.optimizer, params
+
+
 @pytest.mark.realdata
 def test_iabn_matches_port_train_and_eval(resnet20, noisy):
     # float64 so that the batch-statistics gradients agree to 1e-9 (see test_rotta_parts)
     noisy = noisy.double()
-    ours = copy.deepcopy(resnet20).double()
-    configure_note(ours)
+    ours = note_parts(copy.deepcopy(resnet20).double())[0]
     ref = ref_configure(copy.deepcopy(resnet20).double(), 0.01)
     for i in range(3):
         x = noisy[32 * i : 32 * (i + 1)]
@@ -314,20 +327,18 @@ def test_pbrs_state_round_trip_and_reset(noisy):
 def test_note_step_matches_port_over_several_updates(resnet20, noisy):
     noisy = noisy.double()
     ref = RefNOTE(copy.deepcopy(resnet20).double(), 10, TorchRandom(7))
-    model = copy.deepcopy(resnet20).double()
-    params = configure_note(model)
-    opt = note_optimizer(params)
-    mem = PBRS(64, 10)
+    model, memory, opt, params = note_parts(copy.deepcopy(resnet20).double())
+    mem = memory.bank
     gen = torch.Generator().manual_seed(7)
     start = [p.clone() for p in params]
-    seen = 0
     for b in range(4):  # 160 samples, batch 40: updates at 64 and 128 fire mid-batch
         x = noisy[40 * b : 40 * (b + 1)]
         want = ref.forward(x)
-        got, seen = note_step(model, mem, opt, x, seen, gen)
+        got = note_step(model, memory, opt, x, gen,
+                        update_frequency=method_defaults("note", "cifar10")["update_frequency"]).logits
         torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
         assert mem.labels().tolist() == ref.mem.get_memory()[1]
         assert torch.equal(mem.get_memory(), torch.stack(ref.mem.get_memory()[0]))
         assert_same_iabn(model, ref.model, 1e-9)
-    assert seen == 160
+    assert int(memory.seen) == 160
     assert max(float((p - s).detach().abs().max()) for p, s in zip(params, start)) > 1e-4

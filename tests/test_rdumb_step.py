@@ -10,9 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from entropy_batch import assert_params_equal, noisy_batches, twin_models
-from tta.methods.eata_step import eata_parameters
-from tta.methods.rdumb_step import RDumbState, rdumb_step
+from entropy_batch import assert_params_equal, noisy_batches, registered_parameters, twin_models
+from tta.methods import method_defaults
+from tta.methods.rdumb import RDumbState, rdumb_step
+
+#: the entropy filter ``tta.adapt(model, "rdumb", dataset="cifar10")`` resolves
+MARGIN_FACTOR = method_defaults("rdumb", "cifar10")["margin_factor"]
 
 
 # ---- transcription of the reference (CCC models/rdumb.py), kept plain on purpose --------------------
@@ -71,7 +74,8 @@ class RefRDumb:
 def test_rdumb_matches_reference_with_resets(cifar10_test, resnet20_checkpoint, batch_size):
     ref_model, model = twin_models(resnet20_checkpoint)
     ref = RefRDumb(ref_model, reset_every=2)
-    opt = torch.optim.SGD([p for _, p in eata_parameters(model)], 0.00025 * 4, momentum=0.9)
+    opt = torch.optim.SGD([p for _, p in registered_parameters(model, "rdumb", resnet20_checkpoint)], 0.00025 * 4,
+                          momentum=0.9)
     init_model, init_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
 
     def restore():
@@ -82,7 +86,8 @@ def test_rdumb_matches_reference_with_resets(cifar10_test, resnet20_checkpoint, 
     resets = []
     for x in noisy_batches(cifar10_test, n_batches=5, batch_size=batch_size):
         ref_logits = ref.forward(x)
-        out = rdumb_step(model, x, opt, state, restore=restore, reset_every=2, d_margin=0.4)
+        out = rdumb_step(model, x, opt, state, restore=restore, reset_every=2, d_margin=0.4,
+                         margin_factor=MARGIN_FACTOR)
         resets.append(out.reset)
         torch.testing.assert_close(out.logits, ref_logits.detach(), rtol=0, atol=1e-10)
         assert_params_equal(ref_model, model)
@@ -102,10 +107,11 @@ def test_rdumb_resets_every_1000_batches_counting_all_batches():
     state, calls = RDumbState(), []
     x = torch.randn(2, 3, 2, 2)
     for t in range(2001):
-        out = rdumb_step(model, x, opt, state, restore=lambda t=t: calls.append(t))
+        out = rdumb_step(model, x, opt, state, restore=lambda t=t: calls.append(t), d_margin=0.05,
+                         margin_factor=MARGIN_FACTOR, reset_every=method_defaults("rdumb", "cifar10")["reset_every"])
         # the same batch again is redundant (cos = 1) unless m was just cleared by a reset
-        assert out.stats["selected_1"] == 2
-        assert out.stats["selected_2"] == (2 if t in (0, 1000, 2000) else 0)
+        assert out.diagnostics["selected_1"] == 2
+        assert out.diagnostics["selected_2"] == (2 if t in (0, 1000, 2000) else 0)
     assert calls == [1000, 2000] and state.steps == 2001
 
 

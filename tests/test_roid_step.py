@@ -16,10 +16,10 @@ from torch import nn
 
 import tta
 from test_cotta_step import noisy_batches
-from tta.augment.cotta import ROID_AUGMENT, augment_views, sample_view_params
+from tta.methods._view_augment import ROID_AUGMENT, augment_views, sample_view_params
 from tta.errors import InputError
-from tta.methods.roid_step import (RoidState, configure_roid, prior_correction, roid_parameters,
-                                   roid_step, soft_likelihood_ratio)
+from tta.methods import method_defaults
+from tta.methods.roid import RoidHyper, prior_correction, roid_parameters, roid_step, soft_likelihood_ratio
 
 pytestmark = pytest.mark.realdata
 CFG_BATCH = 200  # cfg.TEST.BATCH_SIZE, deliberately unlike the batches fed here
@@ -100,18 +100,38 @@ class OfficialROID:
         return outputs
 
 
-def make_ours(model):
-    model = configure_roid(deepcopy(model))
-    state = RoidState.from_model(model, 10)
-    opt = torch.optim.Adam([p for _, p in roid_parameters(model)], lr=1e-3, betas=(0.9, 0.999), weight_decay=0.0)
-    return model, state, opt
+#: the step's hyperparameters as ``tta.adapt(model, "roid", dataset="cifar10")`` resolves them
+HYPER = RoidHyper.from_options(method_defaults("roid", "cifar10"))
+
+
+class Ours:
+    """The parts ``tta.adapt`` builds for ROID (student, optimizer, state), for calling ``roid_step`` directly."""
+
+    def __init__(self, model):
+        self.adapter = tta.adapt(deepcopy(model), "roid", dataset="cifar10", channels_last=False)
+        self.model, self.opt, self.types = self.adapter.model, self.adapter.optimizer, self.adapter.memory.types
+        self.state = self.adapter.memory.roid_state()
+
+    def step(self, x, generator=None, **kw):
+        return roid_step(self.model, self.opt, self.state, x, generator, HYPER, norm_types=self.types,
+                         **{"batch_size": None, **kw})
+
+    def parameters(self):
+        return roid_parameters(self.model, self.types)
+
+
+def test_the_hyperparameters_are_the_official_ones():
+    """``_C.ROID`` of mariodoebler/test-time-adaptation conf.py."""
+    assert (HYPER.use_weighting, HYPER.use_prior_correction, HYPER.use_consistency) == (True, True, True)
+    assert (HYPER.momentum_src, HYPER.momentum_probs, HYPER.temperature) == (0.99, 0.9, 1 / 3)
 
 
 def test_roid_step_matches_official_over_several_steps(cifar10_test, resnet20):
     images, _ = cifar10_test
     xs = noisy_batches(images, 4, 16, sigma=0.15)
     official = OfficialROID(resnet20)
-    model, state, opt = make_ours(resnet20)
+    ours = Ours(resnet20)
+    model, state = ours.model, ours.state
     g = torch.Generator().manual_seed(2)
     for x in xs:
         params = sample_view_params(1, 32, ROID_AUGMENT, g)
@@ -122,18 +142,19 @@ def test_roid_step_matches_official_over_several_steps(cifar10_test, resnet20):
             return augment_views(subset, params, ROID_AUGMENT)
 
         expected = official.forward_and_adapt(x, transform)
-        got = roid_step(model, opt, state, x, batch_size=CFG_BATCH, augmented=transform(captured["x"]))
-        assert not got.collapsed and 0 < got.kept < 16 and got.kept == captured["x"].shape[0]
+        got = ours.step(x, batch_size=CFG_BATCH, augmented=transform(captured["x"]))
+        kept = got.diagnostics["kept"]
+        assert not got.collapsed and got.updated and 0 < kept < 16 and kept == captured["x"].shape[0]
         assert torch.allclose(got.logits, expected, atol=1e-6, rtol=0), (got.logits - expected).abs().max()
         assert torch.allclose(state.class_probs, official.class_probs_ema, atol=1e-7)
         for (name, p), q in zip(model.named_parameters(), official.model.parameters()):
             assert torch.allclose(p, q, atol=1e-7, rtol=0), name
-    moved = max((p - state.source[n]).abs().max() for n, p in roid_parameters(model))
+    moved = max((p - state.source[n]).abs().max() for n, p in ours.parameters())
     assert moved > 1e-4
-    # only the norm affine parameters train
-    modules = dict(model.named_modules())
-    trained = roid_parameters(model)
-    assert trained and all(isinstance(modules[n.rsplit(".", 1)[0]], nn.BatchNorm2d) for n, _ in trained)
+    # only the affine parameters of the (swapped) BatchNorm layers train
+    bn_names = {n for n, m in resnet20.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    trained = ours.parameters()
+    assert trained and {n.rsplit(".", 1)[0] for n, _ in trained} == bn_names
     assert sum(p.requires_grad for p in model.parameters()) == len(trained)
 
 
@@ -142,9 +163,9 @@ def test_drawn_augmentation_is_reproducible_and_differs_by_seed(cifar10_test, re
     xs = noisy_batches(images, 2, 16)
     runs = []
     for seed in (5, 5, 6):
-        model, state, opt = make_ours(resnet20)
+        ours = Ours(resnet20)
         g = torch.Generator().manual_seed(seed)
-        runs.append(torch.cat([roid_step(model, opt, state, x, g).logits for x in xs]))
+        runs.append(torch.cat([ours.step(x, g).logits for x in xs]))
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
@@ -165,11 +186,12 @@ def test_loss_and_prior_closed_forms():
 def test_batch_of_one_raises_and_identical_samples_skip_the_update(cifar10_test, resnet20):
     images, _ = cifar10_test
     x = noisy_batches(images, 1, 8)[0]
-    model, state, opt = make_ours(resnet20)
+    ours = Ours(resnet20)
+    model, state = ours.model, ours.state
     with pytest.raises(InputError, match="roid needs at least 2 samples"):
-        roid_step(model, opt, state, x[:1])
+        ours.step(x[:1])
     before = deepcopy(model.state_dict())
-    out = roid_step(model, opt, state, x[:1].expand(4, -1, -1, -1).contiguous(), torch.Generator().manual_seed(0))
+    out = ours.step(x[:1].expand(4, -1, -1, -1).contiguous(), torch.Generator().manual_seed(0))
     assert out.collapsed
     assert torch.equal(state.class_probs, torch.full((10,), 0.1))
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

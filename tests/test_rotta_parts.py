@@ -18,13 +18,18 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 import tta
-from tta.augment import rotta_augment
-from tta.memory import CSTU
-from tta.memory.cstu import timeliness_weight
-from tta.methods.rbn_layer import RobustBatchNorm, make_layer
-from tta.methods.rotta_step import configure_rotta, rotta_optimizer, rotta_step
+from tta.methods import get_stats, method_defaults
+from tta.methods._sample_memory import CSTU, timeliness_weight
+from tta.methods.rbn import RobustBatchNorm
+from tta.methods.rotta import rotta_augment, rotta_step
 
 from conftest import to_tensor
+
+
+def make_layer(bn, **options):
+    """The layer the registered ``rbn`` policy puts in place of ``bn``, with its defaults unless overridden."""
+    policy = get_stats("rbn")
+    return policy.make_layer(bn, **{**policy.options.generic(), **options})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,7 +274,7 @@ def test_rbn_matches_official_over_train_steps(resnet20, noisy):
     # float64: float32 rounding, amplified through 19 layers of batch-statistics gradients,
     # reaches 3e-4 relative in the gradients; in float64 the two agree to 1e-12
     ours = copy.deepcopy(resnet20).double().requires_grad_(False)
-    tta.methods.bn_swap.replace_batchnorm(ours, make_layer, "rbn")  # new gamma/beta require grad
+    tta.methods._bn_swap.replace_batchnorm(ours, make_layer, "rbn")  # new gamma/beta require grad
     ref = ref_configure(copy.deepcopy(resnet20).double())
     ours.train(), ref.train()
     noisy = noisy.double()
@@ -298,7 +303,7 @@ def test_rbn_outside_autograd_matches_official(resnet20, noisy, dtype, tol):
     """Without autograd (the ``rbn`` policy under inference_mode, RoTTA's teacher on its memory) RBN takes
     the fused BatchNorm pass, on channels_last as tta runs it; outputs and stored statistics stay official."""
     ours = copy.deepcopy(resnet20).to(dtype).requires_grad_(False)
-    tta.methods.bn_swap.replace_batchnorm(ours, make_layer, "rbn")
+    tta.methods._bn_swap.replace_batchnorm(ours, make_layer, "rbn")
     ours = ours.to(memory_format=torch.channels_last).train()
     ref = ref_configure(copy.deepcopy(resnet20).to(dtype)).train()
     for i in range(3):
@@ -443,6 +448,20 @@ def test_augment_rejects_bad_shape():
 # ---------------------------------------------------------------------------------------------
 # Full step
 # ---------------------------------------------------------------------------------------------
+def ours(model):
+    """The parts ``tta.adapt`` builds for RoTTA: student, teacher, memory, optimizer, trained parameters."""
+    adapter = tta.adapt(model, "rotta", dataset="cifar10", channels_last=False)
+    params = [p for group in adapter.optimizer.param_groups for p in group["params"]]
+    return adapter.model, adapter.teacher, adapter.memory, adapter.optimizer, params
+
+
+def step(student, teacher, memory, opt, x, gen):
+    """``rotta_step`` with the registered options; returns (logits, samples seen so far)."""
+    opts = method_defaults("rotta", "cifar10")
+    out = rotta_step(student, teacher, memory, opt, x, gen, update_frequency=opts["update_frequency"], nu=opts["nu"])
+    return out.logits, int(memory.seen)
+
+
 @pytest.mark.realdata
 def test_rotta_step_matches_official_over_several_updates(resnet20, noisy):
     # float64 (as in the RBN test) so that three Adam steps agree to 1e-9
@@ -450,16 +469,14 @@ def test_rotta_step_matches_official_over_several_updates(resnet20, noisy):
     noisy = noisy.double()
     torch.manual_seed(seed)
     ref = RefRoTTA(copy.deepcopy(resnet20).double(), 10, ref_transform(32))
-    student, teacher, params = configure_rotta(copy.deepcopy(resnet20).double())
-    opt = rotta_optimizer(params)
-    mem = CSTU(64, 10)
+    student, teacher, memory, opt, params = ours(copy.deepcopy(resnet20).double())
     gen = torch.Generator().manual_seed(seed)
-    seen = 0
+    mem = memory.bank
     start = [p.clone() for p in params]
     for b in range(5):  # 240 samples, batch 48: updates fire mid-batch at 64, 128, 192
         x = noisy[48 * b : 48 * (b + 1)]
         want = ref.forward(x)
-        got, seen = rotta_step(student, teacher, mem, opt, x, seen, gen)
+        got, seen = step(student, teacher, memory, opt, x, gen)
         torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-9)
         a, r = ours_contents(mem), ref.mem.contents()
         assert [(c, age) for c, _, age in a] == [(c, age) for c, _, age in r]  # labels, order, ages
@@ -476,14 +493,12 @@ def test_rotta_step_matches_official_over_several_updates(resnet20, noisy):
 
 @pytest.mark.realdata
 def test_rotta_step_batch_of_one_and_prediction_before_update(resnet20, noisy):
-    student, teacher, params = configure_rotta(copy.deepcopy(resnet20))
-    opt = rotta_optimizer(params)
-    mem = CSTU(64, 10)
+    student, teacher, memory, opt, params = ours(copy.deepcopy(resnet20))
     gen = torch.Generator().manual_seed(0)
-    seen = 0
+    mem = memory.bank
     initial = [p.clone() for p in params]
     for i in range(63):
-        _, seen = rotta_step(student, teacher, mem, opt, noisy[i : i + 1], seen, gen)
+        _, seen = step(student, teacher, memory, opt, noisy[i : i + 1], gen)
     assert seen == 63 and len(mem) > 0
     assert all(torch.equal(p, s) for p, s in zip(params, initial))  # no update before 64 samples
     before = [p.clone() for p in params]
@@ -491,6 +506,6 @@ def test_rotta_step_batch_of_one_and_prediction_before_update(resnet20, noisy):
     with torch.no_grad():
         teacher.eval()
         expect = teacher(x)
-    got, seen = rotta_step(student, teacher, mem, opt, x, seen, gen)  # the 64th sample triggers an update
+    got, seen = step(student, teacher, memory, opt, x, gen)  # the 64th sample triggers an update
     assert torch.equal(got, expect)  # returned logits come from before the update
     assert any(not torch.equal(p, b) for p, b in zip(params, before))

@@ -7,8 +7,7 @@ from torch import nn
 
 from .adaptation import adapt
 from .errors import TTAError
-from .methods import METHODS
-from .methods.registry import WITHHELD
+from .methods import METHODS, WITHHELD
 from .models import MODELS
 from .norms import NORMS, NormSpec
 from .streams.shifts import listing as shifts

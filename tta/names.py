@@ -59,11 +59,11 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
 STATS_POLICIES: tuple[str, ...] = (
     "adab2n", "alpha-bn", "iabn", "momentum-decay", "none", "rbn", "source", "tbn", "tbn-ema", "unmix-tns",
 )
-#: methods asked for by name that tta deliberately does not build (``tta.methods.registry.WITHHELD`` says why)
+#: methods asked for by name that tta deliberately does not build (``tta.methods._recipe.WITHHELD`` says why)
 WITHHELD_METHODS: tuple[str, ...] = ("core",)
 #: shift protocols (``tta list shifts``)
 SHIFTS: tuple[str, ...] = ("iid", "continual", "mixed", "gradual", "switching", "switching-reverse")
-#: option names a composing method still accepts, renamed (``tta.methods.registry._deprecated_norm_alias``)
+#: option names a composing method still accepts, renamed (``tta.methods._recipe._deprecated_norm_alias``)
 RENAMED_OPTIONS = {"norm": "stats", "norm_options": "stats_options"}
 
 
@@ -84,7 +84,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def _registered_at_runtime(kind: str) -> set[str]:
     """Methods (or statistics policies) registered by code that already imported the registry (``register_method``
     in a notebook or a plugin): valid too, and looked up without importing torch when nothing did."""
-    module = sys.modules.get("tta.methods.registry" if kind == "method" else "tta.methods.policy")
+    module = sys.modules.get("tta.methods._recipe" if kind == "method" else "tta.methods._stats_policy")
     registry = getattr(module, "METHODS" if kind == "method" else "STATS", None) if module else None
     return set(registry) if registry is not None else set()
 

@@ -35,9 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from .options import Option, OptionSet
-from .policy import StatsPolicy, register_stats
-from .stats import (
+from ._moments import (
     SourceStatsMixin,
     fast_instance_stats,
     instance_stats,
@@ -45,6 +43,8 @@ from .stats import (
     normalize,
     normalize_with_batch_stats,
 )
+from ._options import Option, OptionSet
+from ._stats_policy import StatsPolicy, register_stats
 
 
 def initial_eta(momentum: float, kappa: float) -> float:
@@ -105,7 +105,7 @@ class BalancedBatchNorm(SourceStatsMixin, nn.Module):
 
 
 @register_stats
-class AdaB2N(StatsPolicy):
+class AdaB2NPolicy(StatsPolicy):
     name = "adab2n"
     summary = "AdaB²N modified momentum (kappa) for running statistics over a stream of domains"
     paper = "Lyu et al., NeurIPS 2023; lvyilin/AdaB2N (test-time mapping, docs/methods.md)"

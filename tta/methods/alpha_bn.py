@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .options import Option, OptionSet
-from .policy import StatsPolicy, register_stats
-from .stats import SourceStatsMixin, normalize_with_batch_stats
+from ._moments import SourceStatsMixin, normalize_with_batch_stats
+from ._options import Option, OptionSet
+from ._stats_policy import StatsPolicy, register_stats
 
 
 class AlphaBatchNorm(SourceStatsMixin, nn.Module):
@@ -46,7 +46,7 @@ class AlphaBatchNorm(SourceStatsMixin, nn.Module):
 
 
 @register_stats
-class AlphaBN(StatsPolicy):
+class AlphaBNPolicy(StatsPolicy):
     name = "alpha-bn"
     summary = "α-BN: statistics = source_weight * source + (1 - source_weight) * batch, stateless"
     paper = "You, Li, Zhao, arXiv 2110.04065 (2021)"
@@ -63,5 +63,5 @@ class AlphaBN(StatsPolicy):
         return 1 if options["source_weight"] > 0 else 2
 
     @classmethod
-    def make_layer(cls, bn: nn.Module, source_weight: float = 0.9) -> nn.Module:
+    def make_layer(cls, bn: nn.Module, source_weight: float) -> nn.Module:
         return AlphaBatchNorm(bn, source_weight)

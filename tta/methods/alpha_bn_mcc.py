@@ -23,17 +23,17 @@ from functools import partial
 import torch
 from torch import nn
 
-from .adapter import Adapter
-from .gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
-from .options import Option
-from .registry import Resolved, register_method
-from .tent import softmax_entropy
+from ._adapter import Adapter
+from ._entropy import log_softmax_entropy
+from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from ._options import Option
+from ._recipe import Resolved, register_method
 
 
 def class_confusion_loss(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Minimum Class Confusion loss of a batch of logits (Jin et al., ECCV 2020)."""
     p = torch.softmax(logits / temperature, dim=1)
-    h = softmax_entropy(logits / temperature).detach()
+    h = log_softmax_entropy(logits / temperature).detach()
     w = 1.0 + torch.exp(-h)
     w = logits.shape[0] * w / w.sum()
     corr = p.T @ (w.unsqueeze(1) * p)

@@ -18,13 +18,14 @@ on gamma, beta (plus entropy) is the gradient method ``momentum-decay-hbs``.
 """
 from __future__ import annotations
 
+import math
 
 import torch
 from torch import nn
 
-from .options import Option, OptionSet
-from .policy import StatsPolicy, register_stats
-from .stats import SourceStatsMixin, normalize_with_batch_stats, unbiased_factor
+from ._moments import SourceStatsMixin, normalize_with_batch_stats, unbiased_factor
+from ._options import Option, OptionSet
+from ._stats_policy import StatsPolicy, register_stats
 
 
 class DecayingMomentumBatchNorm(SourceStatsMixin, nn.Module):
@@ -55,18 +56,18 @@ class DecayingMomentumBatchNorm(SourceStatsMixin, nn.Module):
 
 
 @register_stats
-class MomentumDecay(StatsPolicy):
+class MomentumDecayPolicy(StatsPolicy):
     name = "momentum-decay"
     summary = "source-free BN: running statistics updated with momentum eta0 * exp(-decay * k)"
     paper = "Liu et al., MICCAI 2021 (arXiv 2106.12497)"
     options = OptionSet("momentum-decay", (
         Option("eta0", float, None, "initial momentum (None: the source BN momentum)", low=0, high=1, nullable=True),
-        Option("decay", float, 1.0, "exponential decay rate per batch", low=0, high=float("inf")),
+        Option("decay", float, 1.0, "exponential decay rate per batch", low=0, high=math.inf),
     ))
     min_batch_size = 2
     min_batch_reason = "one image gives no batch variance for fully connected BatchNorm1d layers"
     notes = "reconstructed from the abstract (no code): eta0=None takes the source BN momentum; + loss: momentum-decay-hbs"
 
     @classmethod
-    def make_layer(cls, bn: nn.Module, eta0: float | None = None, decay: float = 1.0) -> nn.Module:
+    def make_layer(cls, bn: nn.Module, eta0: float | None, decay: float) -> nn.Module:
         return DecayingMomentumBatchNorm(bn, eta0, decay)

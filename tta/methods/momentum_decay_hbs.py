@@ -20,12 +20,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adapter import Adapter
+from ._adapter import Adapter
+from ._entropy import log_softmax_entropy
+from ._gradient import gradient_adapter, optimizer_options, stats_options
+from ._options import Option
+from ._recipe import Resolved, register_method
 from .momentum_decay import DecayingMomentumBatchNorm
-from .gradient import gradient_adapter, optimizer_options, stats_options
-from .options import Option
-from .registry import Resolved, register_method
-from .tent import softmax_entropy
 
 
 def transferability(layer: DecayingMomentumBatchNorm) -> torch.Tensor:
@@ -65,7 +65,7 @@ class HighOrderConsistency(nn.Module):
         return total
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        return self.consistency() + self.entropy_weight * softmax_entropy(logits).mean()
+        return self.consistency() + self.entropy_weight * log_softmax_entropy(logits).mean()
 
     def __repr__(self) -> str:  # the layers belong to the model; keep them out of the module tree
         return f"{type(self).__name__}(entropy_weight={self.entropy_weight}, layers={len(self.layers)})"

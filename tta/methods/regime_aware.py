@@ -12,7 +12,7 @@ whether ETA takes its step:
   LAME's Laplacian adjustment of them is the prediction in the correlated regime. Its
   components move on every batch, so they follow the domain in both regimes.
 - **i.i.d. branch**: the model with test-batch statistics (``tbn``, N = 0) and ETA's step
-  (``tta.methods.eata_step.eta_step``, ETA's options and defaults). In the i.i.d. regime it
+  (``tta.methods.eata.eta_step``, ETA's options and defaults). In the i.i.d. regime it
   adapts and its pre-update logits are the prediction; in the correlated regime it is not
   run (its weights wait for the next i.i.d. stretch).
 - **detector** (``RegimeDetector``): per batch, the share of the batch that the correlated
@@ -42,16 +42,16 @@ import torch
 from torch import nn
 
 from ..errors import TTAError
-from .adapter import Adapter
-from .bn_swap import batchnorm_layers
-from .eata import ETA_DEFAULTS, ETA_OPTIONS
-from .eata_step import ETAState, eta_step
-from .gradient import make_optimizer, norm_parameters
-from .lame_solver import AFFINITIES, DEFAULT_AFFINITY, DEFAULT_KNN, classifier_layer, features_and_logits, lame
-from .options import Option
-from .policy import get_stats
-from .registry import Resolved, register_method
-from .step_state import StepState
+from ._adapter import Adapter
+from ._bn_swap import batchnorm_layers
+from ._gradient import make_optimizer, norm_parameters
+from ._model_parts import classifier_layer
+from ._options import Option
+from ._recipe import Resolved, register_method
+from ._stats_policy import get_stats
+from ._step_output import StepState
+from .eata import ETA_DEFAULTS, ETA_OPTIONS, eta_step, ETAState
+from .lame import AFFINITIES, DEFAULT_AFFINITY, DEFAULT_KNN, features_and_logits, lame
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class RegimeBranches(nn.Module):
         raise TTAError("RegimeBranches is driven by the regime-aware step; call the adapter, not its model")
 
 
-class RegimeMemory(StepState):
+class RegimeStepState(StepState):
     """ETA's moving average and counters (extra state) plus the detector (buffers)."""
 
     def __init__(self, detector: RegimeDetector) -> None:
@@ -177,7 +177,7 @@ def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
     if not batchnorm_layers(model):
         raise TTAError("method 'regime-aware' needs a model with BatchNorm layers (its branches replace their "
                        "statistics); use 'eta' or 'lame' for other models")
-    classifier_layer(model)  # fail at construction, not at the first batch
+    classifier_layer(model, "regime-aware")  # fail at construction, not at the first batch
     correlated = copy.deepcopy(model)
     get_stats(opts["stats"], "regime-aware").swap(correlated, {**opts["stats_options"], "init": opts["unmix_init"]})
     correlated.requires_grad_(False)
@@ -190,7 +190,7 @@ def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
     detector = RegimeDetector(opts["rho"], opts["enter"], opts["leave"], opts["warmup"], opts["start"] == "correlated")
     adapter = opts.adapter(
         RegimeBranches(iid, correlated), optimizer=make_optimizer(params, opts), step=_regime_step(opts),
-        memory=RegimeMemory(detector), needs_grad=True, min_batch_size=2,
+        memory=RegimeStepState(detector), needs_grad=True, min_batch_size=2,
         min_batch_reason="the i.i.d. branch normalizes with the statistics of the batch",
     )
     adapter.output = "probabilities"

@@ -6,12 +6,12 @@ same for models without BatchNorm (their own norm layers are kept as they are).
 """
 from __future__ import annotations
 
-from .options import OptionSet
-from .policy import StatsPolicy, register_stats
+from ._options import OptionSet
+from ._stats_policy import StatsPolicy, register_stats
 
 
 @register_stats
-class Source(StatsPolicy):
+class SourcePolicy(StatsPolicy):
     name = "source"
     summary = "no adaptation: the pretrained model in eval mode"
     options = OptionSet("source")
@@ -19,7 +19,7 @@ class Source(StatsPolicy):
 
 
 @register_stats
-class NoStats(StatsPolicy):
+class NoStatsPolicy(StatsPolicy):
     name = "none"
     summary = "keep the model's own norm layers (models without BatchNorm)"
     options = OptionSet("none")

@@ -16,15 +16,16 @@ unbiased variance instead; the two differ by a factor n·H·W/(n·H·W − 1), u
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .options import Option, OptionSet
-from .policy import StatsPolicy, register_stats
-from .stats import SourceStatsMixin, grouped_batch_stats, normalize_grouped, normalize_with_batch_stats
+from ._moments import SourceStatsMixin, grouped_batch_stats, normalize_grouped, normalize_with_batch_stats
+from ._options import Option, OptionSet
+from ._stats_policy import StatsPolicy, register_stats
 
 
 class PriorBatchNorm(SourceStatsMixin, nn.Module):
@@ -42,7 +43,7 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
 
     def forward_grouped(self, x: torch.Tensor, n_groups: int) -> torch.Tensor:
         """Each of ``n_groups`` consecutive equal groups of samples normalized with its own statistics,
-        as separate calls would (CoTTA's augmented views in one forward, ``tta.methods.view_forward``)."""
+        as separate calls would (CoTTA's augmented views in one forward, ``tta.methods._view_forward``)."""
         mean, var = grouped_batch_stats(x, n_groups)
         if self.prior:
             mean, var = self.mix_n(mean, var, x.shape[0] // n_groups)
@@ -61,12 +62,12 @@ class PriorBatchNorm(SourceStatsMixin, nn.Module):
 
 
 @register_stats
-class TestBatchNorm(StatsPolicy):
+class TestBatchNormPolicy(StatsPolicy):
     name = "tbn"
     summary = "test-time normalization: batch statistics mixed with a source prior N/(N+n)"
     paper = "Schneider et al., NeurIPS 2020; Nado et al. 2020 (N=0)"
     options = OptionSet("tbn", (
-        Option("prior", float, 0.0, "source pseudo-count N (0: pure batch statistics)", low=0, high=float("inf")),
+        Option("prior", float, 0.0, "source pseudo-count N (0: pure batch statistics)", low=0, high=math.inf),
     ))
     min_batch_size = 2
     min_batch_reason = "with prior=0 one image has no batch statistics; pass prior>0"
@@ -77,5 +78,5 @@ class TestBatchNorm(StatsPolicy):
         return 1 if options["prior"] > 0 else 2
 
     @classmethod
-    def make_layer(cls, bn: nn.Module, prior: float = 0.0) -> nn.Module:
+    def make_layer(cls, bn: nn.Module, prior: float) -> nn.Module:
         return PriorBatchNorm(bn, prior)

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .options import Option, OptionSet
-from .policy import StatsPolicy, register_stats
-from .stats import SourceStatsMixin, normalize_with_batch_stats, unbiased_factor
+from ._moments import SourceStatsMixin, normalize_with_batch_stats, unbiased_factor
+from ._options import Option, OptionSet
+from ._stats_policy import StatsPolicy, register_stats
 
 
 class EmaBatchNorm(SourceStatsMixin, nn.Module):
@@ -79,7 +79,7 @@ def two_pass_step(adapter: Any, x: torch.Tensor) -> torch.Tensor:
 
 
 @register_stats
-class TestBatchNormEma(StatsPolicy):
+class TestBatchNormEmaPolicy(StatsPolicy):
     name = "tbn-ema"
     summary = "test-time BN with an EMA of test-batch statistics started at the source (reference: two passes)"
     paper = "Schneider et al., NeurIPS 2020 (EMA variant); mariodoebler/test-time-adaptation EMABatchNorm"
@@ -94,7 +94,7 @@ class TestBatchNormEma(StatsPolicy):
     min_batch_reason = "one image gives no batch variance for fully connected BatchNorm1d layers"
 
     @classmethod
-    def make_layer(cls, bn: nn.Module, momentum: float | None = None, passes: int = 2) -> nn.Module:
+    def make_layer(cls, bn: nn.Module, momentum: float | None, passes: int) -> nn.Module:
         return EmaBatchNorm(bn, momentum)
 
     @classmethod

@@ -22,21 +22,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adapter import Adapter
-from .gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
-from .options import when
-from .registry import Resolved, register_method
-
-
-def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Per-sample entropy of softmax(logits), shape (B,)."""
-    log_p = torch.log_softmax(logits, dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1)
+from ._adapter import Adapter
+from ._entropy import log_softmax_entropy
+from ._gradient import NO_BATCHNORM, UNMIX_PROTOCOL, gradient_adapter, optimizer_options, stats_options
+from ._options import when
+from ._recipe import Resolved, register_method
 
 
 def mean_entropy(logits: torch.Tensor) -> torch.Tensor:
     """TENT's objective: the batch mean of the prediction entropy."""
-    return softmax_entropy(logits).mean()
+    return log_softmax_entropy(logits).mean()
 
 
 @register_method(

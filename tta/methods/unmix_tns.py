@@ -49,15 +49,14 @@ The layer adapts on every forward, whatever ``self.training`` says.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .options import Option, OptionSet, when
-from .policy import StatsPolicy, register_stats
-from .stats import (
+from ._moments import (
     Scratch,
     SourceBatchNorm,
     SourceStatsMixin,
@@ -66,9 +65,10 @@ from .stats import (
     needs_exact_grad,
     normalize_per_sample,
 )
+from ._options import Option, OptionSet, when
+from ._stats_policy import StatsPolicy, register_stats
 
 
-INF = float("inf")
 
 
 def unmix_momentum(bn_momentum: float, batch_size: int, batch_size_max: int) -> float:
@@ -144,17 +144,17 @@ class UnMixTNS2d(SourceStatsMixin, nn.Module):
 
 
 @register_stats
-class UnMixTNS(StatsPolicy):
+class UnMixTNSPolicy(StatsPolicy):
     name = "unmix-tns"
     summary = "UnMix-TNS: instance statistics mixed with K running source-initialized components"
     paper = "Tomar, Vray, Thiran, Bozorgtabar, ICLR 2024; devavratTomar/unmixtns"
     options = OptionSet("unmix-tns", (
-        Option("K", int, 16, "number of statistics components", low=1, high=INF),
-        Option("batch_size", int, None, "B in lam (None: each batch's own size)", low=1, high=INF, nullable=True),
-        Option("batch_size_max", int, 64, "B_max in lam", low=1, high=INF),
+        Option("K", int, 16, "number of statistics components", low=1, high=math.inf),
+        Option("batch_size", int, None, "B in lam (None: each batch's own size)", low=1, high=math.inf, nullable=True),
+        Option("batch_size_max", int, 64, "B_max in lam", low=1, high=math.inf),
         Option("alpha", float, 0.5, "spread of the initial components", low=0, high=1),
-        Option("tau", float, 0.07, "softmax temperature of the component assignment", low=0, open_low=True, high=INF),
-        Option("seed", int, None, "seed of the initial component noise (None: drawn from torch's global RNG, which tta run seeds with --seed)", low=0, high=INF, nullable=True),
+        Option("tau", float, 0.07, "softmax temperature of the component assignment", low=0, open_low=True, high=math.inf),
+        Option("seed", int, None, "seed of the initial component noise (None: drawn from torch's global RNG, which tta run seeds with --seed)", low=0, high=math.inf, nullable=True),
     ), (
         when(dataset="imagenet")(batch_size_max=16),
         when(shift="mixed")(K=128),

@@ -7,7 +7,7 @@ optimizer step with the gradient taken at θ + ε. This follows mr-eggplant/SAR 
 (itself davda54/sam), with one change: ``state_dict`` also holds the base optimizer's state
 (e.g. SGD momentum), so a checkpoint round-trips exactly. SAR's reference reset reloads the
 state_dict of the reference SAM, which does *not* hold that momentum; see
-``tta.methods.sar_step`` for how the reset reproduces it.
+``tta.methods.sar`` for how the reset reproduces it.
 """
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .buffers import restore_buffers, snapshot_buffers
-from .stats import grouped_batch_stats, normalize_grouped
+from ._buffers import restore_buffers, snapshot_buffers
+from ._moments import grouped_batch_stats, normalize_grouped
 
 
 def _uses_batch_stats(m: nn.Module) -> bool:

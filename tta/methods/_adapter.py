@@ -1,16 +1,22 @@
 """``Adapter``: the module every method returns, an explicit composition of parts.
 
 An adapter wraps a model whose BatchNorm layers a statistics policy has already swapped,
-and optionally carries an objective, an optimizer over selected parameters, a memory,
-a teacher and a step hook. ``forward(x)`` predicts and adapts in one call.
+and optionally carries an objective, an optimizer over selected parameters, the method's
+own state, a teacher and a step hook. ``forward(x)`` predicts and adapts in one call.
+
+The method's own state is the part named ``memory`` (a ``StepState``, a sample memory of
+``_sample_memory`` or any module); the name is kept because it prefixes that part's keys in
+every saved ``state_dict()``.
 
 State: every part that is an ``nn.Module`` (model, objective, memory, teacher) is a
 submodule, so its parameters and buffers are in ``state_dict()``. What is not a tensor
 of a module (optimizer moments, the adapter's random generator) travels as the
 adapter's extra state (``get_extra_state``/``set_extra_state``), so ``state_dict()`` holds
 everything a method carries across batches: ``reset()`` reloads the snapshot taken right
-after construction, and resume saves and loads the same ``state_dict()``. A memory with
+after construction, and resume saves and loads the same ``state_dict()``. A state part with
 contents that are not tensors implements ``get_extra_state``/``set_extra_state`` itself.
+
+``check_batch`` is the check every adapter applies to a batch before adapting on it.
 """
 from __future__ import annotations
 
@@ -24,7 +30,27 @@ from torch import nn
 from ..errors import InputError, TTAError
 from ..runtime import prefers_channels_last
 from ..validate import check_images
-from .base import check_batch
+
+
+def check_batch(x: object, min_batch_size: int, method: str, reason: str = "") -> None:
+    """Raise ``InputError`` naming the problem and the fix for a malformed batch."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"expected a torch.Tensor batch, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise InputError(f"expected a batch of shape (B, C, H, W), got shape {tuple(x.shape)}; add a batch dimension")
+    if not x.is_floating_point():
+        raise InputError(
+            f"expected float images in [0, 1], got dtype {x.dtype}; convert with x.float() / 255"
+        )
+    if x.shape[0] < min_batch_size:
+        why = f" ({reason})" if reason else ""
+        raise InputError(
+            f"method {method!r} needs batches of at least {min_batch_size} images{why}, got {x.shape[0]}; "
+            "use a larger batch or a method that supports single images (e.g. unmix-tns, source)"
+        )
+    if not torch.isfinite(x).all():
+        raise InputError("the batch contains NaN or infinite values; clean the input images")
+
 
 #: ``step(adapter, x) -> logits``: one adaptation step on batch ``x``, returning the predictions
 StepFn = Callable[["Adapter", torch.Tensor], torch.Tensor]
@@ -77,7 +103,8 @@ class Adapter(nn.Module, metaclass=_SnapshotAfterInit):
         hparams: the resolved options, recorded with every result.
         objective: loss on the logits (a module is registered, so its buffers are state).
         optimizer: built over the parameters the method adapts; its state is extra state.
-        memory, teacher: optional modules; their tensors are state like the model's.
+        memory, teacher: optional modules (``memory``: the method's own state across batches); their
+            tensors are state like the model's.
         step: the update; default ``objective_step`` with an objective, else ``plain_step``.
         needs_grad: whether ``step`` builds a graph; default: whether there is an optimizer.
         seed: seeds ``self.generator`` for the method's own random draws (saved with the state).

@@ -1,4 +1,4 @@
-"""Shared tensor helpers for normalization-statistics methods."""
+"""Tensor math of the normalization layers: batch and instance moments, normalization, source statistics."""
 from __future__ import annotations
 
 from typing import Any, Callable

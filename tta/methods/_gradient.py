@@ -4,7 +4,7 @@ A gradient method swaps the BatchNorm layers with a statistics policy (``stats``
 registered policy, with ``stats_options``), selects the parameters it adapts (by default
 the affine parameters of every normalization layer) and takes optimizer steps on an
 objective. ``gradient_adapter`` composes those parts for a recipe; the objective and
-any memory, teacher or step hook are the recipe's own.
+the method's own state (``memory``), teacher and step hook are the recipe's.
 
 Models without BatchNorm (GroupNorm/LayerNorm backbones) get ``stats="none"`` by
 default (``NO_BATCHNORM``): the affine parameters of their own norm layers are adapted.
@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from ..errors import TTAError
-from .adapter import Adapter, StepFn
-from .options import Option, When, when
-from .policy import get_stats
-from .registry import Resolved
-from .stats import SourceStatsMixin
+from ._adapter import Adapter, StepFn
+from ._moments import SourceStatsMixin
+from ._options import Option, When, when
+from ._recipe import Resolved
+from ._stats_policy import get_stats
 
 _NORM_NAME = re.compile(r"Norm(\d+d)?$")
 INF = float("inf")
@@ -102,7 +102,7 @@ def gradient_adapter(
     objective module can hold references to (or buffers from) the swapped layers.
     ``teacher`` is called with the swapped student (e.g. ``copy.deepcopy``) so that the
     teacher starts from the student's exact layers. Only the selected parameters require grad.
-    ``memory`` may likewise be a callable of the swapped student (state that copies it, e.g.
+    ``memory`` (the method's own state) may likewise be a callable of the swapped student (state that copies it, e.g.
     source weights or an anchor model). ``optimizer(params, opts)`` replaces the optimizer
     that ``optimizer_options`` describe (e.g. SAM); ``min_batch_size``/``min_batch_reason``
     add the method's own batch minimum to the policy's.

@@ -1,7 +1,7 @@
-"""Method registry: a method is a registered recipe, ``@register_method(...)`` on a build function.
+"""Recipes: a method is a registered recipe, ``@register_method(...)`` on a build function (``METHODS``).
 
 A recipe is one typed option declaration (``OptionSet``) plus a function that composes the
-parts (statistics policy, objective, optimizer, memory, teacher, step) into an ``Adapter``.
+parts (statistics policy, objective, optimizer, per-method state, teacher, step) into an ``Adapter``.
 Resolution happens here, once, for every caller (``tta.adapt``, ``tta run``, the listing):
 declared defaults for the context (dataset, shift, whether the model has BatchNorm),
 overridden by the user's options, validated; a composed statistics policy's options
@@ -18,9 +18,9 @@ from torch import nn
 
 from ..errors import InputError, UnknownNameError
 from ..name_registry import Registry
-from .adapter import Adapter
-from .bn_swap import batchnorm_layers
-from .options import Option, OptionSet, When
+from ._adapter import Adapter
+from ._bn_swap import batchnorm_layers
+from ._options import Option, OptionSet, When
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ class Recipe:
     options: OptionSet
     build_fn: Callable[[nn.Module, Resolved], Adapter]
     notes: str = ""
-    #: statistics-only methods never build a graph (listed, and tested under inference_mode)
+    #: the method is a statistics policy registered as a method (``stats`` in its one meaning): it never
+    #: builds a graph (listed, and tested under inference_mode)
     stats_only: bool = False
     #: smallest batch with the generic defaults, for the listing
     min_batch_size: int = 1
@@ -67,7 +68,7 @@ class Recipe:
             _deprecated_norm_alias(self.name, given)
         values = self.options.resolve(given, context)
         if self.composes_stats:
-            from .policy import get_stats  # noqa: PLC0415  (policies register into this module)
+            from ._stats_policy import get_stats  # noqa: PLC0415  (policies register into this module)
 
             policy = get_stats(values["stats"], self.name)
             values["stats_options"] = policy.options.resolve(dict(values["stats_options"] or {}), context)

@@ -14,10 +14,10 @@ from torch import nn
 
 from ..errors import InputError
 from ..name_registry import Registry
-from .adapter import Adapter
-from .bn_swap import replace_batchnorm
-from .options import OptionSet
-from .registry import METHODS, Recipe, Resolved
+from ._adapter import Adapter
+from ._bn_swap import replace_batchnorm
+from ._options import OptionSet
+from ._recipe import METHODS, Recipe, Resolved
 
 
 class StatsPolicy:

@@ -1,4 +1,4 @@
-"""CoTTA's test-time augmentation, batched over views.
+"""Random views of a batch: CoTTA's test-time augmentation (``COTTA_AUGMENT``) and ROID's (``ROID_AUGMENT``).
 
 The official ``get_tta_transforms`` (qinenergy/cotta ``cifar/cotta.py`` and mariodoebler/
 test-time-adaptation ``augmentations/transforms_cotta.py``) is a torchvision pipeline

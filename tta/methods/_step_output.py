@@ -1,4 +1,4 @@
-"""``StepState``: the module that carries a functional step's state inside an ``Adapter``.
+"""What a method's step carries across batches (``StepState``) and what one step returns (``StepResult``).
 
 The one-step functions of SAR, ETA/EATA, DeYO, RDumb, ROID and CoTTA keep their state
 across batches in small objects with ``state_dict``/``load_state_dict`` (a moving average,
@@ -9,15 +9,39 @@ the swapped student at construction, e.g. ROID's source weights or CoTTA's ancho
 
 ``collapses`` counts batches whose logits or loss were not finite: the step skipped the
 update and returned the logits, so a collapsing model never stops a run.
+
+``StepResult`` is what every one-step function returns to its recipe (the one shape of step
+output): the logits to score and what the step did.
 """
 from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+
+@dataclass
+class StepResult:
+    """The scored logits of one step and what the step did.
+
+    ``logits`` are the ones whose argmax is the online prediction (pre-update for every
+    method here), detached. ``collapsed`` is set when the logits or the loss were not
+    finite: the step then left the parameters and optimizer untouched, so the run loop
+    can record the collapse instead of crashing. ``diagnostics`` holds what the step saw
+    (selection counts, filter masks, kept samples) for logging and tests.
+    """
+
+    logits: torch.Tensor
+    updated: bool = False
+    collapsed: bool = False
+    reset: bool = False
+    loss: float = float("nan")
+    diagnostics: dict[str, torch.Tensor | float | int | bool] = field(default_factory=dict)
+
 
 log = logging.getLogger(__name__)
 
