@@ -124,6 +124,13 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _maps_a_file_under(pid: int, folder: Path) -> bool:
+    try:
+        return str(folder) in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 @pytest.mark.slow
 def test_sigkill_of_a_ray_sweep_leaves_no_process_of_its_cluster_and_saves_the_running_cell(tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed; pip install 'tta-toolkit[ray]' (CI's test extra has it)")
@@ -133,12 +140,13 @@ def test_sigkill_of_a_ray_sweep_leaves_no_process_of_its_cluster_and_saves_the_r
     try:
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None:
-            if any(_cmdline(p).startswith("ray::run_cell") for p in _tree(proc.pid)):
-                break
+            cells = [p for p in _tree(proc.pid) if _cmdline(p).startswith("ray::run_cell")]
+            if cells and _maps_a_file_under(cells[0], tmp_path / "data"):
+                break  # the cell memory-mapped its stream: loading is over, the batches begin
             time.sleep(0.2)
         else:
-            pytest.fail(f"the Ray cell never started: {proc.stderr.read() if proc.poll() is not None else ''}")
-        time.sleep(3)  # past loading, into the batches
+            pytest.fail(f"the Ray cell never reached its data: {proc.stderr.read() if proc.poll() is not None else ''}")
+        time.sleep(1.5)  # into the batches (a fixed wait from the cell's start failed under load: still loading)
         cluster = _tree(proc.pid)
         names = {p: _cmdline(p)[:60] for p in cluster}
         assert any(n.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent")) for n in names.values()), names
