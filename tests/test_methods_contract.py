@@ -303,3 +303,18 @@ def test_methods_that_read_the_classifier_refuse_a_model_without_one_naming_the_
     assert ("pass num_classes=" in str(err.value)) == ("num_classes" in get_method(name).options.names)
     if "num_classes" in get_method(name).options.names:  # given, the classifier is not needed
         assert tta.adapt(headless, name, num_classes=4).memory.bank.num_classes == 4
+
+
+def _trained(adapter) -> list[str]:
+    in_optimizer = {id(p) for g in adapter.optimizer.param_groups for p in g["params"]}
+    return [n for n, p in adapter.model.named_parameters() if id(p) in in_optimizer]
+
+
+def test_eta_and_shot_im_train_the_parameters_their_docs_name():
+    """What the deleted ``eata_parameters``/``shot_im_parameters`` tests pinned, on what ``tta.adapt`` builds:
+    ETA (and EATA, RDumb) train every norm layer's affine (the reference framework's choice, docs/methods.md), never a
+    conv or the classifier; SHOT-IM trains the whole feature extractor and freezes the last ``nn.Linear``."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.GroupNorm(2, 4), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 10))
+    assert _trained(tta.adapt(model, "eta")) == ["1.weight", "1.bias", "2.weight", "2.bias"]
+    assert _trained(tta.adapt(model, "shot-im")) == ["0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias"]
