@@ -307,12 +307,17 @@ def _sweep_with_a_running_cell(db: Path, small_cifar_c_dir: Path, resnet20_check
     args = ["--store", str(db), "--methods", "cotta", "--shifts", "continual", "--seeds", "1",
             *_args(small_cifar_c_dir, resnet20_checkpoint)]
     args[args.index("--n-examples") + 1] = "200"
+    args[args.index("--batch-size") + 1] = "10"  # 40 CoTTA batches: a pass of seconds, so the signal lands inside it
     proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # the worker installs its SIGTERM handler once the cell's batches start
-    deadline, worker = time.time() + 300, None
+    # the worker installs its SIGTERM handler once the cell's batches start and keeps it for the whole pass; a
+    # spawned worker was also seen catching SIGTERM for a moment while it started (a signal then killed it before
+    # its cell began), so the handler must hold for half a second
+    deadline, worker, since = time.time() + 300, None, {}
     while worker is None and time.time() < deadline and proc.poll() is None:
-        worker = next((w for w in _children(proc.pid) if _alive(w) and _catches_sigterm(w)), None)
+        catching = {w for w in _children(proc.pid) if _alive(w) and _catches_sigterm(w)}
+        since = {w: since.get(w, time.time()) for w in catching}
+        worker = next((w for w, t in since.items() if time.time() - t >= 0.5), None)
         time.sleep(0.1)
     assert worker is not None, "the cell never started"
     return args, proc, worker

@@ -98,10 +98,12 @@ def run(
                     prepared.adapted, prepared.stream, device=prepared.device, progress=progress, start_batch=start,
                     tally=tally, checkpoint=saver, checkpoint_every_s=checkpoint_every_s, should_stop=should_stop,
                 )
+                # still under the handlers: a SIGTERM that lands after the last batch lets the finished run write
+                # its result (one write away) instead of killing it between the pass and the file
+                doc = record(prepared, metrics, resumed_at_batch=start)
+                write_outputs(doc, out, plot, partial)
         except RunInterrupted as stop:
             raise RunStopped(stop, saver.kept if saver else None) from None
-        doc = record(prepared, metrics, resumed_at_batch=start)
-        write_outputs(doc, out, plot, partial)
         discard_partial(partial)
     if replaced:
         say(replaced)
