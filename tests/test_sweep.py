@@ -310,9 +310,9 @@ def _sweep_with_a_running_cell(db: Path, small_cifar_c_dir: Path, resnet20_check
     args[args.index("--batch-size") + 1] = "10"  # 40 CoTTA batches: a pass of seconds, so the signal lands inside it
     proc = subprocess.Popen([sys.executable, "-m", "tta", "sweep", *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # the worker installs its SIGTERM handler once the cell's batches start and keeps it for the whole pass; a
-    # spawned worker was also seen catching SIGTERM for a moment while it started (a signal then killed it before
-    # its cell began), so the handler must hold for half a second
+    # the worker installs its SIGTERM handler once the cell's batches start and keeps it for the whole pass; between
+    # fork and exec a spawned worker still carries the sweep's own handler (and command line) for a few ms, and a
+    # signal caught there killed it before its cell began, so the handler must hold for half a second
     deadline, worker, since = time.time() + 300, None, {}
     while worker is None and time.time() < deadline and proc.poll() is None:
         catching = {w for w in _children(proc.pid) if _alive(w) and _catches_sigterm(w)}
