@@ -137,12 +137,12 @@ def test_a_stopped_ray_sweep_leaves_the_progress_of_its_running_cell(tmp_path):
         ray.shutdown()
 
 
-def test_a_cell_finished_by_an_orphaned_worker_is_recorded_by_the_next_sweep(tmp_path, monkeypatch):
+def _one_source_cell(tmp_path: Path):
+    """A planned one-cell sweep on random images: (cell, store path, the cell's progress path, its folder made)."""
     from tta.pipeline.config import RunConfig
-    from tta.sweep.store import Store
-    from tta.sweep import backends, plan, sweep
+    from tta.sweep import plan
     from tta.sweep.dispatch import partial_dir
-    from tta.sweep.worker import run_cell
+    from tta.sweep.store import Store
 
     root, ckpt = random_cifar_c(tmp_path / "data", 20)
     config = RunConfig(method="source", dataset="cifar10", data_dir=str(root), model="resnet20",
@@ -151,6 +151,15 @@ def test_a_cell_finished_by_an_orphaned_worker_is_recorded_by_the_next_sweep(tmp
     db = tmp_path / "runs.db"
     partial = partial_dir(Store(db)) / f"{cell.id}.partial.pt"
     partial.parent.mkdir(parents=True)
+    return cell, db, partial
+
+
+def test_a_cell_finished_by_an_orphaned_worker_is_recorded_by_the_next_sweep(tmp_path, monkeypatch):
+    from tta.sweep import backends, sweep
+    from tta.sweep.store import Store
+    from tta.sweep.worker import run_cell
+
+    cell, db, partial = _one_source_cell(tmp_path)
     # the worker finishes the cell just as its sweep dies: it leaves the result, then exits
     monkeypatch.setattr(backends, "_orphaned", lambda: True)
     monkeypatch.setattr(backends.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
@@ -177,20 +186,12 @@ def test_a_cell_finished_by_an_orphaned_worker_is_recorded_by_the_next_sweep(tmp
 
 
 def test_a_left_result_of_another_cell_is_not_recorded(tmp_path):
-    from tta.pipeline.config import RunConfig
+    from tta.sweep import backends, sweep
     from tta.sweep.store import Store
-    from tta.sweep import backends, plan, sweep
-    from tta.sweep.dispatch import partial_dir
 
     from test_trust_paths import result_doc
 
-    root, ckpt = random_cifar_c(tmp_path / "data", 20)
-    config = RunConfig(method="source", dataset="cifar10", data_dir=str(root), model="resnet20",
-                       checkpoint=str(ckpt), domains=["gaussian_noise"], batch_size=10, seed=1)
-    (cell,) = plan([config])
-    db = tmp_path / "runs.db"
-    partial = partial_dir(Store(db)) / f"{cell.id}.partial.pt"
-    partial.parent.mkdir(parents=True)
+    cell, db, partial = _one_source_cell(tmp_path)
     Path(backends.finished_path(partial)).write_text(json.dumps(result_doc()))  # fingerprint f0: not this cell
 
     class Records:
