@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import tta
-from tta.methods.regime_aware import ENTER, LEAVE, RHO, WARMUP, RegimeDetector, dominant_share
-from tta.methods.unmix_tns import UnMixTNS2d, stratified_noise
+from tta.methods.regime_aware import ENTER, LEAVE, RHO, WARMUP, MixingDetector, RegimeDetector, pair_agreement
+from tta.methods.unmix_tns import UnMixTNS2d, stratified_noise, unmix_momentum
 from tta.models import load_model
 
 from conftest import to_tensor
@@ -23,28 +23,43 @@ def _correlated_preds(gen: torch.Generator, cls: int, n: int = 64, hit: float = 
     return torch.where(torch.rand(n, generator=gen) < hit, torch.full_like(pred, cls), pred)
 
 
-def test_dominant_share_closed_forms():
-    assert float(dominant_share(torch.arange(10).repeat(6), 10)) == pytest.approx(0.1)
-    assert float(dominant_share(torch.full((64,), 3), 10)) == 1.0
-    assert float(dominant_share(torch.tensor([1, 1, 2, 5]), 10)) == 0.5
+def test_pair_agreement_closed_forms():
+    # 10 classes, 6 images each: 10 * 6 * 5 agreeing ordered pairs of 60 * 59
+    assert float(pair_agreement(torch.arange(10).repeat(6), 10)) == pytest.approx(300 / 3540)
+    assert float(pair_agreement(torch.full((64,), 3), 10)) == 1.0
+    assert float(pair_agreement(torch.tensor([1, 1, 2, 5]), 10)) == pytest.approx(2 / 12)
+    assert float(pair_agreement(torch.tensor([0, 1]), 10)) == 0.0
+    with pytest.raises(tta.errors.TTAError, match="at least 2"):
+        pair_agreement(torch.tensor([4]), 10)
+
+
+@pytest.mark.parametrize("n", [4, 16, 64])
+def test_pair_agreement_is_unbiased_at_every_batch_size(n):
+    """Its mean over i.i.d. batches is sum_c q_c^2 whatever the batch size (the share of the most predicted
+    class is not: about 0.52 at 4 images of 10 even classes, 0.2 at 64)."""
+    gen = torch.Generator().manual_seed(n)
+    q = torch.tensor([0.4, 0.2] + [0.05] * 8)
+    draws = torch.multinomial(q, n * 4000, replacement=True, generator=gen).view(4000, n)
+    mean = torch.stack([pair_agreement(d, 10) for d in draws]).mean()
+    assert float(mean) == pytest.approx(float(q.square().sum()), abs=0.01)
 
 
 def test_detector_stays_iid_on_iid_batches_and_switches_on_single_class_batches():
     gen = torch.Generator().manual_seed(0)
     det = RegimeDetector(RHO, ENTER, LEAVE, WARMUP)
-    flags = [det.update(dominant_share(_iid_preds(gen), 10)) for _ in range(200)]
+    flags = [det.update(pair_agreement(_iid_preds(gen), 10)) for _ in range(200)]
     assert not any(flags) and int(det.switches) == 0
     det = RegimeDetector(RHO, ENTER, LEAVE, WARMUP)
-    flags = [det.update(dominant_share(_correlated_preds(gen, (t // 5) % 10), 10)) for t in range(200)]
+    flags = [det.update(pair_agreement(_correlated_preds(gen, (t // 5) % 10), 10)) for t in range(200)]
     assert not any(flags[:WARMUP - 1])  # never during the warm-up
     assert all(flags[WARMUP - 1:]) and int(det.switches) == 1
 
 
-# Stated switching delays with the defaults (rho 0.1, enter 0.40, leave 0.28): from the i.i.d. level
-# (share about 0.2) to a correlated one of 0.55, the average needs 9 batches to pass 0.40
-# (0.55 - 0.35 * 0.9^k > 0.40); back from 0.55 to 0.2 it needs 15 to fall below 0.28
-# (0.2 + 0.35 * 0.9^k < 0.28); the constructed batches' shares scatter around those levels.
-SWITCH_TO_CORRELATED, SWITCH_TO_IID = 16, 16
+# Stated switching delays with the defaults (rho 0.2, enter 0.25, leave 0.15): from the i.i.d. level of 10
+# even classes (agreement 0.1) to one class predicted right 60 % of the time (0.64^2 + 9 * 0.04^2 = 0.42),
+# the average needs 4 batches to pass 0.25 (0.42 - 0.32 * 0.8^k > 0.25); back it needs 9 to fall below
+# 0.15 (0.1 + 0.32 * 0.8^k < 0.15); the constructed batches' values scatter around those levels.
+SWITCH_TO_CORRELATED, SWITCH_TO_IID = 12, 16
 
 
 def test_a_switch_mid_stream_is_followed_within_the_stated_number_of_batches():
@@ -54,7 +69,7 @@ def test_a_switch_mid_stream_is_followed_within_the_stated_number_of_batches():
     flags = []
     for kind, cls in stream:
         pred = _iid_preds(gen) if kind == "iid" else _correlated_preds(gen, cls, hit=0.6)
-        flags.append(det.update(dominant_share(pred, 10)))
+        flags.append(det.update(pair_agreement(pred, 10)))
     first_corr = flags.index(True)
     assert 80 <= first_corr < 80 + SWITCH_TO_CORRELATED
     back = flags.index(False, first_corr)
@@ -116,8 +131,10 @@ def test_iid_batches_give_eta_exactly(resnet20, cifar10_test):
 
 @pytest.mark.realdata
 def test_single_class_batches_switch_to_lame_over_unmix_tns_exactly(resnet20, cifar10_test):
+    """With the whole batch seen in the i.i.d. regime and the components' own rate under correlation, the
+    correlated regime's output is LAME over UnMix-TNS's exactly (the defaults differ in those two: below)."""
     torch.manual_seed(0)
-    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10")
+    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", detector_images=32, correlated_rate=1.0)
     torch.manual_seed(0)  # the same UnMix-TNS components
     lame = tta.adapt(resnet20, "lame", dataset="cifar10", stats="unmix-tns", stats_options={"K": 16})
     batches = _batches(cifar10_test, correlated=True, n_batches=WARMUP + SWITCH_TO_CORRELATED + 8)
@@ -130,3 +147,94 @@ def test_single_class_batches_switch_to_lame_over_unmix_tns_exactly(resnet20, ci
             torch.testing.assert_close(out, ref)
     assert switched_at is not None and switched_at <= WARMUP + SWITCH_TO_CORRELATED
     assert int(ours.memory.detector.switches) == 1
+
+
+@pytest.mark.parametrize("scale", [4.0, 0.5])
+def test_component_rate_scale_counts_each_batch_as_that_share_of_its_size(scale):
+    """UnMix-TNS's update with ``rate_scale`` s, against its formula written out: lam = 1 - (1 - m)^(s B / B_max),
+    then mu_k += lam / B * sum_b p_bk (m_b - mu_k) (and var_k alike). s = 4 on 16 images is what the i.i.d.
+    regime does (the quarter of a batch of 64 moves the components as the whole batch would); s < 1 is
+    ``correlated_rate``."""
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm2d(6)
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    layer = UnMixTNS2d(bn, 4, torch.randn(4, 6), alpha=0.5, tau=0.07, batch_size=None, batch_size_max=64)
+    layer.rate_scale = scale
+    x = torch.randn(16, 6, 5, 5) * 1.5 + 0.3
+    mu0, var0 = layer.mu_k.clone(), layer.var_k.clone()
+    m, v = x.mean((2, 3)), x.var((2, 3), unbiased=False)
+    p = torch.softmax(torch.nn.functional.normalize(m, dim=1) @ torch.nn.functional.normalize(mu0, dim=1).T / 0.07, 1)
+    lam = 1 - (1 - bn.momentum) ** (scale * 16 / 64)
+    assert lam == pytest.approx(unmix_momentum(bn.momentum, scale * 16, 64))
+    with torch.no_grad():
+        layer(x)
+    expect_mu = mu0 + lam / 16 * (p.T @ m - p.sum(0)[:, None] * mu0)
+    expect_var = var0 + lam / 16 * (p.T @ v - p.sum(0)[:, None] * var0)
+    torch.testing.assert_close(layer.mu_k, expect_mu, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer.var_k, expect_var, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.realdata
+def test_the_iid_regime_moves_the_components_with_a_quarter_of_the_batch(resnet20, cifar10_test):
+    """In the i.i.d. regime the correlated branch sees ``detector_images`` evenly spaced images (every 2nd of
+    32 here), counted as the whole batch: its components equal UnMix-TNS's fed those images with s = 2."""
+    torch.manual_seed(0)
+    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", detector_images=16)
+    torch.manual_seed(0)
+    ref = tta.adapt(resnet20, "unmix-tns", dataset="cifar10", K=16)
+    for layer in ref.modules():
+        if isinstance(layer, UnMixTNS2d):
+            layer.rate_scale = 2.0
+    for x in _batches(cifar10_test, correlated=False, n_batches=5):
+        ours(x)
+        with torch.no_grad():
+            ref(x[::2])
+    assert not bool(ours.memory.detector.correlated)
+    got = [m.mu_k for m in ours.model.correlated.modules() if isinstance(m, UnMixTNS2d)]
+    want = [m.mu_k for m in ref.modules() if isinstance(m, UnMixTNS2d)]
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_mixing_detector_averages_and_thresholds():
+    det = MixingDetector(rho=0.5, threshold=0.6)
+    assert not det.mixed  # nothing seen yet
+    det.update(None)  # a forward without a spread (one image) changes nothing
+    assert int(det.seen) == 0
+    det.update(torch.tensor(0.9))
+    assert det.mixed and float(det.score) == pytest.approx(0.9)
+    det.update(torch.tensor(0.2))  # 0.9 + 0.5 * (0.2 - 0.9) = 0.55
+    assert float(det.score) == pytest.approx(0.55) and not det.mixed
+
+
+def _styles(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Every image in one of three unlike styles: heavy noise, a 3x3 blur, low contrast."""
+    noisy = (x + 0.25 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    blurred = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    faded = 0.5 + 0.3 * (x - 0.5)
+    pick = torch.arange(x.shape[0]) % 3
+    return torch.where((pick == 0)[:, None, None, None], noisy, torch.where((pick == 1)[:, None, None, None], blurred, faded))
+
+
+@pytest.mark.realdata
+def test_batches_that_mix_styles_are_told_from_batches_of_one_style(resnet20, cifar10_test):
+    """The style spread of the shared ResNet-20's first stage: batches of one style (clean, or all noisy)
+    stay under the threshold, batches mixing three styles go over it; in the correlated regime the latter
+    slow the components to ``correlated_rate``."""
+    gen = torch.Generator().manual_seed(0)
+    clean = _batches(cifar10_test, correlated=False, n_batches=12)
+    noisy = [(x + 0.25 * torch.randn(x.shape, generator=gen)).clamp(0, 1) for x in clean]
+    mixed = [_styles(x, gen) for x in clean]
+    verdicts = {}
+    for name, batches in (("clean", clean), ("noisy", noisy), ("mixed", mixed)):
+        torch.manual_seed(0)
+        ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", start="correlated", warmup=10_000)
+        for x in batches:
+            ours(x)
+        verdicts[name] = ours.memory.mixing.mixed
+        rates = {m.rate_scale for m in ours.model.correlated.modules() if isinstance(m, UnMixTNS2d)}
+        # the rate of the last batch follows the verdict of the batches before it
+        assert rates == ({ours.hparams()["correlated_rate"]} if verdicts[name] else {1.0})
+    assert verdicts == {"clean": False, "noisy": False, "mixed": True}

@@ -9,26 +9,36 @@ whether ETA takes its step:
 
 - **correlated branch** (always run, no gradients): the model with UnMix-TNS layers
   (``stats_options``, its own defaults otherwise) gives logits and penultimate features;
-  LAME's Laplacian adjustment of them is the prediction in the correlated regime. Its
-  components move on every batch, so they follow the domain in both regimes.
+  LAME's Laplacian adjustment of them is the prediction in the correlated regime. In the
+  i.i.d. regime it sees only ``detector_images`` evenly spaced images of the batch (16: a
+  quarter of the board's batch), counted in lam as the whole batch, so its components follow
+  the domain at UnMix-TNS's pace per image for a quarter of the forward.
 - **i.i.d. branch**: the model with test-batch statistics (``tbn``, N = 0) and ETA's step
   (``tta.methods.eata.eta_step``, ETA's options and defaults). In the i.i.d. regime it
   adapts and its pre-update logits are the prediction; in the correlated regime it is not
   run (its weights wait for the next i.i.d. stretch).
-- **detector** (``RegimeDetector``): per batch, the share of the batch that the correlated
-  branch predicts as its most predicted class. UnMix-TNS keeps the source statistics in its
-  components, so unlike test-batch statistics it does not remove the class the batch has in
-  common: on i.i.d. batches of 10 classes the share is about 0.2, on batches of one or two
-  classes 0.35-0.8. The share is smoothed by an exponential moving average (weight ``rho``)
-  and the regime switches with hysteresis: to correlated when the average exceeds
-  ``enter``, back to i.i.d. when it falls below ``leave``, never during the first
-  ``warmup`` batches (the components start at the source statistics, whose predictions on
-  a shifted domain favour a few classes). The decision for a batch uses the batches before
-  it. The gap between ``enter`` and ``leave`` absorbs the bias UnMix-TNS has for some
-  20 batches after a domain change, when its components still hold the previous domain.
+- **label-correlation detector** (``RegimeDetector``): per batch, the pair agreement of the
+  correlated branch's predictions (``pair_agreement``: the share of pairs of images predicted
+  as one class, an unbiased estimate of sum_c q_c^2 at every batch size). UnMix-TNS keeps the
+  source statistics in its components, so unlike test-batch statistics it does not remove the
+  class a batch has in common: on i.i.d. batches of 10 classes the agreement is about 0.1, on
+  batches of one class 0.2-0.6. Its exponential moving average (weight ``rho``) switches the
+  regime with hysteresis: to correlated above ``enter``, back to i.i.d. below ``leave``, never
+  during the first ``warmup`` batches (the components start at the source statistics, whose
+  predictions on a shifted domain favour a few classes). The decision for a batch uses the
+  batches before it.
+- **domain-mixing detector** (``MixingDetector``): the spread of the images' instance
+  log-variances in the first third of the network (``UnMixTNS2d.probe_spread``). A batch of one
+  domain differs only by content; a batch drawn from many corruptions adds their differences.
+  While the moving average says the batches mix domains, the components move at
+  ``correlated_rate`` of UnMix-TNS's rate (its own answer to mixed domains is K = 128, which slows
+  each component alike) so that a class that fills the batches for a hundred batches in a row is
+  not absorbed into them, and the detector leaves the correlated regime only below
+  ``mixed_leave``. With one domain at a time the components keep UnMix-TNS's rate: they must
+  follow each new domain.
 
 Nothing reads labels, the shift's name or δ. State: both branches, ETA's optimizer and
-moving average, the detector's average and regime (all in ``state_dict``; ``reset()``
+moving average, both detectors' averages and the regime (all in ``state_dict``; ``reset()``
 restores the construction state). The output is a probability vector (LAME's, or the
 i.i.d. branch's softmax): ``adapter.output == "probabilities"``.
 """
@@ -52,17 +62,35 @@ from ._stats_policy import get_stats
 from ._step_output import StepState
 from .eata import ETA_DEFAULTS, ETA_OPTIONS, eta_step, ETAState
 from .lame import AFFINITIES, DEFAULT_AFFINITY, DEFAULT_KNN, features_and_logits, lame
+from .unmix_tns import UnMixTNS2d
 
 log = logging.getLogger(__name__)
 
-#: detector defaults, read off UnMix-TNS's predictions on ResNet-20, seed 2020, five domains at 5,000 images
-#: (continual, continual@0.1) and 2,000 per domain (mixed@0.1); see docs/methods.md
-RHO, ENTER, LEAVE, WARMUP = 0.1, 0.40, 0.28, 24
+#: detector defaults, read off per-batch predictions of UnMix-TNS and ETA on ResNet-20, seed 2020 (continual,
+#: continual@0.1, switching@0.1; 5,000 images per domain), replayed offline; see docs/methods.md
+RHO, ENTER, LEAVE, WARMUP = 0.2, 0.25, 0.15, 24
+#: the components' rate while the batches mix domains (ResNet-20 seed 2020, mixed@0.1; docs/methods.md)
+CORRELATED_RATE = 0.25
+#: style spread above which batches count as mixing domains (ResNet-20, seed 2020, every 15th batch of 16
+#: images: one domain per batch 0.14-0.62, mixed domains 0.54-1.30; docs/methods.md)
+MIXED_SPREAD = 0.65
+#: the detector's threshold back to i.i.d. while the batches mix domains
+MIXED_LEAVE = 0.12
+#: images of a batch the correlated branch sees in the i.i.d. regime (a quarter of the board's batch of 64)
+DETECTOR_IMAGES = 16
 
 
-def dominant_share(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """The share of the batch predicted as its most predicted class (a 0-dim float tensor in [1/B, 1])."""
-    return torch.bincount(pred, minlength=num_classes).max().float() / pred.numel()
+def pair_agreement(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The share of pairs of different images of the batch predicted as the same class (a 0-dim float tensor).
+
+    It estimates sum_c q_c^2 for the batch's predicted-class distribution q without bias at every batch
+    size (n >= 2): 1/C for evenly spread predictions, 1 for a single predicted class. Unlike the share of
+    the most predicted class it does not grow as the batch shrinks, so one threshold serves every size."""
+    n = pred.numel()
+    if n < 2:
+        raise TTAError(f"regime-aware: the detector needs at least 2 images, got {n}; use batches of 2 or more")
+    counts = torch.bincount(pred, minlength=num_classes).double()
+    return (counts * (counts - 1)).sum() / (n * (n - 1))
 
 
 class RegimeDetector(nn.Module):
@@ -79,15 +107,17 @@ class RegimeDetector(nn.Module):
         self.register_buffer("switches", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
-    def update(self, score: torch.Tensor) -> bool:
-        """Fold one batch's score into the average; return whether the next batch is treated as correlated."""
+    def update(self, score: torch.Tensor, leave: float | None = None) -> bool:
+        """Fold one batch's score into the average; return whether the next batch is treated as correlated.
+
+        ``leave`` overrides the threshold back to i.i.d. for this batch (the domain-mixed one)."""
         s = score.to(self.score)
         self.score.copy_(s if int(self.seen) == 0 else torch.lerp(self.score, s, self.rho))
         self.seen += 1
         was = bool(self.correlated)
         if int(self.seen) < self.warmup:
             return was
-        now = float(self.score) > self.enter if not was else float(self.score) >= self.leave
+        now = float(self.score) > self.enter if not was else float(self.score) >= (self.leave if leave is None else leave)
         if now != was:
             self.correlated.fill_(now)
             self.switches += 1
@@ -107,36 +137,98 @@ class RegimeBranches(nn.Module):
         super().__init__()
         self.iid = iid
         self.correlated = correlated
+        self._unmix = [m for m in correlated.modules() if isinstance(m, UnMixTNS2d)]  # a plain list: not submodules
+        # the domain-mixing probe: the layers of the first third after the stem (ResNet-20: its first stage)
+        self._probes = self._unmix[1:1 + len(self._unmix) // 3] or self._unmix[:1]
+        for layer in self._probes:
+            layer.probe_spread = True
+
+    def style_spread(self) -> torch.Tensor | None:
+        """The last forward's spread of instance log-variances, averaged over the probe layers."""
+        values = [layer.spread for layer in self._probes if layer.spread is not None]
+        return torch.stack(values).mean() if values else None
+
+    def set_component_rate(self, scale: float) -> None:
+        """Slow (scale < 1) or restore (1) the correlated branch's UnMix-TNS component updates."""
+        for layer in self._unmix:
+            layer.rate_scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise TTAError("RegimeBranches is driven by the regime-aware step; call the adapter, not its model")
 
 
-class RegimeStepState(StepState):
-    """ETA's moving average and counters (extra state) plus the detector (buffers)."""
+class MixingDetector(nn.Module):
+    """Whether the batches mix domains: a moving average of the spread of the images' low-level styles.
 
-    def __init__(self, detector: RegimeDetector) -> None:
+    Within a batch of one domain the instance variances of early feature maps differ by image content;
+    a batch drawn from many corruptions adds the corruptions' differences (noise against blur, ...).
+    UnMix-TNS keys its number of components on this (K = 128 for mixed domains); here it is read off the
+    stream (buffers: state)."""
+
+    def __init__(self, rho: float, threshold: float) -> None:
+        super().__init__()
+        self.rho, self.threshold = float(rho), float(threshold)
+        self.register_buffer("score", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
+
+    @property
+    def mixed(self) -> bool:
+        return int(self.seen) > 0 and float(self.score) > self.threshold
+
+    @torch.no_grad()
+    def update(self, spread: torch.Tensor | None) -> None:
+        if spread is None:
+            return
+        was = self.mixed
+        s = spread.to(self.score)
+        self.score.copy_(s if int(self.seen) == 0 else torch.lerp(self.score, s, self.rho))
+        self.seen += 1
+        if self.mixed != was:
+            log.info("regime-aware: after batch %d (average style spread %.3f) the batches look %s", int(self.seen),
+                     float(self.score), "domain-mixed" if self.mixed else "single-domain")
+
+    def extra_repr(self) -> str:
+        return f"rho={self.rho}, threshold={self.threshold}"
+
+
+class RegimeStepState(StepState):
+    """ETA's moving average and counters (extra state) plus the two detectors (buffers)."""
+
+    def __init__(self, detector: RegimeDetector, mixing: MixingDetector) -> None:
         super().__init__(ETAState(), "regime-aware")
         self.detector = detector
+        self.mixing = mixing
 
 
 def _regime_step(opts: Resolved):
     eta_kw = {"d_margin": opts["d_margin"], "margin_factor": opts["margin_factor"]}
     lame_kw = {"affinity_kind": opts["affinity"], "knn": opts["knn"], "force_symmetry": opts["force_symmetry"]}
+    slow, seen = opts["correlated_rate"], opts["detector_images"]
+    mixed_leave = opts["mixed_leave"]
 
     def step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
         branches, memory = adapter.model, adapter.memory
         detector = memory.detector
-        with torch.no_grad():
-            features, logits_c = features_and_logits(branches.correlated, x)
+        rate = slow if memory.mixing.mixed else 1.0
         if bool(detector.correlated):
+            branches.set_component_rate(rate)
             with torch.no_grad():
+                features, logits_c = features_and_logits(branches.correlated, x)
                 out = lame(logits_c, features, **lame_kw)
         else:
+            n = x.shape[0]
+            m = min(n, seen)
+            # the detector's share of the batch: evenly spaced images; in lam they count as the whole batch,
+            # so the components follow the stream at UnMix-TNS's pace per image
+            branches.set_component_rate(rate * n / m)
+            with torch.no_grad():
+                logits_c = branches.correlated(x if m == n else x[torch.arange(m) * n // m])
             result = eta_step(branches.iid, x, adapter.optimizer, memory.state, **eta_kw)
             memory.record_collapse(result.collapsed)
             out = result.logits.softmax(1)
-        detector.update(dominant_share(logits_c.argmax(1), logits_c.shape[1]))
+        detector.update(pair_agreement(logits_c.argmax(1), logits_c.shape[1]),
+                        mixed_leave if memory.mixing.mixed else None)
+        memory.mixing.update(branches.style_spread())
         return out
 
     return step
@@ -159,15 +251,26 @@ def _regime_step(opts: Resolved):
         Option("affinity", str, DEFAULT_AFFINITY, "LAME feature affinity", choices=AFFINITIES),
         Option("knn", int, DEFAULT_KNN, "LAME neighbours", low=1),
         Option("force_symmetry", bool, False, "LAME: symmetrize the affinity"),
-        Option("rho", float, RHO, "detector: weight of the newest batch in the moving average of the "
-               "correlated branch's dominant-class share", low=0, open_low=True, high=1),
-        Option("enter", float, ENTER, "detector: switch to the correlated regime when the average share exceeds this",
-               low=0, high=1),
+        Option("detector_images", int, DETECTOR_IMAGES, "in the i.i.d. regime the correlated branch (the "
+               "detectors' and its components' only input there) sees this many evenly spaced images of each batch "
+               "(all of a smaller batch)", low=2),
+        Option("rho", float, RHO, "detectors: weight of the newest batch in the moving averages of the "
+               "correlated branch's pair agreement and style spread", low=0, open_low=True, high=1),
+        Option("enter", float, ENTER, "detector: switch to the correlated regime when the average pair agreement "
+               "exceeds this", low=0, high=1),
         Option("leave", float, LEAVE, "detector: switch back to the i.i.d. regime when it falls below this "
                "(<= enter)", low=0, high=1),
         Option("warmup", int, WARMUP, "detector: batches before the first switch (the UnMix-TNS components start "
                "at the source statistics and need a few batches to reach the domain)", low=0),
         Option("start", str, "iid", "regime assumed before the first batch", choices=("iid", "correlated")),
+        Option("mixed_spread", float, MIXED_SPREAD, "domain-mixing detector: the batches count as mixing domains "
+               "while the moving average of their style spread exceeds this", low=0),
+        Option("correlated_rate", float, CORRELATED_RATE, "while the batches mix domains the UnMix-TNS components "
+               "move at this fraction of their rate (each batch counts as this share of its size in lam), so a "
+               "long run of one class is not absorbed into them (UnMix-TNS's own answer to mixed domains, "
+               "K = 128, slows each component alike); 1 keeps UnMix-TNS's rate", low=0, open_low=True, high=1),
+        Option("mixed_leave", float, MIXED_LEAVE, "detector: the threshold back to i.i.d. while the batches mix "
+               "domains (<= enter)", low=0, high=1),
     ),
     defaults=tuple(r for r in ETA_DEFAULTS if "stats" not in r.values),
     notes="needs a BatchNorm model ending in nn.Linear; two model copies; min batch 2",
@@ -187,14 +290,18 @@ def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
     params = norm_parameters(iid)
     for p in params:
         p.requires_grad_(True)
+    if opts["mixed_leave"] > opts["enter"]:
+        raise TTAError(f"regime detector: mixed_leave={opts['mixed_leave']} must be <= enter={opts['enter']}; "
+                       "pass mixed_leave <= enter")
     detector = RegimeDetector(opts["rho"], opts["enter"], opts["leave"], opts["warmup"], opts["start"] == "correlated")
+    mixing = MixingDetector(opts["rho"], opts["mixed_spread"])
     adapter = opts.adapter(
         RegimeBranches(iid, correlated), optimizer=make_optimizer(params, opts), step=_regime_step(opts),
-        memory=RegimeStepState(detector), needs_grad=True, min_batch_size=2,
+        memory=RegimeStepState(detector, mixing), needs_grad=True, min_batch_size=2,
         min_batch_reason="the i.i.d. branch normalizes with the statistics of the batch",
     )
     adapter.output = "probabilities"
     return adapter
 
 
-__all__: list[Any] = ["RegimeDetector", "dominant_share", "regime_aware"]
+__all__: list[Any] = ["MixingDetector", "RegimeDetector", "pair_agreement", "regime_aware"]

@@ -114,9 +114,18 @@ class UnMixTNS2d(SourceStatsMixin, nn.Module):
             var = (1.0 - alpha) * var
         self.register_buffer("mu_k", mu)
         self.register_buffer("var_k", var)
+        #: a composing method may slow the components (``regime-aware`` under label correlation): each
+        #: batch then counts as ``rate_scale`` times its size in lam. Not state: the composer sets it per step.
+        self.rate_scale = 1.0
+        #: when a composer sets ``probe_spread``, each forward leaves here the spread of the batch's instance
+        #: log-variances (their std over the batch, mean over channels): how unlike the images' styles are
+        self.probe_spread = False
+        self.spread: torch.Tensor | None = None
 
     def momentum_for(self, n: int) -> float:
-        return unmix_momentum(self.source_momentum, self.batch_size or n, self.batch_size_max)
+        b = self.batch_size or n
+        return unmix_momentum(self.source_momentum, b if self.rate_scale == 1.0 else self.rate_scale * b,
+                              self.batch_size_max)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         exact = needs_exact_grad(x, self.weight, self.bias)
@@ -133,6 +142,8 @@ class UnMixTNS2d(SourceStatsMixin, nn.Module):
         var = ((q @ self.var_k + v) / K + second - mean.square()).clamp_min(0.0)  # rounding can go below 0
         out = normalize_per_sample(x, mean, var, self.weight, self.bias, self.eps)
         with torch.no_grad():
+            if self.probe_spread:
+                self.spread = v.clamp_min(self.eps).log().std(0).mean() if x.shape[0] > 1 else None
             rate = self.momentum_for(x.shape[0]) / x.shape[0]
             resp = p.sum(0).unsqueeze(1)  # (K, 1)
             self.mu_k.add_((p.T @ m.detach() - resp * self.mu_k).mul_(rate))
