@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import tta
-from tta.methods.regime_aware import ENTER, LEAVE, RHO, WARMUP, MixingDetector, RegimeDetector, pair_agreement
+from tta.methods.regime_aware import (
+    ENTER, HISTORY, LEAVE, MIXED_ENTER, MIXED_LEAVE, RHO, WARMUP, MixingDetector, RegimeDetector, pair_agreement,
+)
 from tta.methods.unmix_tns import UnMixTNS2d, stratified_noise, unmix_momentum
 from tta.models import load_model
 
@@ -44,32 +46,53 @@ def test_pair_agreement_is_unbiased_at_every_batch_size(n):
     assert float(mean) == pytest.approx(float(q.square().sum()), abs=0.01)
 
 
+def _detector() -> RegimeDetector:
+    return RegimeDetector(RHO, ENTER, LEAVE, WARMUP, history=HISTORY, mixed_enter=MIXED_ENTER, mixed_leave=MIXED_LEAVE)
+
+
 def test_detector_stays_iid_on_iid_batches_and_switches_on_single_class_batches():
     gen = torch.Generator().manual_seed(0)
-    det = RegimeDetector(RHO, ENTER, LEAVE, WARMUP)
-    flags = [det.update(pair_agreement(_iid_preds(gen), 10)) for _ in range(200)]
+    det = _detector()
+    flags = [det.update(_iid_preds(gen)) for _ in range(200)]
     assert not any(flags) and int(det.switches) == 0
-    det = RegimeDetector(RHO, ENTER, LEAVE, WARMUP)
-    flags = [det.update(pair_agreement(_correlated_preds(gen, (t // 5) % 10), 10)) for t in range(200)]
+    det = _detector()
+    flags = [det.update(_correlated_preds(gen, (t // 5) % 10)) for t in range(200)]
     assert not any(flags[:WARMUP - 1])  # never during the warm-up
     assert all(flags[WARMUP - 1:]) and int(det.switches) == 1
 
 
-# Stated switching delays with the defaults (rho 0.2, enter 0.25, leave 0.15): from the i.i.d. level of 10
-# even classes (agreement 0.1) to one class predicted right 60 % of the time (0.64^2 + 9 * 0.04^2 = 0.42),
-# the average needs 4 batches to pass 0.25 (0.42 - 0.32 * 0.8^k > 0.25); back it needs 9 to fall below
-# 0.15 (0.1 + 0.32 * 0.8^k < 0.15); the constructed batches' values scatter around those levels.
-SWITCH_TO_CORRELATED, SWITCH_TO_IID = 12, 16
+def test_a_domain_that_favours_one_class_is_not_label_correlation():
+    """i.i.d. predictions that put 55 % on one class (a domain the model is biased on): their pair agreement
+    (0.31) is over ``mixed_enter``, but each batch agrees with the recent ones as much as with itself, so the
+    excess score stays near 0 and one domain at a time never switches; read as mixed domains (the plain
+    agreement) the same stream does."""
+    q = torch.tensor([0.05] * 3 + [0.55] + [0.05] * 6)
+    assert float(q.square().sum()) > MIXED_ENTER
+    gen = torch.Generator().manual_seed(0)
+    for mixed in (False, True):
+        det = _detector()
+        flags = [det.update(torch.multinomial(q, 64, replacement=True, generator=gen), mixed) for _ in range(200)]
+        assert any(flags) == mixed
+    det = _detector()
+    for _ in range(200):
+        det.update(torch.multinomial(q, 64, replacement=True, generator=gen))
+    assert abs(float(det.score)) < ENTER / 2
+
+
+# Stated switching delays with the defaults (rho 0.2, enter 0.07, leave 0.03, history 0.15), on the constructed
+# stream below (one class predicted right 60 % of the time, the class changing every 6 batches): measured over
+# seeds 0-4, the switch to correlated comes 0-1 batches after the change and the switch back 8-10 batches after.
+SWITCH_TO_CORRELATED, SWITCH_TO_IID = 4, 16
 
 
 def test_a_switch_mid_stream_is_followed_within_the_stated_number_of_batches():
     gen = torch.Generator().manual_seed(1)
-    det = RegimeDetector(RHO, ENTER, LEAVE, WARMUP)
+    det = _detector()
     stream = [("iid", None)] * 80 + [("corr", t // 6 % 10) for t in range(80)] + [("iid", None)] * 80
     flags = []
     for kind, cls in stream:
         pred = _iid_preds(gen) if kind == "iid" else _correlated_preds(gen, cls, hit=0.6)
-        flags.append(det.update(pair_agreement(pred, 10)))
+        flags.append(det.update(pred))
     first_corr = flags.index(True)
     assert 80 <= first_corr < 80 + SWITCH_TO_CORRELATED
     back = flags.index(False, first_corr)
@@ -77,10 +100,13 @@ def test_a_switch_mid_stream_is_followed_within_the_stated_number_of_batches():
     assert not any(flags[back:]) and int(det.switches) == 2
 
 
-def test_detector_rejects_leave_above_enter():
-    with pytest.raises(tta.errors.TTAError, match="leave"):
-        tta.adapt(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1),
-                                      torch.nn.Flatten(), torch.nn.Linear(4, 10)), "regime-aware", enter=0.2, leave=0.3)
+@pytest.mark.parametrize("bad,name", [({"enter": 0.2, "leave": 0.3}, "leave=0.3"),
+                                      ({"mixed_enter": 0.2, "mixed_leave": 0.3}, "mixed_leave=0.3")])
+def test_detector_rejects_leave_above_enter(bad, name):
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    with pytest.raises(tta.errors.TTAError, match=name):
+        tta.adapt(tiny, "regime-aware", **bad)
 
 
 def test_stratified_components_match_the_source_moments_exactly_for_every_seed():

@@ -68,14 +68,14 @@ log = logging.getLogger(__name__)
 
 #: detector defaults, read off per-batch predictions of UnMix-TNS and ETA on ResNet-20, seed 2020 (continual,
 #: continual@0.1, switching@0.1; 5,000 images per domain), replayed offline; see docs/methods.md
-RHO, ENTER, LEAVE, WARMUP = 0.2, 0.25, 0.15, 24
+RHO, ENTER, LEAVE, WARMUP, HISTORY = 0.2, 0.07, 0.03, 24, 0.15
 #: the components' rate while the batches mix domains (ResNet-20 seed 2020, mixed@0.1; docs/methods.md)
 CORRELATED_RATE = 0.25
 #: style spread above which batches count as mixing domains (ResNet-20, seed 2020, every 15th batch of 16
 #: images: one domain per batch 0.14-0.62, mixed domains 0.54-1.30; docs/methods.md)
 MIXED_SPREAD = 0.65
-#: the detector's threshold back to i.i.d. while the batches mix domains
-MIXED_LEAVE = 0.12
+#: the detector's thresholds while the batches mix domains (on the plain pair agreement)
+MIXED_ENTER, MIXED_LEAVE = 0.25, 0.12
 #: images of a batch the correlated branch sees in the i.i.d. regime (a quarter of the board's batch of 64)
 DETECTOR_IMAGES = 16
 
@@ -94,30 +94,58 @@ def pair_agreement(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 class RegimeDetector(nn.Module):
-    """The smoothed dominant-class share and the regime it implies, with hysteresis (buffers: state)."""
+    """The smoothed correlation score of the correlated branch's predictions and the regime it implies, with
+    hysteresis (buffers: state).
 
-    def __init__(self, rho: float, enter: float, leave: float, warmup: int = 0, start_correlated: bool = False) -> None:
+    The score of a batch is its pair agreement (``pair_agreement``) while the batches mix domains, and
+    otherwise its *excess* agreement: the pair agreement minus the agreement of the batch's predicted-class
+    frequencies with those of the recent batches (their moving average, weight ``history``). With i.i.d.
+    labels a batch agrees with the recent batches as much as with itself, whatever the classes the domain
+    makes the model favour, so the excess is 0 in expectation; with a class that changes every few batches
+    (a Dirichlet order over one domain) it is large. Where the domains are mixed the runs of one class are
+    too long for the history (UnMix-TNS's components are slowed instead), so the plain agreement is read,
+    against its own thresholds."""
+
+    def __init__(self, rho: float, enter: float, leave: float, warmup: int = 0, start_correlated: bool = False, *,
+                 num_classes: int = 10, history: float = 0.15, mixed_enter: float | None = None,
+                 mixed_leave: float | None = None) -> None:
         super().__init__()
-        if leave > enter:
-            raise TTAError(f"regime detector: leave={leave} must be <= enter={enter}; pass leave <= enter")
+        mixed_enter = enter if mixed_enter is None else mixed_enter
+        mixed_leave = leave if mixed_leave is None else mixed_leave
+        for a, b, na, nb in ((leave, enter, "leave", "enter"), (mixed_leave, mixed_enter, "mixed_leave", "mixed_enter")):
+            if a > b:
+                raise TTAError(f"regime detector: {na}={a} must be <= {nb}={b}; pass {na} <= {nb}")
         self.rho, self.enter, self.leave, self.warmup = float(rho), float(enter), float(leave), int(warmup)
+        self.history, self.mixed_enter, self.mixed_leave = float(history), float(mixed_enter), float(mixed_leave)
         self.register_buffer("score", torch.zeros((), dtype=torch.float64))
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
         self.register_buffer("correlated", torch.tensor(bool(start_correlated)))
         self.register_buffer("switches", torch.zeros((), dtype=torch.long))
+        self.register_buffer("recent", torch.zeros(num_classes, dtype=torch.float64))
+
+    def batch_score(self, pred: torch.Tensor, mixed: bool) -> torch.Tensor:
+        """This batch's score (pair agreement, minus the agreement with the recent batches unless ``mixed``)."""
+        agreement = pair_agreement(pred, self.recent.numel())
+        if mixed or int(self.seen) == 0:
+            return agreement
+        freq = torch.bincount(pred, minlength=self.recent.numel()).double() / pred.numel()
+        return agreement - freq @ self.recent
 
     @torch.no_grad()
-    def update(self, score: torch.Tensor, leave: float | None = None) -> bool:
-        """Fold one batch's score into the average; return whether the next batch is treated as correlated.
-
-        ``leave`` overrides the threshold back to i.i.d. for this batch (the domain-mixed one)."""
-        s = score.to(self.score)
-        self.score.copy_(s if int(self.seen) == 0 else torch.lerp(self.score, s, self.rho))
+    def update(self, pred: torch.Tensor, mixed: bool = False) -> bool:
+        """Fold one batch's predicted classes into the averages; return whether the next batch is treated as
+        correlated."""
+        s = self.batch_score(pred, mixed).to(self.score)
+        freq = torch.bincount(pred, minlength=self.recent.numel()).double() / pred.numel()
+        first = int(self.seen) == 0
+        self.recent.copy_(freq if first else torch.lerp(self.recent, freq, self.history))
+        self.score.copy_(s if first else torch.lerp(self.score, s, self.rho))
         self.seen += 1
         was = bool(self.correlated)
         if int(self.seen) < self.warmup:
             return was
-        now = float(self.score) > self.enter if not was else float(self.score) >= (self.leave if leave is None else leave)
+        enter, leave = (self.mixed_enter, self.mixed_leave) if mixed else (self.enter, self.leave)
+        now = float(self.score) > enter if not was else float(self.score) >= leave
         if now != was:
             self.correlated.fill_(now)
             self.switches += 1
@@ -126,7 +154,8 @@ class RegimeDetector(nn.Module):
         return now
 
     def extra_repr(self) -> str:
-        return f"rho={self.rho}, enter={self.enter}, leave={self.leave}, warmup={self.warmup}"
+        return (f"rho={self.rho}, enter={self.enter}, leave={self.leave}, warmup={self.warmup}, "
+                f"history={self.history}, mixed_enter={self.mixed_enter}, mixed_leave={self.mixed_leave}")
 
 
 class RegimeBranches(nn.Module):
@@ -204,7 +233,6 @@ def _regime_step(opts: Resolved):
     eta_kw = {"d_margin": opts["d_margin"], "margin_factor": opts["margin_factor"]}
     lame_kw = {"affinity_kind": opts["affinity"], "knn": opts["knn"], "force_symmetry": opts["force_symmetry"]}
     slow, seen = opts["correlated_rate"], opts["detector_images"]
-    mixed_leave = opts["mixed_leave"]
 
     def step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
         branches, memory = adapter.model, adapter.memory
@@ -226,8 +254,7 @@ def _regime_step(opts: Resolved):
             result = eta_step(branches.iid, x, adapter.optimizer, memory.state, **eta_kw)
             memory.record_collapse(result.collapsed)
             out = result.logits.softmax(1)
-        detector.update(pair_agreement(logits_c.argmax(1), logits_c.shape[1]),
-                        mixed_leave if memory.mixing.mixed else None)
+        detector.update(logits_c.argmax(1), memory.mixing.mixed)
         memory.mixing.update(branches.style_spread())
         return out
 
@@ -255,11 +282,13 @@ def _regime_step(opts: Resolved):
                "detectors' and its components' only input there) sees this many evenly spaced images of each batch "
                "(all of a smaller batch)", low=2),
         Option("rho", float, RHO, "detectors: weight of the newest batch in the moving averages of the "
-               "correlated branch's pair agreement and style spread", low=0, open_low=True, high=1),
-        Option("enter", float, ENTER, "detector: switch to the correlated regime when the average pair agreement "
-               "exceeds this", low=0, high=1),
+               "correlation score and the style spread", low=0, open_low=True, high=1),
+        Option("enter", float, ENTER, "detector: switch to the correlated regime when the average excess pair "
+               "agreement (over the recent batches') exceeds this", low=-1, high=1),
         Option("leave", float, LEAVE, "detector: switch back to the i.i.d. regime when it falls below this "
-               "(<= enter)", low=0, high=1),
+               "(<= enter)", low=-1, high=1),
+        Option("history", float, HISTORY, "detector: weight of the newest batch in the recent batches' predicted-"
+               "class frequencies", low=0, open_low=True, high=1),
         Option("warmup", int, WARMUP, "detector: batches before the first switch (the UnMix-TNS components start "
                "at the source statistics and need a few batches to reach the domain)", low=0),
         Option("start", str, "iid", "regime assumed before the first batch", choices=("iid", "correlated")),
@@ -269,8 +298,10 @@ def _regime_step(opts: Resolved):
                "move at this fraction of their rate (each batch counts as this share of its size in lam), so a "
                "long run of one class is not absorbed into them (UnMix-TNS's own answer to mixed domains, "
                "K = 128, slows each component alike); 1 keeps UnMix-TNS's rate", low=0, open_low=True, high=1),
+        Option("mixed_enter", float, MIXED_ENTER, "detector: the threshold to the correlated regime while the "
+               "batches mix domains (on the plain pair agreement)", low=0, high=1),
         Option("mixed_leave", float, MIXED_LEAVE, "detector: the threshold back to i.i.d. while the batches mix "
-               "domains (<= enter)", low=0, high=1),
+               "domains (<= mixed_enter)", low=0, high=1),
     ),
     defaults=tuple(r for r in ETA_DEFAULTS if "stats" not in r.values),
     notes="needs a BatchNorm model ending in nn.Linear; two model copies; min batch 2",
@@ -290,10 +321,9 @@ def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
     params = norm_parameters(iid)
     for p in params:
         p.requires_grad_(True)
-    if opts["mixed_leave"] > opts["enter"]:
-        raise TTAError(f"regime detector: mixed_leave={opts['mixed_leave']} must be <= enter={opts['enter']}; "
-                       "pass mixed_leave <= enter")
-    detector = RegimeDetector(opts["rho"], opts["enter"], opts["leave"], opts["warmup"], opts["start"] == "correlated")
+    detector = RegimeDetector(opts["rho"], opts["enter"], opts["leave"], opts["warmup"], opts["start"] == "correlated",
+                              num_classes=classifier_layer(model, "regime-aware").out_features,
+                              history=opts["history"], mixed_enter=opts["mixed_enter"], mixed_leave=opts["mixed_leave"])
     mixing = MixingDetector(opts["rho"], opts["mixed_spread"])
     adapter = opts.adapter(
         RegimeBranches(iid, correlated), optimizer=make_optimizer(params, opts), step=_regime_step(opts),
