@@ -428,6 +428,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="repeat the whole measurement; each cell is the median over the repeats of the per-run "
                              "best (a shared CPU's noise cancels between source and method measured in the same run)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="ResNet-20's batch size instead of 200 (e.g. 64, the board's)")
     parser.add_argument("--classifier-scale", type=float, default=1.0,
                         help="multiply the random classifier's weight and bias (e.g. 8, so that filters select)")
     args = parser.parse_args()
@@ -435,6 +437,10 @@ def main() -> None:
     methods = [m for m in METHODS if not (args.skip_grad and m[0] in GRAD)
                and (not args.only or m[0] in args.only or m[0] == "source") and label(*m) not in args.exclude]
     settings = SETTINGS[:1] if args.quick else SETTINGS
+    if args.batch is not None:
+        if args.batch < 2:
+            parser.error(f"--batch {args.batch}: pass 2 or more (batch-statistics methods need two images)")
+        settings = [(settings[0][0], args.batch, settings[0][2]), *settings[1:]]
     rounds = {name: args.rounds if i == 0 else args.rounds_large for i, (name, _, _) in enumerate(settings)}
     per_setting = {name: [m for m in methods if i == 0 or args.wave2_large or m not in WAVE2]
                    for i, (name, _, _) in enumerate(settings)}
