@@ -76,6 +76,26 @@ def test_rows_that_share_a_seed_but_not_a_stream_are_flagged() -> None:
     assert "> seed 0: the rows saw different streams" in render(boards)
 
 
+def test_results_from_before_the_data_digest_are_matched_by_their_order() -> None:
+    """A result written before the stream fingerprint covered the data carries the order's fingerprint as its
+    fingerprint; a newer one records it as ``order_fingerprint``. The same order is named as such, not as
+    different streams; a different order, or two different data digests, still are."""
+    old = _doc("source", [50.0, 50.0], fingerprint="order1")
+    new = _doc("tbn", [40.0, 40.0], fingerprint="full2")
+    new["stream"].update(order_fingerprint="order1", data_digest="d1")
+    notes = build([old, new])[0].warnings
+    assert len(notes) == 1 and "same sample order (order fingerprint order1)" in notes[0]
+    assert "not comparable" not in notes[0]
+    other = _doc("tbn", [40.0, 40.0], fingerprint="full3")
+    other["stream"].update(order_fingerprint="order9", data_digest="d1")
+    assert "not comparable" in build([old, other])[0].warnings[0]
+    a = _doc("source", [50.0, 50.0], fingerprint="full4")
+    a["stream"].update(order_fingerprint="order1", data_digest="d1")
+    b = _doc("tbn", [40.0, 40.0], fingerprint="full5")
+    b["stream"].update(order_fingerprint="order1", data_digest="d2")
+    assert "not comparable" in build([a, b])[0].warnings[0]
+
+
 def test_a_rerun_replaces_the_older_result_and_says_so() -> None:
     old = _doc("tbn", [40.0, 40.0], created="2026-01-01T00:00:00")
     new = _doc("tbn", [20.0, 20.0], created="2026-02-01T00:00:00")

@@ -170,6 +170,16 @@ def _labels(rows: list[Row]) -> None:
             r.label = " ".join([label, *(f"{k}={value_text(r.hparams.get(k))}" for k in differing)])
 
 
+def _order_print(stream: dict[str, Any]) -> str | None:
+    """The fingerprint of a result's sample order: recorded as ``order_fingerprint`` since the stream
+    fingerprint also covers the data; a result written before that has no data digest, and its fingerprint
+    was the order's alone."""
+    order = stream.get("order_fingerprint")
+    if order is None and stream.get("data_digest") is None:
+        order = stream.get("fingerprint")
+    return str(order) if order is not None else None
+
+
 def build(docs: Iterable[dict[str, Any]]) -> list[Board]:
     """Group results into boards, rows sorted by mean error (best first)."""
     grouped: dict[Setting, dict[str, Row]] = {}
@@ -193,8 +203,19 @@ def build(docs: Iterable[dict[str, Any]]) -> list[Board]:
         notes = warnings.get(setting, [])
         seeds = sorted({s for r in rows for s in r.runs})
         for seed in seeds:
-            prints = {r.runs[seed]["stream"]["fingerprint"] for r in rows if seed in r.runs}
-            if len(prints) > 1:
+            streams = [r.runs[seed]["stream"] for r in rows if seed in r.runs]
+            prints = {st["fingerprint"] for st in streams}
+            if len(prints) <= 1:
+                continue
+            orders = {_order_print(st) for st in streams}
+            digests = {st.get("data_digest") for st in streams} - {None}
+            if len(orders) == 1 and None not in orders and len(digests) <= 1:
+                notes.append(
+                    f"seed {seed}: the rows saw the same sample order (order fingerprint {orders.pop()}); their "
+                    f"fingerprints ({', '.join(sorted(prints))}) differ because some results predate the data "
+                    "digest, so those rows' images are not proven the same"
+                )
+            else:
                 notes.append(
                     f"seed {seed}: the rows saw different streams (fingerprints {', '.join(sorted(prints))}); "
                     "their errors are not comparable"
