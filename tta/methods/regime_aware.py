@@ -123,21 +123,15 @@ class RegimeDetector(nn.Module):
         self.register_buffer("switches", torch.zeros((), dtype=torch.long))
         self.register_buffer("recent", torch.zeros(num_classes, dtype=torch.float64))
 
-    def batch_score(self, pred: torch.Tensor, mixed: bool) -> torch.Tensor:
-        """This batch's score (pair agreement, minus the agreement with the recent batches unless ``mixed``)."""
-        agreement = pair_agreement(pred, self.recent.numel())
-        if mixed or int(self.seen) == 0:
-            return agreement
-        freq = torch.bincount(pred, minlength=self.recent.numel()).double() / pred.numel()
-        return agreement - freq @ self.recent
-
     @torch.no_grad()
     def update(self, pred: torch.Tensor, mixed: bool = False) -> bool:
         """Fold one batch's predicted classes into the averages; return whether the next batch is treated as
-        correlated."""
-        s = self.batch_score(pred, mixed).to(self.score)
-        freq = torch.bincount(pred, minlength=self.recent.numel()).double() / pred.numel()
+        correlated. ``mixed``: the batches mix domains (the plain agreement and its thresholds are read)."""
+        classes = self.recent.numel()
+        agreement = pair_agreement(pred, classes)
+        freq = torch.bincount(pred, minlength=classes).double() / pred.numel()
         first = int(self.seen) == 0
+        s = (agreement if mixed or first else agreement - freq @ self.recent).to(self.score)
         self.recent.copy_(freq if first else torch.lerp(self.recent, freq, self.history))
         self.score.copy_(s if first else torch.lerp(self.score, s, self.rho))
         self.seen += 1
@@ -178,7 +172,7 @@ class RegimeBranches(nn.Module):
         return torch.stack(values).mean() if values else None
 
     def set_component_rate(self, scale: float) -> None:
-        """Slow (scale < 1) or restore (1) the correlated branch's UnMix-TNS component updates."""
+        """The pace of the correlated branch's UnMix-TNS components for the next forward (1: UnMix-TNS's own)."""
         for layer in self._unmix:
             layer.rate_scale = scale
 
