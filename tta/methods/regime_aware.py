@@ -19,14 +19,15 @@ whether ETA takes its step:
   run (its weights wait for the next i.i.d. stretch).
 - **label-correlation detector** (``RegimeDetector``): per batch, the pair agreement of the
   correlated branch's predictions (``pair_agreement``: the share of pairs of images predicted
-  as one class, an unbiased estimate of sum_c q_c^2 at every batch size). UnMix-TNS keeps the
-  source statistics in its components, so unlike test-batch statistics it does not remove the
-  class a batch has in common: on i.i.d. batches of 10 classes the agreement is about 0.1, on
-  batches of one class 0.2-0.6. Its exponential moving average (weight ``rho``) switches the
-  regime with hysteresis: to correlated above ``enter``, back to i.i.d. below ``leave``, never
-  during the first ``warmup`` batches (the components start at the source statistics, whose
-  predictions on a shifted domain favour a few classes). The decision for a batch uses the
-  batches before it.
+  as one class, an unbiased estimate of sum_c q_c^2 at every batch size), minus (with one
+  domain at a time) the agreement of the batch's class frequencies with the recent batches'.
+  UnMix-TNS keeps the source statistics in its components, so unlike test-batch statistics it
+  does not remove the class a batch has in common; the subtraction removes what a domain's bias
+  adds on i.i.d. labels (0 in expectation), while a class that changes every few batches keeps
+  it high. Its exponential moving average (weight ``rho``) switches the regime with hysteresis:
+  to correlated above ``enter``, back to i.i.d. below ``leave``, never during the first
+  ``warmup`` batches (the components start at the source statistics, whose predictions on a
+  shifted domain favour a few classes). The decision for a batch uses the batches before it.
 - **domain-mixing detector** (``MixingDetector``): the spread of the images' instance
   log-variances in the first third of the network (``UnMixTNS2d.probe_spread``). A batch of one
   domain differs only by content; a batch drawn from many corruptions adds their differences.
