@@ -87,11 +87,21 @@ def pair_agreement(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
     It estimates sum_c q_c^2 for the batch's predicted-class distribution q without bias at every batch
     size (n >= 2): 1/C for evenly spread predictions, 1 for a single predicted class. Unlike the share of
     the most predicted class it does not grow as the batch shrinks, so one threshold serves every size."""
-    n = pred.numel()
+    return _agreement(torch.bincount(pred, minlength=num_classes).double(), pred.numel())
+
+
+def _agreement(counts: torch.Tensor, n: int) -> torch.Tensor:
     if n < 2:
         raise TTAError(f"regime-aware: the detector needs at least 2 images, got {n}; use batches of 2 or more")
-    counts = torch.bincount(pred, minlength=num_classes).double()
     return (counts * (counts - 1)).sum() / (n * (n - 1))
+
+
+def _fold_(average: torch.Tensor, value: torch.Tensor, weight: float, first: bool) -> None:
+    """Exponential moving average in place: the first value is taken as it is."""
+    if first:
+        average.copy_(value)
+    else:
+        average.lerp_(value.to(average), weight)
 
 
 class RegimeDetector(nn.Module):
@@ -128,13 +138,13 @@ class RegimeDetector(nn.Module):
     def update(self, pred: torch.Tensor, mixed: bool = False) -> bool:
         """Fold one batch's predicted classes into the averages; return whether the next batch is treated as
         correlated. ``mixed``: the batches mix domains (the plain agreement and its thresholds are read)."""
-        classes = self.recent.numel()
-        agreement = pair_agreement(pred, classes)
-        freq = torch.bincount(pred, minlength=classes).double() / pred.numel()
+        counts = torch.bincount(pred, minlength=self.recent.numel()).double()
+        agreement = _agreement(counts, pred.numel())
+        freq = counts / pred.numel()
         first = int(self.seen) == 0
-        s = (agreement if mixed or first else agreement - freq @ self.recent).to(self.score)
-        self.recent.copy_(freq if first else torch.lerp(self.recent, freq, self.history))
-        self.score.copy_(s if first else torch.lerp(self.score, s, self.rho))
+        s = agreement if mixed or first else agreement - freq @ self.recent
+        _fold_(self.recent, freq, self.history, first)
+        _fold_(self.score, s, self.rho, first)
         self.seen += 1
         was = bool(self.correlated)
         if int(self.seen) < self.warmup:
@@ -204,8 +214,7 @@ class MixingDetector(nn.Module):
         if spread is None:
             return
         was = self.mixed
-        s = spread.to(self.score)
-        self.score.copy_(s if int(self.seen) == 0 else torch.lerp(self.score, s, self.rho))
+        _fold_(self.score, spread, self.rho, int(self.seen) == 0)
         self.seen += 1
         if self.mixed != was:
             log.info("regime-aware: after batch %d (average style spread %.3f) the batches look %s", int(self.seen),
@@ -306,7 +315,7 @@ def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
     if not batchnorm_layers(model):
         raise TTAError("method 'regime-aware' needs a model with BatchNorm layers (its branches replace their "
                        "statistics); use 'eta' or 'lame' for other models")
-    classifier_layer(model, "regime-aware")  # fail at construction, not at the first batch
+    classifier = classifier_layer(model, "regime-aware")  # fail at construction, not at the first batch
     correlated = copy.deepcopy(model)
     get_stats(opts["stats"], "regime-aware").swap(correlated, {**opts["stats_options"], "init": opts["unmix_init"]})
     correlated.requires_grad_(False)
@@ -317,7 +326,7 @@ def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
     for p in params:
         p.requires_grad_(True)
     detector = RegimeDetector(opts["rho"], opts["enter"], opts["leave"], opts["warmup"], opts["start"] == "correlated",
-                              num_classes=classifier_layer(model, "regime-aware").out_features,
+                              num_classes=classifier.out_features,
                               history=opts["history"], mixed_enter=opts["mixed_enter"], mixed_leave=opts["mixed_leave"])
     mixing = MixingDetector(opts["rho"], opts["mixed_spread"])
     adapter = opts.adapter(
