@@ -9,6 +9,7 @@ import tta
 from tta.methods.regime_aware import (
     ENTER, HISTORY, LEAVE, MIXED_ENTER, MIXED_LEAVE, RHO, WARMUP, MixingDetector, RegimeDetector, pair_agreement,
 )
+from tta.methods._gradient import norm_parameters
 from tta.methods.unmix_tns import UnMixTNS2d, stratified_noise, unmix_momentum
 from tta.models import load_model
 
@@ -156,11 +157,52 @@ def test_iid_batches_give_eta_exactly(resnet20, cifar10_test):
 
 
 @pytest.mark.realdata
-def test_single_class_batches_switch_to_lame_over_unmix_tns_exactly(resnet20, cifar10_test):
-    """With the whole batch seen in the i.i.d. regime and the components' own rate under correlation, the
-    correlated regime's output is LAME over UnMix-TNS's exactly (the defaults differ in those two: below)."""
+def test_a_batch_above_grad_images_is_predicted_whole_and_eta_steps_on_spaced_images(resnet20, cifar10_test):
+    """Batches of 96 with ``grad_images`` 32: the prediction is the i.i.d. branch's forward of all 96 images with
+    the parameters before the step, and the step is ETA's on images 0, 3, 6, ... (an ETA adapter fed those)."""
     torch.manual_seed(0)
-    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", detector_images=32, correlated_rate=1.0)
+    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", grad_images=32)
+    eta = tta.adapt(resnet20, "eta", dataset="cifar10")
+    for x in _batches(cifar10_test, correlated=False, n_batches=6, size=96):
+        with torch.no_grad():
+            want = eta.model(x).softmax(1)
+        eta(x[::3])
+        torch.testing.assert_close(ours(x), want, atol=1e-5, rtol=1e-4)
+    assert eta.memory.state.num_selected > 0  # ETA stepped (some images passed its filters)
+    assert ours.memory.state.num_selected == eta.memory.state.num_selected
+    for a, b in zip(norm_parameters(ours.model.iid), norm_parameters(eta.model)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.realdata
+def test_the_step_graph_holds_at_most_grad_images_images(resnet20, cifar10_test):
+    """What autograd saves for the backward (the step's memory) has at most ``grad_images`` rows whatever the
+    batch; with the cap above the batch it holds the whole batch (the check would see it)."""
+    x = _batches(cifar10_test, correlated=False, n_batches=1, size=96)[0]
+
+    def largest_saved(grad_images: int) -> int:
+        adapter = tta.adapt(resnet20, "regime-aware", dataset="cifar10", grad_images=grad_images)
+        weights = {p.data_ptr() for p in adapter.model.parameters()}
+        rows: list[int] = []
+
+        def pack(t: torch.Tensor) -> torch.Tensor:  # activations: 4-dim, not a conv weight
+            rows.append(t.shape[0] if t.dim() == 4 and t.data_ptr() not in weights else 0)
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            adapter(x)
+        return max(rows)
+
+    assert largest_saved(24) == 24
+    assert largest_saved(128) == 96
+
+
+@pytest.mark.realdata
+def test_single_class_batches_switch_to_lame_over_unmix_tns_exactly(resnet20, cifar10_test):
+    """With the whole batch seen in the i.i.d. regime, the correlated regime's output on batches of one domain is
+    LAME over UnMix-TNS's (K = 16) exactly (the default ``detector_images`` sees a quarter of a batch: below)."""
+    torch.manual_seed(0)
+    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", detector_images=32)
     torch.manual_seed(0)  # the same UnMix-TNS components
     lame = tta.adapt(resnet20, "lame", dataset="cifar10", stats="unmix-tns", stats_options={"K": 16})
     batches = _batches(cifar10_test, correlated=True, n_batches=WARMUP + SWITCH_TO_CORRELATED + 8)
@@ -171,6 +213,7 @@ def test_single_class_batches_switch_to_lame_over_unmix_tns_exactly(resnet20, ci
         if correlated_now:
             switched_at = t if switched_at is None else switched_at
             torch.testing.assert_close(out, ref)
+        assert not ours.memory.mixing.mixed  # clean images: one domain, the K = 16 branch
     assert switched_at is not None and switched_at <= WARMUP + SWITCH_TO_CORRELATED
     assert int(ours.memory.detector.switches) == 1
 
@@ -179,8 +222,8 @@ def test_single_class_batches_switch_to_lame_over_unmix_tns_exactly(resnet20, ci
 def test_component_rate_scale_counts_each_batch_as_that_share_of_its_size(scale):
     """UnMix-TNS's update with ``rate_scale`` s, against its formula written out: lam = 1 - (1 - m)^(s B / B_max),
     then mu_k += lam / B * sum_b p_bk (m_b - mu_k) (and var_k alike). s = 4 on 16 images is what the i.i.d.
-    regime does (the quarter of a batch of 64 moves the components as the whole batch would); s < 1 is
-    ``correlated_rate``."""
+    regime does (the quarter of a batch of 64 moves the components as the whole batch would); s < 1 the other
+    way."""
     torch.manual_seed(0)
     bn = torch.nn.BatchNorm2d(6)
     bn.running_mean.normal_()
@@ -247,8 +290,7 @@ def _styles(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 @pytest.mark.realdata
 def test_batches_that_mix_styles_are_told_from_batches_of_one_style(resnet20, cifar10_test):
     """The style spread of the shared ResNet-20's first stage: batches of one style (clean, or all noisy)
-    stay under the threshold, batches mixing three styles go over it; in the correlated regime the latter
-    slow the components to ``correlated_rate``."""
+    stay under the threshold, batches mixing three styles go over it; only the latter run the mixed branch."""
     gen = torch.Generator().manual_seed(0)
     clean = _batches(cifar10_test, correlated=False, n_batches=12)
     noisy = [(x + 0.25 * torch.randn(x.shape, generator=gen)).clamp(0, 1) for x in clean]
@@ -257,10 +299,31 @@ def test_batches_that_mix_styles_are_told_from_batches_of_one_style(resnet20, ci
     for name, batches in (("clean", clean), ("noisy", noisy), ("mixed", mixed)):
         torch.manual_seed(0)
         ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", start="correlated", warmup=10_000)
+        initial = [m.mu_k.clone() for m in ours.model.mixed.modules() if isinstance(m, UnMixTNS2d)]
         for x in batches:
             ours(x)
         verdicts[name] = ours.memory.mixing.mixed
-        rates = {m.rate_scale for m in ours.model.correlated.modules() if isinstance(m, UnMixTNS2d)}
-        # the rate of the last batch follows the verdict of the batches before it
-        assert rates == ({ours.hparams()["correlated_rate"]} if verdicts[name] else {1.0})
+        now = [m.mu_k for m in ours.model.mixed.modules() if isinstance(m, UnMixTNS2d)]
+        assert all(torch.equal(a, b) for a, b in zip(initial, now)) == (name != "mixed")
     assert verdicts == {"clean": False, "noisy": False, "mixed": True}
+
+
+@pytest.mark.realdata
+def test_batches_that_mix_styles_get_lame_over_unmix_tns_with_mixed_k_exactly(resnet20, cifar10_test):
+    """From the batch after the mixing detector fires, the correlated regime's output is LAME over UnMix-TNS with
+    ``mixed_K`` components (same component seed), fed the batches from there on: UnMix-TNS's own setting for
+    mixed domains, chosen from the stream instead of the setting's name."""
+    gen = torch.Generator().manual_seed(0)
+    batches = [_styles(x, gen) for x in _batches(cifar10_test, correlated=True, n_batches=8)]
+    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", start="correlated", warmup=10_000,
+                     stats_options={"K": 16, "seed": 3})
+    ref = tta.adapt(resnet20, "lame", dataset="cifar10", stats="unmix-tns", stats_options={"K": 128, "seed": 3})
+    assert ours.hparams()["mixed_K"] == 128
+    fed = 0
+    for x in batches:
+        mixed_now = ours.memory.mixing.mixed
+        out = ours(x)
+        if mixed_now:
+            torch.testing.assert_close(out, ref(x))
+            fed += 1
+    assert fed >= len(batches) - 3

@@ -7,16 +7,19 @@ worse than the source model on i.i.d. labels. This method runs both branches on 
 the model and lets an online, label-free detector pick whose prediction to return and
 whether ETA takes its step:
 
-- **correlated branch** (always run, no gradients): the model with UnMix-TNS layers
-  (``stats_options``, its own defaults otherwise) gives logits and penultimate features;
-  LAME's Laplacian adjustment of them is the prediction in the correlated regime. In the
-  i.i.d. regime it sees only ``detector_images`` evenly spaced images of the batch (16: a
-  quarter of the board's batch), counted in lam as the whole batch, so its components follow
-  the domain at UnMix-TNS's pace per image for a quarter of the forward.
+- **correlated branch** (run on every batch with one domain at a time, no gradients): the
+  model with UnMix-TNS layers (``stats_options``, its own defaults otherwise) gives logits and
+  penultimate features; LAME's Laplacian adjustment of them is the prediction in the
+  correlated regime. In the i.i.d. regime it sees only ``detector_images`` evenly spaced
+  images of the batch (16: a quarter of the board's batch), counted in lam as the whole
+  batch, so its components follow the domain at UnMix-TNS's pace per image for a quarter of
+  the forward.
 - **i.i.d. branch**: the model with test-batch statistics (``tbn``, N = 0) and ETA's step
   (``tta.methods.eata.eta_step``, ETA's options and defaults). In the i.i.d. regime it
   adapts and its pre-update logits are the prediction; in the correlated regime it is not
-  run (its weights wait for the next i.i.d. stretch).
+  run (its weights wait for the next i.i.d. stretch). A batch larger than ``grad_images``
+  (64) is predicted whole without gradients and ETA steps on that many evenly spaced images
+  of it, so the step's memory is that of a batch of 64 whatever the batch size.
 - **label-correlation detector** (``RegimeDetector``): per batch, the pair agreement of the
   correlated branch's predictions (``pair_agreement``: the share of pairs of images predicted
   as one class, an unbiased estimate of sum_c q_c^2 at every batch size), minus (with one
@@ -31,14 +34,14 @@ whether ETA takes its step:
 - **domain-mixing detector** (``MixingDetector``): the spread of the images' instance
   log-variances in the first third of the network (``UnMixTNS2d.probe_spread``). A batch of one
   domain differs only by content; a batch drawn from many corruptions adds their differences.
-  While the moving average says the batches mix domains, the components move at
-  ``correlated_rate`` of UnMix-TNS's rate (its own answer to mixed domains is K = 128, which slows
-  each component alike) so that a class that fills the batches for a hundred batches in a row is
-  not absorbed into them, and the detector leaves the correlated regime only below
-  ``mixed_leave``. With one domain at a time the components keep UnMix-TNS's rate: they must
-  follow each new domain.
+  While the moving average says the batches mix domains, a third copy of the model, the *mixed
+  branch* (UnMix-TNS with ``mixed_K`` = 128 components, UnMix-TNS's own setting for mixed domains),
+  takes the correlated branch's place (in both regimes), and the detector reads the plain pair
+  agreement against ``mixed_enter``/``mixed_leave``. UnMix-TNS chooses K by the setting's name;
+  here the choice is read off the stream. With one domain at a time the K = 16 branch runs: its
+  components must follow each new domain, which 128 components sharing each batch do too slowly.
 
-Nothing reads labels, the shift's name or δ. State: both branches, ETA's optimizer and
+Nothing reads labels, the shift's name or δ. State: the three branches, ETA's optimizer and
 moving average, both detectors' averages and the regime (all in ``state_dict``; ``reset()``
 restores the construction state). The output is a probability vector (LAME's, or the
 i.i.d. branch's softmax): ``adapter.output == "probabilities"``.
@@ -70,8 +73,8 @@ log = logging.getLogger(__name__)
 #: detector defaults, read off per-batch predictions of UnMix-TNS and ETA on ResNet-20, seed 2020 (continual,
 #: continual@0.1, switching@0.1; 5,000 images per domain), replayed offline; see docs/methods.md
 RHO, ENTER, LEAVE, WARMUP, HISTORY = 0.2, 0.07, 0.03, 24, 0.15
-#: the components' rate while the batches mix domains (ResNet-20 seed 2020, mixed@0.1; docs/methods.md)
-CORRELATED_RATE = 0.25
+#: the mixed branch's number of UnMix-TNS components: UnMix-TNS's own for mixed domains (its mixed-domain scripts)
+MIXED_K = 128
 #: style spread above which batches count as mixing domains (ResNet-20, seed 2020, every 15th batch of 16
 #: images: one domain per batch 0.14-0.62, mixed domains 0.54-1.30; docs/methods.md)
 MIXED_SPREAD = 0.65
@@ -79,6 +82,13 @@ MIXED_SPREAD = 0.65
 MIXED_ENTER, MIXED_LEAVE = 0.25, 0.12
 #: images of a batch the correlated branch sees in the i.i.d. regime (a quarter of the board's batch of 64)
 DETECTOR_IMAGES = 16
+#: most images of a batch ETA's step sees (the board's batch, and the original EATA's on ImageNet-C)
+GRAD_IMAGES = 64
+
+
+def _spaced(n: int, m: int) -> torch.Tensor:
+    """``m`` evenly spaced indices of ``range(n)`` (m <= n), starting at 0."""
+    return torch.arange(m) * n // m
 
 
 def pair_agreement(pred: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -163,29 +173,44 @@ class RegimeDetector(nn.Module):
                 f"history={self.history}, mixed_enter={self.mixed_enter}, mixed_leave={self.mixed_leave}")
 
 
-class RegimeBranches(nn.Module):
-    """The two copies of the model: ``iid`` (test-batch statistics, adapted by ETA) and ``correlated``
-    (UnMix-TNS statistics, frozen weights)."""
+def _probe_layers(model: nn.Module) -> list[UnMixTNS2d]:
+    """The UnMix-TNS layers of the first third after the stem (ResNet-20: its first stage), set to probe the
+    style spread."""
+    unmix = [m for m in model.modules() if isinstance(m, UnMixTNS2d)]
+    probes = unmix[1:1 + len(unmix) // 3] or unmix[:1]
+    for layer in probes:
+        layer.probe_spread = True
+    return probes
 
-    def __init__(self, iid: nn.Module, correlated: nn.Module) -> None:
+
+class RegimeBranches(nn.Module):
+    """The three copies of the model: ``iid`` (test-batch statistics, adapted by ETA), ``correlated`` (UnMix-TNS
+    statistics, K = 16, frozen weights) and ``mixed`` (UnMix-TNS with ``mixed_K`` components, frozen weights)."""
+
+    def __init__(self, iid: nn.Module, correlated: nn.Module, mixed: nn.Module) -> None:
         super().__init__()
         self.iid = iid
         self.correlated = correlated
-        self._unmix = [m for m in correlated.modules() if isinstance(m, UnMixTNS2d)]  # a plain list: not submodules
-        # the domain-mixing probe: the layers of the first third after the stem (ResNet-20: its first stage)
-        self._probes = self._unmix[1:1 + len(self._unmix) // 3] or self._unmix[:1]
-        for layer in self._probes:
-            layer.probe_spread = True
+        self.mixed = mixed
+        # plain lists and a dict keyed by identity: not submodules
+        self._probes = {id(correlated): _probe_layers(correlated), id(mixed): _probe_layers(mixed)}
 
-    def style_spread(self) -> torch.Tensor | None:
-        """The last forward's spread of instance log-variances, averaged over the probe layers."""
-        values = [layer.spread for layer in self._probes if layer.spread is not None]
+    def unmix_branch(self, mixed: bool) -> nn.Module:
+        """The branch that predicts under correlation and feeds the detectors: ``mixed`` while the batches
+        mix domains."""
+        return self.mixed if mixed else self.correlated
+
+    def style_spread(self, branch: nn.Module) -> torch.Tensor | None:
+        """``branch``'s last forward's spread of instance log-variances, averaged over its probe layers."""
+        values = [layer.spread for layer in self._probes[id(branch)] if layer.spread is not None]
         return torch.stack(values).mean() if values else None
 
-    def set_component_rate(self, scale: float) -> None:
-        """The pace of the correlated branch's UnMix-TNS components for the next forward (1: UnMix-TNS's own)."""
-        for layer in self._unmix:
-            layer.rate_scale = scale
+    @staticmethod
+    def set_component_rate(branch: nn.Module, scale: float) -> None:
+        """The pace of ``branch``'s UnMix-TNS components for its next forward (1: UnMix-TNS's own)."""
+        for layer in branch.modules():
+            if isinstance(layer, UnMixTNS2d):
+                layer.rate_scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise TTAError("RegimeBranches is driven by the regime-aware step; call the adapter, not its model")
@@ -236,30 +261,40 @@ class RegimeStepState(StepState):
 def _regime_step(opts: Resolved):
     eta_kw = {"d_margin": opts["d_margin"], "margin_factor": opts["margin_factor"]}
     lame_kw = {"affinity_kind": opts["affinity"], "knn": opts["knn"], "force_symmetry": opts["force_symmetry"]}
-    slow, seen = opts["correlated_rate"], opts["detector_images"]
+    seen, grad_cap = opts["detector_images"], opts["grad_images"]
 
     def step(adapter: Adapter, x: torch.Tensor) -> torch.Tensor:
         branches, memory = adapter.model, adapter.memory
         detector = memory.detector
-        rate = slow if memory.mixing.mixed else 1.0
+        mixed = memory.mixing.mixed
+        unmix = branches.unmix_branch(mixed)
         if bool(detector.correlated):
-            branches.set_component_rate(rate)
+            branches.set_component_rate(unmix, 1.0)
             with torch.no_grad():
-                features, logits_c = features_and_logits(branches.correlated, x)
+                features, logits_c = features_and_logits(unmix, x)
                 out = lame(logits_c, features, **lame_kw)
         else:
             n = x.shape[0]
             m = min(n, seen)
             # the detector's share of the batch: evenly spaced images; in lam they count as the whole batch,
             # so the components follow the stream at UnMix-TNS's pace per image
-            branches.set_component_rate(rate * n / m)
+            branches.set_component_rate(unmix, n / m)
             with torch.no_grad():
-                logits_c = branches.correlated(x if m == n else x[torch.arange(m) * n // m])
-            result = eta_step(branches.iid, x, adapter.optimizer, memory.state, **eta_kw)
+                logits_c = unmix(x if m == n else x[_spaced(n, m)])
+            g = min(n, grad_cap)
+            if g == n:
+                result = eta_step(branches.iid, x, adapter.optimizer, memory.state, **eta_kw)
+                logits = result.logits
+            else:
+                # a larger batch is predicted whole, then ETA steps on g evenly spaced images of it: the step's
+                # autograd graph (its memory) stays that of a batch of g
+                with torch.no_grad():
+                    logits = branches.iid(x)
+                result = eta_step(branches.iid, x[_spaced(n, g)], adapter.optimizer, memory.state, **eta_kw)
             memory.record_collapse(result.collapsed)
-            out = result.logits.softmax(1)
-        detector.update(logits_c.argmax(1), memory.mixing.mixed)
-        memory.mixing.update(branches.style_spread())
+            out = logits.softmax(1)
+        detector.update(logits_c.argmax(1), mixed)
+        memory.mixing.update(branches.style_spread(unmix))
         return out
 
     return step
@@ -285,6 +320,9 @@ def _regime_step(opts: Resolved):
         Option("detector_images", int, DETECTOR_IMAGES, "in the i.i.d. regime the correlated branch (the "
                "detectors' and its components' only input there) sees this many evenly spaced images of each batch "
                "(all of a smaller batch)", low=2),
+        Option("grad_images", int, GRAD_IMAGES, "in the i.i.d. regime ETA's step (its forward with gradients and "
+               "backward) sees at most this many evenly spaced images of a batch; a larger batch is first "
+               "predicted whole without gradients, so the step's memory does not grow with the batch", low=2),
         Option("rho", float, RHO, "detectors: weight of the newest batch in the moving averages of the "
                "correlation score and the style spread", low=0, open_low=True, high=1),
         Option("enter", float, ENTER, "detector: switch to the correlated regime when the average excess pair "
@@ -298,17 +336,16 @@ def _regime_step(opts: Resolved):
         Option("start", str, "iid", "regime assumed before the first batch", choices=("iid", "correlated")),
         Option("mixed_spread", float, MIXED_SPREAD, "domain-mixing detector: the batches count as mixing domains "
                "while the moving average of their style spread exceeds this", low=0),
-        Option("correlated_rate", float, CORRELATED_RATE, "while the batches mix domains the UnMix-TNS components "
-               "move at this fraction of their rate (each batch counts as this share of its size in lam), so a "
-               "long run of one class is not absorbed into them (UnMix-TNS's own answer to mixed domains, "
-               "K = 128, slows each component alike); 1 keeps UnMix-TNS's rate", low=0, open_low=True, high=1),
+        Option("mixed_K", int, MIXED_K, "components of the mixed branch's UnMix-TNS, which replaces the correlated "
+               "branch while the batches mix domains (UnMix-TNS's own K for mixed domains; its other options are "
+               "the correlated branch's)", low=1),
         Option("mixed_enter", float, MIXED_ENTER, "detector: the threshold to the correlated regime while the "
                "batches mix domains (on the plain pair agreement)", low=0, high=1),
         Option("mixed_leave", float, MIXED_LEAVE, "detector: the threshold back to i.i.d. while the batches mix "
                "domains (<= mixed_enter)", low=0, high=1),
     ),
     defaults=tuple(r for r in ETA_DEFAULTS if "stats" not in r.values),
-    notes="needs a BatchNorm model ending in nn.Linear; two model copies; min batch 2",
+    notes="needs a BatchNorm model ending in nn.Linear; three model copies; min batch 2",
     min_batch_size=2,
 )
 def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
@@ -316,9 +353,13 @@ def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
         raise TTAError("method 'regime-aware' needs a model with BatchNorm layers (its branches replace their "
                        "statistics); use 'eta' or 'lame' for other models")
     classifier = classifier_layer(model, "regime-aware")  # fail at construction, not at the first batch
-    correlated = copy.deepcopy(model)
-    get_stats(opts["stats"], "regime-aware").swap(correlated, {**opts["stats_options"], "init": opts["unmix_init"]})
+    correlated, mixed = copy.deepcopy(model), copy.deepcopy(model)
+    policy = get_stats(opts["stats"], "regime-aware")
+    # the K = 16 branch draws its components first, as when it was the only one
+    policy.swap(correlated, {**opts["stats_options"], "init": opts["unmix_init"]})
+    policy.swap(mixed, {**opts["stats_options"], "init": opts["unmix_init"], "K": opts["mixed_K"]})
     correlated.requires_grad_(False)
+    mixed.requires_grad_(False)
     iid = model
     get_stats("tbn", "regime-aware").swap(iid, {"prior": 0.0})
     iid.requires_grad_(False)
@@ -330,7 +371,7 @@ def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
                               history=opts["history"], mixed_enter=opts["mixed_enter"], mixed_leave=opts["mixed_leave"])
     mixing = MixingDetector(opts["rho"], opts["mixed_spread"])
     adapter = opts.adapter(
-        RegimeBranches(iid, correlated), optimizer=make_optimizer(params, opts), step=_regime_step(opts),
+        RegimeBranches(iid, correlated, mixed), optimizer=make_optimizer(params, opts), step=_regime_step(opts),
         memory=RegimeStepState(detector, mixing), needs_grad=True, min_batch_size=2,
         min_batch_reason="the i.i.d. branch normalizes with the statistics of the batch",
     )
