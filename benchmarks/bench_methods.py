@@ -78,8 +78,10 @@ WAVE2: list[tuple[str, dict]] = [
     ("rotta", {"stats": "unmix-tns", "stats_options": {"K": 16}}),
     ("note", {"stats": "unmix-tns", "stats_options": {"K": 16}}),
     ("lame", {"stats": "unmix-tns", "stats_options": {"K": 16}}),
-    # both regimes: i.i.d. (UnMix-TNS forward + ETA's step) and correlated (UnMix-TNS forward + LAME)
+    # both regimes: i.i.d. (UnMix-TNS forward + ETA's step) and correlated (UnMix-TNS forward + LAME); with
+    # mixed_spread 0 every batch after the first counts as domain-mixed (the K = 128 branch instead of K = 16)
     ("regime-aware", {}), ("regime-aware", {"start": "correlated"}),
+    ("regime-aware", {"start": "correlated", "mixed_spread": 0.0}),
 ]
 METHODS += WAVE2
 GRAD = ("tent", "alpha-bn-mcc", "momentum-decay-hbs", "rotta", "note", *dict.fromkeys(m for m, _ in WAVE2))
@@ -88,7 +90,7 @@ AVERAGED = ("rotta", "note")
 
 
 def label(method: str, opts: dict) -> str:
-    shown = {k: v for k, v in opts.items() if k in ("stats", "views_per_call", "start")}
+    shown = {k: v for k, v in opts.items() if k in ("stats", "views_per_call", "start", "mixed_spread")}
     return method + (f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else "")
 
 

@@ -311,8 +311,9 @@ def _regime_step(opts: Resolved):
         Option("stats", str, "unmix-tns", "statistics of the correlated branch", choices=("unmix-tns",)),
         Option("stats_options", dict, {"K": 16}, "options of the correlated branch's UnMix-TNS (its defaults "
                "otherwise; K stays 16 on every shift, since the method may not know the shift)"),
-        Option("unmix_init", str, "random", "initial UnMix-TNS components: random (the paper's draw) or "
-               "stratified (normal quantiles, the source moments matched exactly; tta.methods.unmix_tns)",
+        Option("unmix_init", str, "stratified", "initial UnMix-TNS components of both UnMix-TNS branches: "
+               "stratified (normal quantiles, the source moments matched exactly, the seed only orders them; "
+               "tta.methods.unmix_tns) or random (the paper's Gaussian draw, whose error moves with the seed)",
                choices=("random", "stratified")),
         Option("affinity", str, DEFAULT_AFFINITY, "LAME feature affinity", choices=AFFINITIES),
         Option("knn", int, DEFAULT_KNN, "LAME neighbours", low=1),
