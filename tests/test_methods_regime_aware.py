@@ -1,6 +1,8 @@
 """``regime-aware``: the label-correlation detector on constructed streams, and the two regimes' behaviour."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from tta.methods.regime_aware import (
     ENTER, HISTORY, LEAVE, MIXED_ENTER, MIXED_LEAVE, RHO, WARMUP, MixingDetector, RegimeDetector, pair_agreement,
 )
 from tta.methods._gradient import norm_parameters
+from tta.methods._stats_policy import get_stats
 from tta.methods.unmix_tns import UnMixTNS2d, stratified_noise, unmix_momentum
 from tta.models import load_model
 
@@ -202,7 +205,7 @@ def test_single_class_batches_switch_to_lame_over_unmix_tns_exactly(resnet20, ci
     """With the whole batch seen in the i.i.d. regime, the correlated regime's output on batches of one domain is
     LAME over UnMix-TNS's (K = 16) exactly (the default ``detector_images`` sees a quarter of a batch: below)."""
     torch.manual_seed(0)
-    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", detector_images=32, unmix_init="random")
+    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", detector_images=32)
     torch.manual_seed(0)  # the same UnMix-TNS components
     lame = tta.adapt(resnet20, "lame", dataset="cifar10", stats="unmix-tns", stats_options={"K": 16})
     batches = _batches(cifar10_test, correlated=True, n_batches=WARMUP + SWITCH_TO_CORRELATED + 8)
@@ -249,7 +252,7 @@ def test_the_iid_regime_moves_the_components_with_a_quarter_of_the_batch(resnet2
     """In the i.i.d. regime the correlated branch sees ``detector_images`` evenly spaced images (every 2nd of
     32 here), counted as the whole batch: its components equal UnMix-TNS's fed those images with s = 2."""
     torch.manual_seed(0)
-    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", detector_images=16, unmix_init="random")
+    ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", detector_images=16)
     torch.manual_seed(0)
     ref = tta.adapt(resnet20, "unmix-tns", dataset="cifar10", K=16)
     for layer in ref.modules():
@@ -309,15 +312,23 @@ def test_batches_that_mix_styles_are_told_from_batches_of_one_style(resnet20, ci
 
 
 @pytest.mark.realdata
-def test_batches_that_mix_styles_get_lame_over_unmix_tns_with_mixed_k_exactly(resnet20, cifar10_test):
+@pytest.mark.parametrize("init", ["stratified", "random"])
+def test_batches_that_mix_styles_get_lame_over_unmix_tns_with_mixed_k_exactly(resnet20, cifar10_test, init):
     """From the batch after the mixing detector fires, the correlated regime's output is LAME over UnMix-TNS with
     ``mixed_K`` components (same component seed), fed the batches from there on: UnMix-TNS's own setting for
     mixed domains, chosen from the stream instead of the setting's name."""
     gen = torch.Generator().manual_seed(0)
     batches = [_styles(x, gen) for x in _batches(cifar10_test, correlated=True, n_batches=8)]
     ours = tta.adapt(resnet20, "regime-aware", dataset="cifar10", start="correlated", warmup=10_000,
-                     stats_options={"K": 16, "seed": 3}, unmix_init="random")
+                     stats_options={"K": 16, "seed": 3}, **({} if init == "stratified" else {"mixed_init": init}))
     ref = tta.adapt(resnet20, "lame", dataset="cifar10", stats="unmix-tns", stats_options={"K": 128, "seed": 3})
+    if init == "stratified":  # the default: give the reference the policy's stratified draw for that seed
+        drawn = copy.deepcopy(resnet20)
+        get_stats("unmix-tns", "test").swap(drawn, {**ref.hparams()["stats_options"], "init": "stratified"})
+        layers = [m for m in ref.model.modules() if isinstance(m, UnMixTNS2d)]
+        for mine, theirs in zip(layers, [m for m in drawn.modules() if isinstance(m, UnMixTNS2d)], strict=True):
+            mine.mu_k.copy_(theirs.mu_k)
+            mine.var_k.copy_(theirs.var_k)
     assert ours.hparams()["mixed_K"] == 128
     fed = 0
     for x in batches:

@@ -11,6 +11,11 @@ from typing import Iterable
 
 from .errors import InputError, UnknownNameError
 
+#: the method ``tta.adapt(model)`` and ``tta run`` use when none is named: safe on i.i.d. and label-correlated
+#: streams alike (issue #30; benchmarks/results/leaderboard-full/README.md, "Regime-aware"). A model it cannot run
+#: (no BatchNorm, no final nn.Linear) gets ``source`` instead, with a warning (``tta.adaptation.default_method``).
+DEFAULT_METHOD = "regime-aware"
+
 #: every registered method -> the options ``-O KEY=VALUE`` may set (``tta list methods`` describes them)
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "adab2n": ("kappa", "momentum", "normalize", "domain_prior"),
@@ -36,7 +41,7 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "rbn": ("alpha",),
     "regime-aware": ("d_margin", "margin_factor", "optimizer", "lr", "beta", "momentum", "nesterov", "weight_decay",
         "stats", "stats_options", "unmix_init", "affinity", "knn", "force_symmetry", "detector_images", "grad_images",
-        "rho", "enter", "leave", "history", "warmup", "start", "mixed_spread", "mixed_K", "mixed_enter",
+        "rho", "enter", "leave", "history", "warmup", "start", "mixed_spread", "mixed_K", "mixed_init", "mixed_enter",
         "mixed_leave"),
     "rdumb": ("stats", "stats_options", "d_margin", "margin_factor", "optimizer", "lr", "beta", "momentum",
         "nesterov",

@@ -300,6 +300,18 @@ def _regime_step(opts: Resolved):
     return step
 
 
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why ``regime-aware`` cannot run on ``model``, or None: it needs BatchNorm layers (its branches replace their
+    statistics) and a final ``nn.Linear`` (LAME reads its input, the detector its number of classes)."""
+    if not batchnorm_layers(model):
+        return "the model has no BatchNorm layers, whose statistics its branches replace"
+    try:
+        classifier_layer(model, "regime-aware")
+    except TTAError:
+        return "the model has no final nn.Linear classifier, whose input LAME reads"
+    return None
+
+
 @register_method(
     "regime-aware",
     summary="ETA on i.i.d.-looking labels, LAME over UnMix-TNS on correlated ones, chosen online by a label-free "
@@ -311,10 +323,10 @@ def _regime_step(opts: Resolved):
         Option("stats", str, "unmix-tns", "statistics of the correlated branch", choices=("unmix-tns",)),
         Option("stats_options", dict, {"K": 16}, "options of the correlated branch's UnMix-TNS (its defaults "
                "otherwise; K stays 16 on every shift, since the method may not know the shift)"),
-        Option("unmix_init", str, "stratified", "initial UnMix-TNS components of both UnMix-TNS branches: "
+        Option("unmix_init", str, "random", "initial components of the correlated branch's UnMix-TNS: random (the "
+               "paper's Gaussian draw; the detector's thresholds were read off this branch's predictions) or "
                "stratified (normal quantiles, the source moments matched exactly, the seed only orders them; "
-               "tta.methods.unmix_tns) or random (the paper's Gaussian draw, whose error moves with the seed)",
-               choices=("random", "stratified")),
+               "tta.methods.unmix_tns)", choices=("random", "stratified")),
         Option("affinity", str, DEFAULT_AFFINITY, "LAME feature affinity", choices=AFFINITIES),
         Option("knn", int, DEFAULT_KNN, "LAME neighbours", low=1),
         Option("force_symmetry", bool, False, "LAME: symmetrize the affinity"),
@@ -340,6 +352,9 @@ def _regime_step(opts: Resolved):
         Option("mixed_K", int, MIXED_K, "components of the mixed branch's UnMix-TNS, which replaces the correlated "
                "branch while the batches mix domains (UnMix-TNS's own K for mixed domains; its other options are "
                "the correlated branch's)", low=1),
+        Option("mixed_init", str, "stratified", "initial components of the mixed branch: stratified (its error on "
+               "mixed domains then barely moves with the seed) or random (the paper's draw)",
+               choices=("random", "stratified")),
         Option("mixed_enter", float, MIXED_ENTER, "detector: the threshold to the correlated regime while the "
                "batches mix domains (on the plain pair agreement)", low=0, high=1),
         Option("mixed_leave", float, MIXED_LEAVE, "detector: the threshold back to i.i.d. while the batches mix "
@@ -358,7 +373,7 @@ def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
     policy = get_stats(opts["stats"], "regime-aware")
     # the K = 16 branch draws its components first, as when it was the only one
     policy.swap(correlated, {**opts["stats_options"], "init": opts["unmix_init"]})
-    policy.swap(mixed, {**opts["stats_options"], "init": opts["unmix_init"], "K": opts["mixed_K"]})
+    policy.swap(mixed, {**opts["stats_options"], "init": opts["mixed_init"], "K": opts["mixed_K"]})
     correlated.requires_grad_(False)
     mixed.requires_grad_(False)
     iid = model
@@ -380,4 +395,4 @@ def regime_aware(model: nn.Module, opts: Resolved) -> Adapter:
     return adapter
 
 
-__all__: list[Any] = ["MixingDetector", "RegimeDetector", "pair_agreement", "regime_aware"]
+__all__: list[Any] = ["MixingDetector", "RegimeDetector", "pair_agreement", "regime_aware", "unsupported_reason"]
