@@ -35,8 +35,9 @@ whether ETA takes its step:
   log-variances in the first third of the network (``UnMixTNS2d.probe_spread``). A batch of one
   domain differs only by content; a batch drawn from many corruptions adds their differences.
   While the moving average says the batches mix domains, a third copy of the model, the *mixed
-  branch* (UnMix-TNS with ``mixed_K`` = 128 components, UnMix-TNS's own setting for mixed domains),
-  takes the correlated branch's place (in both regimes), and the detector reads the plain pair
+  branch* (UnMix-TNS with ``mixed_K`` = 128 components, UnMix-TNS's own setting for mixed domains,
+  drawn stratified: ``mixed_init``, whose error barely moves with the seed), takes the correlated
+  branch's place (in both regimes), and the detector reads the plain pair
   agreement against ``mixed_enter``/``mixed_leave``. UnMix-TNS chooses K by the setting's name;
   here the choice is read off the stream. With one domain at a time the K = 16 branch runs: its
   components must follow each new domain, which 128 components sharing each batch do too slowly.
