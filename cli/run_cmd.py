@@ -35,7 +35,9 @@ class _RunCommand(AliasCommand):
 
 
 @click.command("run", cls=_RunCommand)
-@click.option("--method", "-m", default="source", show_default=True, help="Adaptation method (tta list methods).")
+@click.option("--method", "-m", default=None,
+              help="Adaptation method (tta list methods). [default: regime-aware, safe on i.i.d. and label-correlated "
+                   "streams; source for a model it cannot run]")
 @click.option("--shift", "-s", default="continual", show_default=True,
               help="iid | continual | mixed | gradual, optionally @DELTA or @sorted, e.g. continual@0.1 (tta list shifts).")
 @click.option("--dataset", default="auto", show_default=True,

@@ -88,6 +88,31 @@ def test_reset_restores_the_initial_state_exactly():
     assert all(torch.equal(initial[k], v) for k, v in adapted.state_dict().items() if isinstance(v, torch.Tensor))
 
 
+def test_without_a_method_a_batchnorm_model_gets_regime_aware():
+    """issue #30: ``tta.adapt(model)`` adapts by default, with the method safe on both label regimes."""
+    net = _tiny_bn_net()
+    adapted = tta.adapt(net)
+    assert adapted.name == "regime-aware" and adapted.output == "probabilities"
+    assert adapted.hparams() == tta.adapt(net, "regime-aware").hparams()
+    probs = adapted(torch.rand(6, 3, 8, 8))
+    torch.testing.assert_close(probs.sum(1), torch.ones(6))
+
+
+def test_without_a_method_a_model_regime_aware_cannot_run_is_not_adapted_and_warned_about(caplog):
+    no_bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    headless = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    x = torch.rand(5, 3, 8, 8)
+    for net, why in ((no_bn, "no BatchNorm"), (headless, "nn.Linear")):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="tta.adaptation"):
+            adapted = tta.adapt(net)
+        assert adapted.name == "source"
+        with torch.no_grad():
+            torch.testing.assert_close(adapted(x), net(x))
+        assert len(caplog.records) == 1 and why in caplog.text and "method='eta'" in caplog.text
+
+
 def test_unknown_method():
     with pytest.raises(UnknownNameError) as exc:
         tta.adapt(_tiny_bn_net(), "tbn-9000")

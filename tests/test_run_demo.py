@@ -78,6 +78,21 @@ def test_demo_runs_adaptation_offline(demo_cache, tmp_path, method):
     assert f"| error % ({method}) |" in result.output and "DEMO RUN" in result.output
 
 
+def test_without_a_method_the_demo_runs_regime_aware(demo_cache, tmp_path):
+    """issue #30: ``tta run`` without --method adapts with regime-aware, recorded under that name with its
+    defaults; the method's options are checked as regime-aware's before anything loads."""
+    out = tmp_path / "r.json"
+    result = _run(["--dataset", "demo", "--shift", "continual", "--domains", DOMAINS, "--n-examples", "256",
+                   "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["method"]["name"] == "regime-aware"
+    assert doc["method"]["hparams"]["mixed_init"] == "stratified" and doc["method"]["hparams"]["mixed_K"] == 128
+    assert "| error % (regime-aware) |" in result.output
+    bad = CliRunner().invoke(cli, ["run", "-q", "--dataset", "demo", "--option", "prior=4"])
+    assert bad.exit_code == 2 and "regime-aware" in bad.output and "prior" in bad.output
+
+
 def test_auto_without_data_explains_and_falls_back_to_demo(demo_cache, tmp_path, monkeypatch):
     monkeypatch.setattr("tta.data.resolve.network_available", lambda *a, **k: False)
     monkeypatch.delenv("TTA_DATA")  # no data location given at all: the default folder (<cache>/data) is empty

@@ -68,6 +68,21 @@ def test_tent_adapts_a_gn_backbone(small_cifar_c_dir, gn_checkpoint, tmp_path) -
     assert "no BatchNorm" in result.output
 
 
+def test_without_a_method_a_gn_backbone_runs_unadapted_and_the_result_says_why(small_cifar_c_dir, gn_checkpoint,
+                                                                              tmp_path) -> None:
+    """The default method (regime-aware) needs BatchNorm: a GN backbone runs as the source model, recorded as
+    such, with a note; an --option then has no method to set and is refused before the run."""
+    out = tmp_path / "r.json"
+    result = _run(*_common(small_cifar_c_dir, gn_checkpoint, out))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["method"]["name"] == "source"
+    assert "regime-aware cannot run" in result.output and "pass --method" in result.output
+    refused = _run("--option", "warmup=3", *_common(small_cifar_c_dir, gn_checkpoint, tmp_path / "r2.json"))
+    assert refused.exit_code == 2 and "pass --method" in refused.output
+    assert not (tmp_path / "r2.json").exists()
+
+
 def test_without_a_record_the_mismatch_error_names_norm(small_cifar_c_dir, gn_checkpoint, tmp_path) -> None:
     lone = tmp_path / "lone.pt"
     lone.write_bytes(gn_checkpoint.read_bytes())

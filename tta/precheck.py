@@ -10,7 +10,7 @@ import math
 from typing import Any, Mapping
 
 from .errors import InputError, UnknownNameError
-from .names import check_options, check_stats, parse_shift, resolve_method
+from .names import DEFAULT_METHOD, check_options, check_stats, parse_shift, resolve_method
 
 #: integer settings and the least value each accepts (None: no value given, the default applies)
 INT_MINIMA = {"batch_size": 1, "n_examples": 1, "severity": 1, "seed": 0, "workers": 0, "threads": 1}
@@ -44,7 +44,7 @@ def check_settings(settings: Mapping[str, Any], where: str = "") -> dict[str, An
     out = dict(settings)
     at = f"{where}: " if where else ""
     try:
-        if "method" in out:
+        if out.get("method") is not None:  # None: the default method, chosen once the model is loaded
             out["method"] = resolve_method(out["method"]) if isinstance(out["method"], str) else _bad("method", out)
         if "shift" in out:
             name, delta, sort = parse_shift(out["shift"])
@@ -59,9 +59,10 @@ def check_settings(settings: Mapping[str, Any], where: str = "") -> dict[str, An
         if not isinstance(options, Mapping):
             raise InputError(f"method options must be KEY=VALUE pairs (a table), got {options!r}")
         if "method" in out:
-            check_options(out["method"], options)
+            method = DEFAULT_METHOD if out["method"] is None else out["method"]
+            check_options(method, options)
             if "stats" in options:
-                check_stats(options["stats"], out["method"])
+                check_stats(options["stats"], method)
         for name in INT_MINIMA:
             if name in out:
                 check_int(name, out[name], as_key=bool(where))

@@ -29,7 +29,9 @@ class RunConfig:
     ``protocol="reference"`` draws the reference framework's exact sample order.
     """
 
-    method: str = "source"
+    method: str | None = None
+    """None: ``tta.adaptation.default_method`` of the model (``regime-aware``; ``source`` for a model it cannot run);
+    results record the method that ran."""
     shift: str = "continual"
     dataset: str = "auto"
     data_dir: str | None = None
