@@ -94,7 +94,8 @@ def test_frost_dir_reaches_generated_domains(cifar10_test, resnet20_checkpoint, 
     np.save(clean / "test_images.npy", np.asarray(images[:64]))
     np.save(clean / "test_labels.npy", np.asarray(labels[:64]))
     common = ["--data-dir", str(tmp_path / "data"), "--dataset", "cifar10", "--model", "resnet20",
-              "--checkpoint", str(resnet20_checkpoint), "--domains", "frost", "--batch-size", "32"]
+              "--checkpoint", str(resnet20_checkpoint), "--domains", "frost", "--batch-size", "32",
+              "--method", "source"]
     bad = CliRunner().invoke(cli, ["run", "-q", *common, "--frost-dir", str(tmp_path / "nowhere"),
                                    "--output", str(tmp_path / "bad.json")])
     assert bad.exit_code == 2 and "nowhere" in bad.output
