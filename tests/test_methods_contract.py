@@ -279,6 +279,8 @@ def test_listing_shows_every_method_with_its_options_and_defaults():
         for option in get_method(name).options.names:
             assert f"{option}: " in text
     assert "defaults[shift=mixed]: K=128" in text
+    default = [i for i, line in enumerate(list_methods()) if "the default: tta.adapt(model)" in line]
+    assert len(default) == 1 and list_methods()[default[0] - 2].startswith("regime-aware ")
     assert "defaults[stats=unmix-tns, dataset=cifar10|cifar100]: optimizer=adam, lr=1e-05" in text
 
 

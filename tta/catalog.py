@@ -9,6 +9,7 @@ from .adaptation import adapt
 from .errors import TTAError
 from .methods import METHODS, WITHHELD
 from .models import MODELS
+from .names import DEFAULT_METHOD
 from .norms import NORMS, NormSpec
 from .streams.shifts import listing as shifts
 
@@ -24,6 +25,8 @@ def methods() -> list[str]:
         kind = "statistics policy" if recipe.stats_only else "gradient" if recipe.needs_grad else "no gradients"
         lines.append(f"{name:16s} {recipe.summary}")
         lines.append(f"{pad}kind: {kind}; paper: {recipe.paper}")
+        if name == DEFAULT_METHOD:
+            lines.append(f"{pad}the default: tta.adapt(model) and tta run without --method use it")
         described = recipe.options.describe()
         lines += [f"{pad}{line}" for line in described] or [f"{pad}options: none"]
         if recipe.min_batch_size > 1:
