@@ -174,10 +174,9 @@ class RegimeDetector(nn.Module):
                 f"history={self.history}, mixed_enter={self.mixed_enter}, mixed_leave={self.mixed_leave}")
 
 
-def _probe_layers(model: nn.Module) -> list[UnMixTNS2d]:
-    """The UnMix-TNS layers of the first third after the stem (ResNet-20: its first stage), set to probe the
-    style spread."""
-    unmix = [m for m in model.modules() if isinstance(m, UnMixTNS2d)]
+def _probe_layers(unmix: list[UnMixTNS2d]) -> list[UnMixTNS2d]:
+    """Of a branch's UnMix-TNS layers, those of the first third after the stem (ResNet-20: its first stage), set
+    to probe the style spread."""
     probes = unmix[1:1 + len(unmix) // 3] or unmix[:1]
     for layer in probes:
         layer.probe_spread = True
@@ -193,8 +192,13 @@ class RegimeBranches(nn.Module):
         self.iid = iid
         self.correlated = correlated
         self.mixed = mixed
-        # plain lists and a dict keyed by identity: not submodules
-        self._probes = {id(correlated): _probe_layers(correlated), id(mixed): _probe_layers(mixed)}
+        # plain lists, keyed by the branch's attribute name: not submodules
+        self._unmix = {name: [m for m in getattr(self, name).modules() if isinstance(m, UnMixTNS2d)]
+                       for name in ("correlated", "mixed")}
+        self._probes = {name: _probe_layers(layers) for name, layers in self._unmix.items()}
+
+    def _name(self, branch: nn.Module) -> str:
+        return "mixed" if branch is self.mixed else "correlated"
 
     def unmix_branch(self, mixed: bool) -> nn.Module:
         """The branch that predicts under correlation and feeds the detectors: ``mixed`` while the batches
@@ -203,15 +207,13 @@ class RegimeBranches(nn.Module):
 
     def style_spread(self, branch: nn.Module) -> torch.Tensor | None:
         """``branch``'s last forward's spread of instance log-variances, averaged over its probe layers."""
-        values = [layer.spread for layer in self._probes[id(branch)] if layer.spread is not None]
+        values = [layer.spread for layer in self._probes[self._name(branch)] if layer.spread is not None]
         return torch.stack(values).mean() if values else None
 
-    @staticmethod
-    def set_component_rate(branch: nn.Module, scale: float) -> None:
+    def set_component_rate(self, branch: nn.Module, scale: float) -> None:
         """The pace of ``branch``'s UnMix-TNS components for its next forward (1: UnMix-TNS's own)."""
-        for layer in branch.modules():
-            if isinstance(layer, UnMixTNS2d):
-                layer.rate_scale = scale
+        for layer in self._unmix[self._name(branch)]:
+            layer.rate_scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise TTAError("RegimeBranches is driven by the regime-aware step; call the adapter, not its model")
