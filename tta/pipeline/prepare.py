@@ -21,8 +21,8 @@ from ..data.resolve import open_source
 from ..errors import CheckpointError, InputError
 from ..methods.regime_aware import unsupported_reason
 from ..models import load_model, resolve_model_name
-from ..names import DEFAULT_METHOD
 from ..models._zoo import default_model_dir, find_pretrained
+from ..names import DEFAULT_METHOD
 from ..precheck import check_settings
 from ..runtime import configure_threads, pick_device
 from ..streams import Stream, make_stream
@@ -94,13 +94,14 @@ def prepare(config: RunConfig, confirm_download: Callable[[str], bool] | None = 
     if len(stream):
         check_dataset_size(tuple(stream.batch(0).x.shape[-2:]), model, source.label)
     if config.method is None:
+        reason = unsupported_reason(model)
+        if reason is not None and config.options:
+            raise InputError(f"no --method given and {DEFAULT_METHOD} cannot run on {model_info['name']} ({reason}), "
+                             "so --option has no method to set; pass --method")
         config = replace(config, method=default_method(model))  # results record the method that ran
-        if config.method != DEFAULT_METHOD:
-            if config.options:
-                raise InputError(f"no --method given and {DEFAULT_METHOD} cannot run on {model_info['name']} "
-                                 f"({unsupported_reason(model)}), so --option has no method to set; pass --method")
-            notes.append(f"no --method given: {DEFAULT_METHOD} cannot run on {model_info['name']} "
-                         f"({unsupported_reason(model)}), so the model was not adapted (source); pass --method")
+        if reason is not None:
+            notes.append(f"no --method given: {DEFAULT_METHOD} cannot run on {model_info['name']} ({reason}), so the "
+                         "model was not adapted (source); pass --method")
     torch.manual_seed(config.seed)  # methods that draw from torch's global RNG are reproducible too
     # the library resolves the method's defaults for this dataset and shift, as tta.adapt does for any caller
     options = {**config.options, **({"source_data": config.source_data} if config.source_data else {})}
