@@ -125,8 +125,8 @@ class RegimeDetector(nn.Module):
     labels a batch agrees with the recent batches as much as with itself, whatever the classes the domain
     makes the model favour, so the excess is 0 in expectation; with a class that changes every few batches
     (a Dirichlet order over one domain) it is large. Where the domains are mixed the runs of one class are
-    too long for the history (UnMix-TNS's components are slowed instead), so the plain agreement is read,
-    against its own thresholds."""
+    longer than any useful history (40-117 batches on the board), so the plain agreement is read, against its
+    own thresholds."""
 
     def __init__(self, rho: float, enter: float, leave: float, warmup: int = 0, start_correlated: bool = False, *,
                  num_classes: int = 10, history: float = 0.15, mixed_enter: float | None = None,

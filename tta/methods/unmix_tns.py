@@ -115,8 +115,8 @@ class UnMixTNS2d(SourceStatsMixin, nn.Module):
         self.register_buffer("mu_k", mu)
         self.register_buffer("var_k", var)
         #: a composing method may change the components' pace: each batch then counts as ``rate_scale`` times its
-        #: size in lam (``regime-aware``: a subset of the batch counted as all of it, and slower while batches mix
-        #: domains). Not state: the composer sets it before each step.
+        #: size in lam (``regime-aware``: a subset of the batch counted as all of it). Not state: the composer
+        #: sets it before each step.
         self.rate_scale = 1.0
         #: when a composer sets ``probe_spread``, each forward leaves here the spread of the batch's instance
         #: log-variances (their std over the batch, mean over channels): how unlike the images' styles are
